@@ -1,0 +1,386 @@
+//! sockexit policy engine: YAML policy text in, a compiled immutable rule table out,
+//! and a decision function `facts -> (verdict, rule name)`.
+//!
+//! Pure Rust, no `unsafe`, no I/O beyond reading the policy file and the set files it
+//! names. Shared by `libsockexit.so` (the hooks) and the `sockexit` command.
+//!
+//! API CONTRACT (other crates code against these names; keep them stable):
+//! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_str_with`]
+//! - [`Policy::decide`] taking a lazy [`FactSource`]
+//! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::audit`]
+//! - [`Error`] whose `Display` is `FILE[:LINE:COLUMN]: [key `K`: ]message`
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The socket call being decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// `accept(2)` / `accept4(2)`: remote is the peer, local is the listening socket's address.
+    Accept,
+    /// `connect(2)`: remote is the destination, local is usually unknown (unbound).
+    Connect,
+    /// `listen(2)`: local is the socket's bound address, no remote.
+    Listen,
+}
+
+impl Call {
+    /// The lower-case name used in policies and audit lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Accept => "accept",
+            Call::Connect => "connect",
+            Call::Listen => "listen",
+        }
+    }
+}
+
+/// Address family, after v4-mapped IPv6 addresses are turned back into IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// AF_INET, or an `::ffff:a.b.c.d` peer on an AF_INET6 socket.
+    Ipv4,
+    /// AF_INET6.
+    Ipv6,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Let the call through.
+    Allow,
+    /// Refuse the call.
+    Deny,
+}
+
+impl Verdict {
+    /// `"allow"` or `"deny"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// A verdict and the name of the rule that produced it (`"default"` when none matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'p> {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// The deciding rule's name, or `"default"`.
+    pub rule: &'p str,
+}
+
+/// Where the facts about a call come from. Asked lazily, in cheap-first order, and only
+/// for what a rule that could still match actually looks at. Implementations may cache.
+/// `None` means "unknown": a rule that needs an unknown fact does not match.
+pub trait FactSource {
+    /// The peer (accept) or destination (connect). Unknown for listen.
+    fn remote(&mut self) -> Option<SocketAddr>;
+    /// The socket's own address (accept: the listening socket's; listen: the bound one).
+    fn local(&mut self) -> Option<SocketAddr>;
+    /// Effective uid of the calling process.
+    fn uid(&mut self) -> Option<u32>;
+    /// Effective gid of the calling process.
+    fn gid(&mut self) -> Option<u32>;
+    /// Absolute path of the calling process's executable, as bytes.
+    fn program(&mut self) -> Option<&[u8]>;
+}
+
+/// Plain, already-known facts (the CLI's `explain`, tests).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// See [`FactSource::remote`].
+    pub remote: Option<SocketAddr>,
+    /// See [`FactSource::local`].
+    pub local: Option<SocketAddr>,
+    /// See [`FactSource::uid`].
+    pub uid: Option<u32>,
+    /// See [`FactSource::gid`].
+    pub gid: Option<u32>,
+    /// See [`FactSource::program`].
+    pub program: Option<PathBuf>,
+}
+
+impl FactSource for Facts {
+    fn remote(&mut self) -> Option<SocketAddr> {
+        self.remote
+    }
+    fn local(&mut self) -> Option<SocketAddr> {
+        self.local
+    }
+    fn uid(&mut self) -> Option<u32> {
+        self.uid
+    }
+    fn gid(&mut self) -> Option<u32> {
+        self.gid
+    }
+    fn program(&mut self) -> Option<&[u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        self.program.as_deref().map(|p| p.as_os_str().as_bytes())
+    }
+}
+
+/// Which facts the rules for one call can ask for (so a hook can prepare them, e.g.
+/// remember a listener's address at `bind` time, or skip work entirely).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some rule looks at the remote address, port or family.
+    pub remote: bool,
+    /// Some rule looks at the local address, port or (for listen) family.
+    pub local: bool,
+    /// Some rule has `users`.
+    pub uid: bool,
+    /// Some rule has `groups`.
+    pub gid: bool,
+    /// Some rule has `programs`.
+    pub program: bool,
+}
+
+/// `mode:` — enforce (default) or audit (log would-be refusals, refuse nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Refuse what the policy refuses.
+    #[default]
+    Enforce,
+    /// Refuse nothing; record what would have been refused.
+    Audit,
+}
+
+impl Mode {
+    /// `"enforce"` or `"audit"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// `audit.log:` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditLog {
+    /// `off`
+    Off,
+    /// `stderr`
+    Stderr,
+    /// `syslog` (the default): datagrams to `/dev/log`.
+    Syslog,
+    /// A file path (absolute, or relative to the policy file's directory).
+    File(PathBuf),
+}
+
+/// `audit.events:`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditEvents {
+    /// Record refusals only (the default).
+    #[default]
+    Deny,
+    /// Record every decision.
+    All,
+}
+
+/// The `audit:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Where lines go.
+    pub log: AuditLog,
+    /// Which decisions are recorded.
+    pub events: AuditEvents,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            log: AuditLog::Syslog,
+            events: AuditEvents::Deny,
+        }
+    }
+}
+
+/// Resolves user and group names in `users:` / `groups:` to ids at load time.
+pub trait NameResolver {
+    /// uid of a user name, if it exists.
+    fn user(&self, name: &str) -> Option<u32>;
+    /// gid of a group name, if it exists.
+    fn group(&self, name: &str) -> Option<u32>;
+}
+
+/// Reads `/etc/passwd` and `/etc/group` (no NSS: safe inside a preload constructor).
+#[derive(Debug, Clone)]
+pub struct FilesResolver {
+    /// Usually `/etc/passwd`.
+    pub passwd: PathBuf,
+    /// Usually `/etc/group`.
+    pub group: PathBuf,
+}
+
+impl Default for FilesResolver {
+    fn default() -> Self {
+        FilesResolver {
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+        }
+    }
+}
+
+impl NameResolver for FilesResolver {
+    fn user(&self, _name: &str) -> Option<u32> {
+        None // TODO(engine)
+    }
+    fn group(&self, _name: &str) -> Option<u32> {
+        None // TODO(engine)
+    }
+}
+
+/// Options for loading a policy.
+pub struct LoadOptions<'a> {
+    /// Name → id resolution for `users:` and `groups:`.
+    pub resolver: &'a dyn NameResolver,
+}
+
+/// A policy load error. `Display` reads `FILE[:LINE:COLUMN]: [key `K`: ]message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The file the error is in (the policy, or a set file it names).
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub location: Option<(usize, usize)>,
+    /// The offending key, when there is one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((l, c)) = self.location {
+            write!(f, ":{l}:{c}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(k) = &self.key {
+            write!(f, "key `{k}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A loaded, validated, compiled, immutable policy.
+#[derive(Debug)]
+pub struct Policy {
+    default: Verdict,
+    mode: Mode,
+    stealth: bool,
+    audit: AuditConfig,
+}
+
+impl Policy {
+    /// Load from a file, resolving names with [`FilesResolver`].
+    pub fn load(path: &Path) -> Result<Policy, Error> {
+        Self::load_with(
+            path,
+            &LoadOptions {
+                resolver: &FilesResolver::default(),
+            },
+        )
+    }
+
+    /// Load from a file with explicit options.
+    pub fn load_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Policy, Error> {
+        let bytes = std::fs::read(path).map_err(|e| Error {
+            file: path.to_path_buf(),
+            location: None,
+            key: None,
+            message: e.to_string(),
+        })?;
+        Self::from_bytes_with(&bytes, path, opts)
+    }
+
+    /// Load from policy bytes; `origin` names the file in errors and anchors relative
+    /// set-file paths.
+    pub fn from_bytes_with(
+        bytes: &[u8],
+        origin: &Path,
+        opts: &LoadOptions<'_>,
+    ) -> Result<Policy, Error> {
+        let _ = (bytes, opts);
+        Err(Error {
+            file: origin.to_path_buf(),
+            location: None,
+            key: None,
+            message: "TODO(engine): not implemented".into(),
+        })
+    }
+
+    /// Decide one call. No allocation, no I/O; facts are pulled lazily.
+    pub fn decide(&self, call: Call, facts: &mut dyn FactSource) -> Decision<'_> {
+        let _ = (call, facts);
+        Decision {
+            verdict: self.default,
+            rule: "default",
+        }
+    }
+
+    /// What the rules for `call` can look at.
+    pub fn needs(&self, call: Call) -> Needs {
+        let _ = call;
+        Needs::default()
+    }
+
+    /// `mode:`
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// `stealth:`
+    pub fn stealth(&self) -> bool {
+        self.stealth
+    }
+
+    /// `audit:`
+    pub fn audit(&self) -> &AuditConfig {
+        &self.audit
+    }
+
+    /// Lint findings for `sockexit check`: shadowed rules, fields that can never apply
+    /// to a rule's calls, empty sets, `default: allow` with only allow rules.
+    pub fn warnings(&self) -> &[Warning] {
+        &[]
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        0
+    }
+
+    /// `default:`
+    pub fn default_verdict(&self) -> Verdict {
+        self.default
+    }
+}
+
+/// A non-fatal finding about a policy that loads (see [`Policy::warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The rule concerned, if any.
+    pub rule: Option<String>,
+    /// 1-based line and column in the policy file, when known.
+    pub location: Option<(usize, usize)>,
+    /// Plain words, e.g. "rule `b` is shadowed by rule `a` and can never match".
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((l, c)) = self.location {
+            write!(f, "{l}:{c}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}

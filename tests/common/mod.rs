@@ -1,0 +1,78 @@
+//! Shared helpers for integration tests: locate the built artifacts, write policies,
+//! run programs under the preload as child processes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `target/<profile>/`, derived from this test binary's own path
+/// (`target/<profile>/deps/<test>-<hash>`), so any CARGO_TARGET_DIR works.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The preload library built alongside this test.
+pub fn lib_path() -> PathBuf {
+    let p = profile_dir().join("libsockexit.so");
+    assert!(p.exists(), "{} not built; run `cargo build` first", p.display());
+    p
+}
+
+/// A Cargo example binary (`examples/<name>.rs`), built by `cargo test`.
+pub fn example_path(name: &str) -> PathBuf {
+    let p = profile_dir().join("examples").join(name);
+    assert!(p.exists(), "example {} not built at {}", name, p.display());
+    p
+}
+
+/// A fresh temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "sockexit-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    /// Write `contents` to `name` inside the directory and return its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command for `program` with the preload and `policy` set, and nothing inherited
+/// from the developer's environment that could change the library's behaviour.
+pub fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SOCKEXIT_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("LD_PRELOAD", lib_path());
+    c.env("SOCKEXIT_POLICY", policy);
+    c
+}

@@ -1,0 +1,64 @@
+//! Facts about a call, gathered only when a rule asks (seccomp-sandboxed servers must
+//! not see a syscall the policy never needed).
+
+use crate::sys::{self, c_int};
+use sockexit_engine::FactSource;
+use std::net::SocketAddr;
+
+/// Lazily gathered, per-call facts. Nothing here allocates.
+pub struct LazyFacts<'a> {
+    fd: c_int,
+    remote: Option<SocketAddr>,
+    local: Option<Option<SocketAddr>>,
+    program: Option<&'a [u8]>,
+}
+
+impl<'a> LazyFacts<'a> {
+    /// `fd` is the socket whose own address is "local": the accepted connection for
+    /// accept (the address the peer actually reached), the socket itself otherwise.
+    pub fn new(
+        fd: c_int,
+        remote: Option<SocketAddr>,
+        program: Option<&'a [u8]>,
+    ) -> LazyFacts<'a> {
+        LazyFacts {
+            fd,
+            remote,
+            local: None,
+            program,
+        }
+    }
+
+    /// The local address for an audit line: whatever was already looked up, else one
+    /// `getsockname` (audit lines name both ends).
+    pub fn local_cached(&mut self) -> Option<SocketAddr> {
+        self.local()
+    }
+}
+
+impl FactSource for LazyFacts<'_> {
+    fn remote(&mut self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    fn local(&mut self) -> Option<SocketAddr> {
+        if self.local.is_none() {
+            // An unbound connecting socket reports 0.0.0.0:0, which is the truth.
+            self.local = Some(sys::local_addr(self.fd));
+        }
+        self.local.flatten()
+    }
+
+    fn uid(&mut self) -> Option<u32> {
+        // Asked each time: servers drop privileges after start-up.
+        Some(sys::euid())
+    }
+
+    fn gid(&mut self) -> Option<u32> {
+        Some(sys::egid())
+    }
+
+    fn program(&mut self) -> Option<&[u8]> {
+        self.program
+    }
+}

@@ -1,0 +1,408 @@
+//! The only place that talks to libc. Everything above this module is safe Rust.
+//!
+//! Like socket2's `sys` layer: one [`syscall!`] macro turns `-1` into [`io::Error`],
+//! and each wrapper documents the man page it follows. The four hooked functions are
+//! never called through the `libc` crate (that would bind to our own exports and
+//! recurse); they go through [`Real`], resolved with `dlsym(RTLD_NEXT, ..)`.
+#![allow(unsafe_code)]
+
+pub mod exports;
+
+use std::ffi::{CStr, OsString};
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::ffi::OsStringExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
+
+/// Call a libc function, turning `-1` into `io::Error::last_os_error()`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: every caller passes valid pointers/lengths as the man page requires.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------
+// The real functions behind our exports.
+// ---------------------------------------------------------------------------------
+
+type AcceptFn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
+type Accept4Fn = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
+type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type ListenFn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+
+/// Function pointers of the next definitions of the hooked symbols (libc's).
+/// Stored as `usize` in atomics: resolved in the constructor, and lazily if some other
+/// library's constructor makes a socket call before ours runs.
+struct Real {
+    accept: AtomicUsize,
+    accept4: AtomicUsize,
+    connect: AtomicUsize,
+    listen: AtomicUsize,
+}
+
+static REAL: Real = Real {
+    accept: AtomicUsize::new(0),
+    accept4: AtomicUsize::new(0),
+    connect: AtomicUsize::new(0),
+    listen: AtomicUsize::new(0),
+};
+
+fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
+    let p = slot.load(Ordering::Acquire);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name is always sound; it
+    // returns null when the symbol does not exist.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+    slot.store(p, Ordering::Release);
+    p
+}
+
+/// Resolve every real function now (called from the load-time constructor).
+pub fn resolve_all() {
+    resolve(&REAL.accept, c"accept");
+    resolve(&REAL.accept4, c"accept4");
+    resolve(&REAL.connect, c"connect");
+    resolve(&REAL.listen, c"listen");
+}
+
+fn missing() -> c_int {
+    set_errno(libc::ENOSYS);
+    -1
+}
+
+/// The caller's address buffer for accept: our own `sockaddr_storage`, so the hook
+/// always sees the peer even for `accept(fd, NULL, NULL)`.
+pub struct PeerBuf {
+    pub storage: sockaddr_storage,
+    pub len: socklen_t,
+}
+
+impl PeerBuf {
+    pub fn new() -> PeerBuf {
+        PeerBuf {
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+            storage: unsafe { mem::zeroed() },
+            len: mem::size_of::<sockaddr_storage>() as socklen_t,
+        }
+    }
+
+    /// The peer as a std address, `None` for non-IP families (AF_UNIX, ...).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        storage_to_std(&self.storage, self.len)
+    }
+}
+
+/// `accept4(2)` (or `accept(2)` when `flags` is `None`) on the real libc function.
+/// On failure errno is left exactly as libc set it.
+pub fn real_accept(fd: c_int, flags: Option<c_int>, buf: &mut PeerBuf) -> io::Result<c_int> {
+    buf.len = mem::size_of::<sockaddr_storage>() as socklen_t;
+    let addr = &mut buf.storage as *mut sockaddr_storage as *mut sockaddr;
+    let res = match flags {
+        None => {
+            let p = resolve(&REAL.accept, c"accept");
+            if p == 0 {
+                return Err(io::Error::from_raw_os_error(missing_errno()));
+            }
+            // SAFETY: p is libc's accept; addr/len point to our own storage of the size given.
+            unsafe { mem::transmute::<usize, AcceptFn>(p)(fd, addr, &mut buf.len) }
+        }
+        Some(flags) => {
+            let p = resolve(&REAL.accept4, c"accept4");
+            if p == 0 {
+                return Err(io::Error::from_raw_os_error(missing_errno()));
+            }
+            // SAFETY: p is libc's accept4; addr/len point to our own storage.
+            unsafe { mem::transmute::<usize, Accept4Fn>(p)(fd, addr, &mut buf.len, flags) }
+        }
+    };
+    if res == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+fn missing_errno() -> c_int {
+    missing();
+    libc::ENOSYS
+}
+
+/// Raw pass-through accept for re-entrant calls: exactly what the program asked for.
+///
+/// # Safety
+/// `addr`/`len` must satisfy accept(2)'s contract (they come straight from the caller).
+pub unsafe fn passthrough_accept(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
+    match flags {
+        None => {
+            let p = resolve(&REAL.accept, c"accept");
+            if p == 0 {
+                return missing();
+            }
+            mem::transmute::<usize, AcceptFn>(p)(fd, addr, len)
+        }
+        Some(f) => {
+            let p = resolve(&REAL.accept4, c"accept4");
+            if p == 0 {
+                return missing();
+            }
+            mem::transmute::<usize, Accept4Fn>(p)(fd, addr, len, f)
+        }
+    }
+}
+
+/// The real `connect(2)`.
+///
+/// # Safety
+/// `addr`/`len` must satisfy connect(2)'s contract (they come straight from the caller).
+pub unsafe fn real_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let p = resolve(&REAL.connect, c"connect");
+    if p == 0 {
+        return missing();
+    }
+    mem::transmute::<usize, ConnectFn>(p)(fd, addr, len)
+}
+
+/// The real `listen(2)`.
+pub fn real_listen(fd: c_int, backlog: c_int) -> c_int {
+    let p = resolve(&REAL.listen, c"listen");
+    if p == 0 {
+        return missing();
+    }
+    // SAFETY: p is libc's listen, which takes two integers.
+    unsafe { mem::transmute::<usize, ListenFn>(p)(fd, backlog) }
+}
+
+// ---------------------------------------------------------------------------------
+// Socket addresses.
+// ---------------------------------------------------------------------------------
+
+/// Convert a kernel socket address to std, `None` for non-IP or truncated addresses.
+pub fn storage_to_std(ss: &sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match ss.ss_family as c_int {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: family is AF_INET and the kernel wrote a full sockaddr_in; storage
+            // is aligned for every sockaddr type.
+            let sin = unsafe { &*(ss as *const sockaddr_storage as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for AF_INET6 and sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const sockaddr_storage as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// What a caller-supplied address for connect(2) is.
+pub enum Dest {
+    /// An IP destination to decide on.
+    Ip(SocketAddr),
+    /// AF_UNIX, AF_UNSPEC (UDP disconnect), netlink, ...: not ours to judge.
+    Other,
+    /// Null or too short for its family: let the kernel return its own error.
+    Invalid,
+}
+
+/// Read the destination of a connect(2) call without trusting the caller's length.
+///
+/// # Safety
+/// When non-null, `addr` must point to at least `len` readable bytes (connect(2)'s
+/// own contract; the kernel would fault otherwise).
+pub unsafe fn read_dest(addr: *const sockaddr, len: socklen_t) -> Dest {
+    if addr.is_null() || (len as usize) < mem::size_of::<libc::sa_family_t>() {
+        return Dest::Invalid;
+    }
+    let family = std::ptr::read_unaligned(addr as *const libc::sa_family_t) as c_int;
+    let n = (len as usize).min(mem::size_of::<sockaddr_storage>());
+    match family {
+        libc::AF_INET | libc::AF_INET6 => {
+            let mut ss: sockaddr_storage = mem::zeroed();
+            std::ptr::copy_nonoverlapping(addr as *const u8, &mut ss as *mut _ as *mut u8, n);
+            match storage_to_std(&ss, n as socklen_t) {
+                Some(a) => Dest::Ip(a),
+                None => Dest::Invalid,
+            }
+        }
+        _ => Dest::Other,
+    }
+}
+
+/// Copy an accepted peer address back into the caller's buffer: at most `*len` bytes,
+/// then store the real length, as accept(2) specifies for short buffers.
+///
+/// # Safety
+/// `addr`/`len` come from the caller of accept and follow accept(2)'s contract.
+pub unsafe fn copy_peer_out(buf: &PeerBuf, addr: *mut sockaddr, len: *mut socklen_t) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    let room = *len as usize;
+    let n = room.min(buf.len as usize);
+    std::ptr::copy_nonoverlapping(&buf.storage as *const _ as *const u8, addr as *mut u8, n);
+    *len = buf.len;
+}
+
+/// `getsockname(2)`, `None` for non-IP sockets or errors.
+pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    let mut buf = PeerBuf::new();
+    syscall!(getsockname(
+        fd,
+        &mut buf.storage as *mut _ as *mut sockaddr,
+        &mut buf.len
+    ))
+    .ok()?;
+    buf.socket_addr()
+}
+
+/// The socket's address family via `getsockopt(SO_DOMAIN)` (socket(7)).
+pub fn socket_domain(fd: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut l = mem::size_of::<c_int>() as socklen_t;
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_DOMAIN,
+        &mut v as *mut c_int as *mut libc::c_void,
+        &mut l
+    ))
+    .ok()?;
+    Some(v)
+}
+
+/// Reset and close a connection we refuse: `SO_LINGER {on, 0}` then `close(2)` makes
+/// the kernel send RST and discard anything queued, so the peer receives zero bytes.
+pub fn reset_and_close(fd: c_int) {
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        &lg as *const libc::linger as *const libc::c_void,
+        mem::size_of::<libc::linger>() as socklen_t
+    ));
+    let _ = syscall!(close(fd));
+}
+
+// ---------------------------------------------------------------------------------
+// Process facts.
+// ---------------------------------------------------------------------------------
+
+/// `geteuid(2)`: cannot fail.
+pub fn euid() -> u32 {
+    // SAFETY: no arguments, always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+/// `getegid(2)`: cannot fail.
+pub fn egid() -> u32 {
+    // SAFETY: no arguments, always succeeds.
+    unsafe { libc::getegid() }
+}
+
+/// `getpid(2)`.
+pub fn pid() -> u32 {
+    // SAFETY: no arguments, always succeeds.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// `getauxval(AT_SECURE)`: true for setuid/setgid/capability-raising execs, where the
+/// environment belongs to a less privileged user and must not be trusted.
+pub fn at_secure() -> bool {
+    // SAFETY: getauxval takes a type id and returns 0 when absent.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The executable's path (`/proc/self/exe`), read once at load time.
+pub fn exe_path() -> Option<OsString> {
+    std::fs::read_link("/proc/self/exe")
+        .ok()
+        .map(|p| p.into_os_string())
+        .or_else(|| std::env::current_exe().ok().map(|p| p.into_os_string()))
+        .map(|s| OsString::from_vec(s.into_vec()))
+}
+
+/// Whether `fd` is a socket (inetd and `sshd -i` hand the client socket in as 0–2).
+pub fn is_socket(fd: c_int) -> bool {
+    // SAFETY: stat is plain old data; fstat writes it fully on success.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    match syscall!(fstat(fd, &mut st)) {
+        Ok(_) => (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK,
+        Err(_) => false,
+    }
+}
+
+/// Whether `fd` is open at all.
+pub fn is_open(fd: c_int) -> bool {
+    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
+}
+
+/// `write(2)` all of `buf` to `fd`, giving up on any error (diagnostics are best effort).
+pub fn write_all(fd: c_int, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match syscall!(write(fd, buf.as_ptr() as *const libc::c_void, buf.len())) {
+            Ok(n) if n > 0 => buf = &buf[n as usize..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            _ => return,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// errno.
+// ---------------------------------------------------------------------------------
+
+/// The calling thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Set the calling thread's errno.
+pub fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e }
+}
+
+// ---------------------------------------------------------------------------------
+// Load-time constructor.
+// ---------------------------------------------------------------------------------
+
+extern "C" fn sockexit_init() {
+    crate::init();
+}
+
+/// Runs when the dynamic loader maps the library (before `main`), so policy errors are
+/// reported at start-up and no hook ever has to load anything lazily.
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = sockexit_init;

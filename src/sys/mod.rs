@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub mod exports;
+pub mod logfile;
 
 use std::ffi::{CStr, OsString};
 use std::io;

@@ -1,1 +1,73 @@
-fn main() {}
+//! `sockexit`: test a socket policy before trusting it (`check`, `explain`) and run a
+//! service under it (`run`).
+//!
+//! Links only the engine crate. The hook library (`libsockexit.so`) exports `connect`,
+//! `accept` and friends; linking it here would hook this very program.
+
+mod addr;
+mod check;
+mod explain;
+mod out;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where the library and this command look when neither an argument nor
+/// `$SOCKEXIT_POLICY` names a policy.
+pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
+
+/// The policy to use: the argument, else `$SOCKEXIT_POLICY` (non-empty), else the
+/// default path. Mirrors the library's own choice so `check` tests what `run` runs.
+pub fn policy_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            std::env::var("SOCKEXIT_POLICY")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY))
+}
+
+const TOP_HELP: &str = "\
+Examples:
+  sockexit check /etc/sockexit/ftpd.yaml
+  sockexit explain ftpd.yaml --call accept --remote 203.0.113.9:51234 --local 0.0.0.0:21
+  sockexit run --policy /etc/sockexit/ftpd.yaml -- /usr/sbin/vsftpd
+
+The policy path defaults to $SOCKEXIT_POLICY, else /etc/sockexit/policy.yaml,
+exactly as libsockexit.so chooses it.";
+
+#[derive(Parser)]
+#[command(
+    name = "sockexit",
+    version,
+    about = "Socket exit points for Linux: check, explain and run socket policies",
+    long_about = "Socket exit points for Linux.\n\n\
+        libsockexit.so, preloaded into a dynamically linked program, approves or refuses \
+        every accept, connect and listen against a YAML policy. This command tests a \
+        policy before you trust it (check, explain) and starts a service under it (run).",
+    after_help = TOP_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Check(check::Args),
+    Explain(explain::Args),
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check(a) => check::main(a),
+        Cmd::Explain(a) => explain::main(a),
+        Cmd::Run(a) => run::main(a),
+    }
+}

@@ -1,0 +1,230 @@
+//! `sockexit explain`: which rule decides one call, and the verdict.
+
+use crate::addr::{self, Ident};
+use crate::out::{fail, say};
+use sockexit_engine::{Call, Facts, Mode, Policy, Verdict};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+Facts you do not give are unknown, as they would be to the library if it could not
+learn them: a rule that looks at an unknown fact does not match, and evaluation goes
+on to the next rule. A note names each unknown fact that the policy's rules for this
+call look at.
+
+Examples:
+  sockexit explain ftpd.yaml --call accept --remote 203.0.113.9:51234 --local 0.0.0.0:21
+  sockexit explain ftpd.yaml --call accept --remote '[::ffff:10.1.2.3]:40000' --local '[::]:21'
+  sockexit explain web.yaml --call connect --remote 127.0.0.1:8080 --user www-data \\
+      --program /usr/sbin/nginx
+  sockexit explain redis.yaml --call listen --local 0.0.0.0:6379 --json
+
+Output (first line: verdict, deciding rule or `default`, the facts):
+  deny  rule=drop-listed  (call=accept remote=203.0.113.9:51234 local=0.0.0.0:21)
+
+--json prints one object: verdict, rule, call, remote, local, family, uid, user,
+gid, group, program, mode, refused (whether the library would refuse the call:
+a deny outside audit mode), unknown (facts the rules need but were not given).";
+
+/// The socket call to decide.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CallArg {
+    /// accept(2)/accept4(2): --remote is the peer, --local the listening socket
+    Accept,
+    /// connect(2): --remote is the destination
+    Connect,
+    /// listen(2): --local is the bound address; there is no remote
+    Listen,
+}
+
+impl From<CallArg> for Call {
+    fn from(c: CallArg) -> Call {
+        match c {
+            CallArg::Accept => Call::Accept,
+            CallArg::Connect => Call::Connect,
+            CallArg::Listen => Call::Listen,
+        }
+    }
+}
+
+/// Show which rule decides a call and the verdict.
+#[derive(clap::Args)]
+#[command(
+    about = "Show which rule decides a call, and whether it is allowed or refused",
+    long_about = "Evaluate one accept, connect or listen against a policy, with the facts you \
+        give, and show the verdict and the rule that decided it (or `default`). Nothing is \
+        sent on the network and no name is resolved.",
+    after_help = HELP
+)]
+pub struct Args {
+    /// Policy file [default: $SOCKEXIT_POLICY, else /etc/sockexit/policy.yaml]
+    #[arg(value_name = "POLICY")]
+    policy: Option<PathBuf>,
+    /// The socket call to decide
+    #[arg(long, value_enum, value_name = "CALL")]
+    call: CallArg,
+    /// Peer (accept) or destination (connect): 192.0.2.7:22, [2001:db8::7]:22, [::ffff:192.0.2.7]:22
+    #[arg(long, value_name = "ADDR:PORT", value_parser = addr::parse_sockaddr)]
+    remote: Option<SocketAddr>,
+    /// The socket's own address: the listening socket's (accept), the bound one (listen)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = addr::parse_sockaddr)]
+    local: Option<SocketAddr>,
+    /// Effective user of the calling process: a name from /etc/passwd or a uid
+    #[arg(long, value_name = "NAME|UID", value_parser = addr::parse_user)]
+    user: Option<Ident>,
+    /// Effective group of the calling process: a name from /etc/group or a gid
+    #[arg(long, value_name = "NAME|GID", value_parser = addr::parse_group)]
+    group: Option<Ident>,
+    /// Absolute path of the calling program's executable, as the library sees it
+    #[arg(long, value_name = "PATH")]
+    program: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(a: Args) -> ExitCode {
+    let call: Call = a.call.into();
+    if call == Call::Listen && a.remote.is_some() {
+        return fail("--remote does not apply to --call listen: a listening socket has no peer");
+    }
+    let path = crate::policy_path(a.policy.clone());
+    let policy = match Policy::load(&path) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut facts = Facts {
+        remote: a.remote.map(addr::unmap),
+        local: a.local.map(addr::unmap),
+        uid: a.user.as_ref().map(|u| u.id),
+        gid: a.group.as_ref().map(|g| g.id),
+        program: a.program.clone(),
+    };
+    let decision = policy.decide(call, &mut facts);
+    let unknown = unknown_needed(&policy, call, &facts);
+    let refused = decision.verdict == Verdict::Deny && policy.mode() == Mode::Enforce;
+    if a.json {
+        say(json(&a, call, &facts, &policy, decision, refused, &unknown));
+    } else {
+        text(&a, call, &facts, &policy, decision, &unknown);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Facts the policy's rules for `call` look at but that were not given.
+fn unknown_needed(policy: &Policy, call: Call, f: &Facts) -> Vec<&'static str> {
+    let n = policy.needs(call);
+    [
+        (
+            n.remote && f.remote.is_none() && call != Call::Listen,
+            "remote",
+        ),
+        (n.local && f.local.is_none(), "local"),
+        (n.uid && f.uid.is_none(), "user"),
+        (n.gid && f.gid.is_none(), "group"),
+        (n.program && f.program.is_none(), "program"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, name)| missing.then_some(name))
+    .collect()
+}
+
+/// The address as the engine sees it, plus the form given when that differs.
+fn shown(given: Option<SocketAddr>, seen: Option<SocketAddr>) -> Option<String> {
+    match (given, seen) {
+        (Some(g), Some(s)) if g != s => Some(format!("{g} (IPv4 {s})")),
+        (_, Some(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn family(call: Call, f: &Facts) -> Option<&'static str> {
+    let a = if call == Call::Listen {
+        f.local
+    } else {
+        f.remote.or(f.local)
+    };
+    a.map(|a| if a.is_ipv4() { "ipv4" } else { "ipv6" })
+}
+
+fn text(
+    a: &Args,
+    call: Call,
+    f: &Facts,
+    policy: &Policy,
+    d: sockexit_engine::Decision<'_>,
+    unknown: &[&str],
+) {
+    let mut facts = vec![format!("call={}", call.as_str())];
+    if let Some(r) = shown(a.remote, f.remote) {
+        facts.push(format!("remote={r}"));
+    }
+    if let Some(l) = shown(a.local, f.local) {
+        facts.push(format!("local={l}"));
+    }
+    if let Some(u) = &a.user {
+        facts.push(format!("uid={u}"));
+    }
+    if let Some(g) = &a.group {
+        facts.push(format!("gid={g}"));
+    }
+    if let Some(p) = &a.program {
+        facts.push(format!("program={}", p.display()));
+    }
+    say(format_args!(
+        "{:<5} rule={}  ({})",
+        d.verdict.as_str(),
+        d.rule,
+        facts.join(" ")
+    ));
+    if !unknown.is_empty() {
+        say(format_args!(
+            "note: not given, so unknown: {}; rules for {} that look at {} did not match",
+            unknown.join(", "),
+            call.as_str(),
+            if unknown.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    if let Some(p) = &a.program {
+        if !p.is_absolute() {
+            say(format_args!(
+                "note: --program `{}` is not absolute; the library matches `programs:` \
+                 against the executable's absolute path",
+                p.display()
+            ));
+        }
+    }
+    if policy.mode() == Mode::Audit && d.verdict == Verdict::Deny {
+        say("note: the policy is in audit mode: this call would be logged, not refused");
+    }
+}
+
+fn json(
+    a: &Args,
+    call: Call,
+    f: &Facts,
+    policy: &Policy,
+    d: sockexit_engine::Decision<'_>,
+    refused: bool,
+    unknown: &[&str],
+) -> String {
+    let addr = |x: Option<SocketAddr>| x.map(|x| x.to_string());
+    serde_json::json!({
+        "verdict": d.verdict.as_str(),
+        "rule": d.rule,
+        "call": call.as_str(),
+        "remote": addr(f.remote),
+        "local": addr(f.local),
+        "family": family(call, f),
+        "uid": f.uid,
+        "user": a.user.as_ref().and_then(|u| u.name.clone()),
+        "gid": f.gid,
+        "group": a.group.as_ref().and_then(|g| g.name.clone()),
+        "program": a.program.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        "mode": policy.mode().as_str(),
+        "refused": refused,
+        "unknown": unknown,
+    })
+    .to_string()
+}

@@ -1,0 +1,233 @@
+//! `sockexit run`: check the policy, then exec a program with the library preloaded.
+
+use crate::out::stderr_is_ip_socket;
+use sockexit_engine::Policy;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const HELP: &str = "\
+Examples:
+  sockexit run --policy /etc/sockexit/ftpd.yaml -- /usr/sbin/vsftpd /etc/vsftpd.conf
+  sockexit run --policy web.yaml --on-error deny -- nginx -g 'daemon off;'
+  SOCKEXIT_POLICY=/etc/sockexit/redis.yaml sockexit run -- redis-server
+
+What CMD gets:
+  LD_PRELOAD       absolute path of libsockexit.so, put first in any existing list
+  SOCKEXIT_POLICY  the policy's absolute path
+  SOCKEXIT_ON_ERROR  only when --on-error is given (otherwise left as inherited)
+
+libsockexit.so is looked for beside the sockexit executable, then in ../lib/
+relative to it (/usr/bin/sockexit -> /usr/lib/libsockexit.so), unless --lib names it.
+
+An invalid policy is reported and CMD is not started (exit 1). CMD missing or not
+executable: exit 127 or 126. Otherwise sockexit is replaced by CMD (same pid), so
+CMD's exit status is the command's exit status.
+
+Not covered: statically linked programs, Go programs and io_uring bypass LD_PRELOAD;
+setuid programs ignore LD_PRELOAD unless the library is installed for them.";
+
+/// Run a program with libsockexit.so preloaded and the policy set.
+#[derive(clap::Args)]
+#[command(
+    about = "Run a program under a policy (checks the policy, then execs with LD_PRELOAD)",
+    long_about = "Check the policy, then replace this process with CMD, with libsockexit.so \
+        preloaded and SOCKEXIT_POLICY set, so every accept, connect and listen CMD makes is \
+        decided by the policy. Meant for service wrappers and ExecStart= lines.",
+    after_help = HELP
+)]
+pub struct Args {
+    /// Policy file [default: $SOCKEXIT_POLICY, else /etc/sockexit/policy.yaml]
+    #[arg(long, value_name = "POLICY")]
+    policy: Option<PathBuf>,
+    /// What the library does if the policy cannot be loaded when CMD starts
+    /// (e.g. it changed after this check): deny every IP call (the library's
+    /// default) or allow every call
+    #[arg(long, value_enum, value_name = "VERDICT")]
+    on_error: Option<OnError>,
+    /// The preload library to use instead of the one installed with sockexit
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// The program to run, and its arguments (put `--` before them)
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnError {
+    /// Let every call through
+    Allow,
+    /// Refuse every IP accept, connect and listen
+    Deny,
+}
+
+/// Diagnostics of a wrapper share stderr with the service, so they say who they are;
+/// and under inetd stderr is the client's socket, which must get none of them.
+fn report(level: &str, msg: impl std::fmt::Display) {
+    if !stderr_is_ip_socket() {
+        eprintln!("sockexit: {level}: {msg}");
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    report("error", msg);
+    ExitCode::from(1)
+}
+
+/// Where the library is looked for, in order.
+fn lib_candidates() -> Result<Vec<PathBuf>, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find the sockexit executable's own path: {e}"))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
+    let mut v = vec![dir.join("libsockexit.so")];
+    if let Some(prefix) = dir.parent() {
+        v.push(prefix.join("lib").join("libsockexit.so"));
+    }
+    Ok(v)
+}
+
+fn find_lib(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        let p = std::path::absolute(&p).map_err(|e| format!("--lib {}: {e}", p.display()))?;
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("--lib {}: no such file", p.display()))
+        };
+    }
+    let candidates = lib_candidates()?;
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "libsockexit.so not found (looked for {}); install it beside sockexit or \
+                 name it with --lib",
+                list.join(" and ")
+            )
+        })
+}
+
+/// `lib` first, then the inherited list as it was (space or colon separated, as
+/// ld.so accepts both), joined with the separator that list already uses.
+pub fn preload_list(lib: &OsStr, existing: Option<&OsStr>) -> OsString {
+    let existing = existing.map(OsStr::as_bytes).unwrap_or_default();
+    let trimmed = existing.trim_ascii();
+    let first = trimmed
+        .split(|b| *b == b' ' || *b == b':')
+        .next()
+        .unwrap_or_default();
+    if trimmed.is_empty() {
+        return lib.to_owned();
+    }
+    if first == lib.as_bytes() {
+        return OsString::from_vec(existing.to_vec());
+    }
+    let sep: &[u8] = if trimmed.contains(&b':') && !trimmed.contains(&b' ') {
+        b":"
+    } else {
+        b" "
+    };
+    OsString::from_vec([lib.as_bytes(), sep, existing].concat())
+}
+
+pub fn main(a: Args) -> ExitCode {
+    let policy = crate::policy_path(a.policy);
+    let policy = match std::path::absolute(&policy) {
+        Ok(p) => p,
+        Err(e) => return fail(format_args!("{}: {e}", policy.display())),
+    };
+    match Policy::load(&policy) {
+        Ok(p) => {
+            for w in p.warnings() {
+                report("warning", crate::check::warning_line(&policy, w));
+            }
+        }
+        Err(e) => {
+            return fail(format_args!(
+                "{e}\nsockexit: not starting {}: fix the policy first",
+                a.command[0].to_string_lossy()
+            ))
+        }
+    }
+    let lib = match find_lib(a.lib) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    if lib
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| *b == b' ' || *b == b':')
+    {
+        return fail(format_args!(
+            "{}: LD_PRELOAD cannot name a path containing a space or a colon",
+            lib.display()
+        ));
+    }
+    let mut cmd = Command::new(&a.command[0]);
+    cmd.args(&a.command[1..])
+        .env(
+            "LD_PRELOAD",
+            preload_list(lib.as_os_str(), std::env::var_os("LD_PRELOAD").as_deref()),
+        )
+        .env("SOCKEXIT_POLICY", &policy);
+    if let Some(on) = a.on_error {
+        cmd.env(
+            "SOCKEXIT_ON_ERROR",
+            match on {
+                OnError::Allow => "allow",
+                OnError::Deny => "deny",
+            },
+        );
+    }
+    let err = cmd.exec();
+    report(
+        "error",
+        format_args!("cannot run {}: {err}", Path::new(&a.command[0]).display()),
+    );
+    ExitCode::from(match err.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preload_list;
+    use std::ffi::OsStr;
+
+    fn pl(existing: Option<&str>) -> String {
+        preload_list(OsStr::new("/l/libsockexit.so"), existing.map(OsStr::new))
+            .into_string()
+            .unwrap()
+    }
+
+    #[test]
+    fn prepends_keeping_the_existing_separator() {
+        assert_eq!(pl(None), "/l/libsockexit.so");
+        assert_eq!(pl(Some("")), "/l/libsockexit.so");
+        assert_eq!(pl(Some("/a.so /b.so")), "/l/libsockexit.so /a.so /b.so");
+        assert_eq!(pl(Some("/a.so:/b.so")), "/l/libsockexit.so:/a.so:/b.so");
+        assert_eq!(pl(Some("/a.so")), "/l/libsockexit.so /a.so");
+    }
+
+    #[test]
+    fn does_not_list_itself_twice_when_nested() {
+        assert_eq!(
+            pl(Some("/l/libsockexit.so /a.so")),
+            "/l/libsockexit.so /a.so"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! `sockexit check`: exit status, summary line, errors with file:line:col, warnings.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::TempDir;
+use support::{run, sockexit, wrappers_dir};
+
+const VALID: &str = "\
+version: 1
+default: deny
+rules:
+  - name: ssh-from-lan
+    action: allow
+    calls: [accept]
+    remote: [10.0.0.0/8]
+    local_ports: [22]
+  - name: outgoing-https
+    action: allow
+    calls: [connect]
+    remote_ports: [443]
+";
+
+#[test]
+fn valid_policy_prints_summary_and_exits_0() {
+    let d = TempDir::new("check-valid");
+    let p = d.write("p.yaml", VALID);
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(
+        o.stdout,
+        format!("ok: {}: 2 rules, default deny\n", p.display())
+    );
+    assert_eq!(o.stderr, "", "a clean policy has no warnings");
+}
+
+#[test]
+fn one_rule_is_singular_and_default_allow_is_reported() {
+    let d = TempDir::new("check-one");
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: allow\nrules:\n  - { name: no-telnet, action: deny, local_ports: [23] }\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(
+        o.stdout,
+        format!("ok: {}: 1 rule, default allow\n", p.display())
+    );
+}
+
+#[test]
+fn invalid_policy_reports_file_line_column_on_stderr_and_exits_1() {
+    let d = TempDir::new("check-invalid");
+    // The typo `acton` on line 5 must be an error, never silently ignored.
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nrules:\n  - name: web\n    acton: allow\n    local_ports: [80]\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(o.stdout, "");
+    let prefix = format!("error: {}:5:", p.display());
+    assert!(o.stderr.starts_with(&prefix), "{:?}", o.stderr);
+    let col: String = o.stderr[prefix.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!col.is_empty(), "no column in {:?}", o.stderr);
+    assert!(o.stderr.contains("acton"), "{:?}", o.stderr);
+}
+
+#[test]
+fn bad_address_is_pointed_at() {
+    let d = TempDir::new("check-addr");
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nrules:\n  - name: lan\n    action: allow\n    remote: [10.0.0.0/33]\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.starts_with(&format!("error: {}:6:", p.display())),
+        "{:?}",
+        o.stderr
+    );
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let d = TempDir::new("check-missing");
+    let p = d.path().join("nope.yaml");
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.starts_with(&format!("error: {}: ", p.display())),
+        "{:?}",
+        o.stderr
+    );
+}
+
+#[test]
+fn default_path_comes_from_sockexit_policy() {
+    let d = TempDir::new("check-env");
+    let p = d.write("p.yaml", VALID);
+    let o = run(sockexit(["check"]).env("SOCKEXIT_POLICY", &p));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.starts_with(&format!("ok: {}:", p.display())));
+}
+
+#[test]
+fn empty_sockexit_policy_means_the_default_path_as_in_the_library() {
+    let o = run(sockexit(["check"]).env("SOCKEXIT_POLICY", ""));
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains("/etc/sockexit/policy.yaml"), "{o:?}");
+}
+
+/// Runs `check` on `policy`, expects exit 0 with the ok line on stdout and exactly
+/// one warning on stderr, and returns that warning line.
+fn one_warning(tag: &str, policy: &str) -> String {
+    let d = TempDir::new(tag);
+    let p = d.write("p.yaml", policy);
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "warnings do not fail check: {o:?}");
+    assert!(
+        o.stdout.starts_with(&format!("ok: {}:", p.display())),
+        "{o:?}"
+    );
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one warning: {:?}", o.stderr);
+    assert!(
+        lines[0].starts_with(&format!("warning: {}:", p.display())),
+        "{:?}",
+        lines[0]
+    );
+
+    let strict = run(sockexit([
+        "check".as_ref(),
+        "--deny-warnings".as_ref(),
+        p.as_os_str(),
+    ]));
+    assert_eq!(strict.code, Some(2), "--deny-warnings: {strict:?}");
+    assert_eq!(strict.stdout, "");
+    assert!(strict.stderr.contains(lines[0]), "{strict:?}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn warns_about_a_shadowed_rule_naming_the_rule_that_shadows_it() {
+    let w = one_warning(
+        "check-shadow",
+        "version: 1
+default: deny
+rules:
+  - { name: lan, action: allow, calls: [accept], remote: [10.0.0.0/8] }
+  - { name: one-subnet, action: deny, calls: [accept], remote: [10.1.0.0/16] }
+",
+    );
+    assert!(w.contains("shadowed by rule"), "{w}");
+    assert!(w.contains("one-subnet") && w.contains("lan"), "{w}");
+}
+
+#[test]
+fn warns_about_a_field_that_cannot_apply_to_the_rules_calls() {
+    let w = one_warning(
+        "check-field",
+        "version: 1
+default: deny
+rules:
+  - { name: out, action: allow, calls: [connect], remote_ports: [443], local_ports: [5000] }
+",
+    );
+    assert!(w.contains("local_ports") && w.contains("out"), "{w}");
+}
+
+#[test]
+fn warns_about_an_empty_set() {
+    let w = one_warning(
+        "check-empty-set",
+        "version: 1
+default: deny
+sets:
+  nobody: []
+rules:
+  - { name: ssh, action: allow, calls: [accept], local_ports: [22] }
+",
+    );
+    assert!(w.contains("nobody") && w.contains("empty"), "{w}");
+}
+
+#[test]
+fn warns_about_default_allow_with_only_allow_rules() {
+    let w = one_warning(
+        "check-allow-only",
+        "version: 1
+default: allow
+rules:
+  - { name: web, action: allow, calls: [accept], local_ports: [80] }
+",
+    );
+    assert!(w.contains("default") && w.contains("allow"), "{w}");
+}
+
+#[test]
+fn deny_warnings_passes_a_clean_policy() {
+    let d = TempDir::new("check-strict-clean");
+    let p = d.write("p.yaml", VALID);
+    let o = run(sockexit([
+        "check".as_ref(),
+        "--deny-warnings".as_ref(),
+        p.as_os_str(),
+    ]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+}
+
+#[test]
+fn every_wrapper_policy_is_valid_and_clean() {
+    for name in ["vsftpd.yaml", "nginx.yaml", "redis.yaml"] {
+        let p = wrappers_dir().join(name);
+        // From another directory: nginx.yaml's set file is relative to the policy.
+        let o = run(
+            sockexit(["check".as_ref(), "--deny-warnings".as_ref(), p.as_os_str()])
+                .current_dir("/"),
+        );
+        assert_eq!(o.code, Some(0), "{name}: {o:?}");
+        assert!(o.stdout.contains("default deny"), "{name}: {o:?}");
+    }
+}

@@ -1,0 +1,310 @@
+//! `sockexit explain`: verdict and deciding rule for given facts, text and JSON.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::TempDir;
+use support::{run, sockexit, Out};
+
+const POLICY: &str = r#"version: 1
+default: deny
+sets:
+  blocklist: [127.0.0.2/32]
+rules:
+  - { name: drop-listed, action: deny, calls: [accept], remote: ["@blocklist"] }
+  - name: local-clients
+    action: allow
+    calls: [accept]
+    remote: [127.0.0.0/8, "::1/128"]
+    local_ports: [5000]
+  - { name: docs-https, action: allow, calls: [connect], remote: ["2001:db8::/32"], remote_ports: [443] }
+  - { name: root-smtp, action: allow, calls: [connect], users: [0], remote_ports: [25] }
+  - { name: wheel-dns, action: allow, calls: [connect], groups: [0], remote_ports: [53] }
+  - { name: nginx-upstream, action: allow, calls: [connect], programs: ["*/nginx"], remote_ports: [8080] }
+  - { name: web-listen, action: allow, calls: [listen], local_ports: [80] }
+"#;
+
+fn explain(args: &[&str]) -> (TempDir, Out) {
+    let d = TempDir::new("explain");
+    let p = d.write("p.yaml", POLICY);
+    let mut c = sockexit(["explain".as_ref(), p.as_os_str()]);
+    c.args(args);
+    let o = run(&mut c);
+    (d, o)
+}
+
+/// The first line of a successful explain.
+fn first_line(args: &[&str]) -> String {
+    let (_d, o) = explain(args);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stderr, "", "{o:?}");
+    o.stdout.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn deny_by_a_named_rule() {
+    let l = first_line(&[
+        "--call",
+        "accept",
+        "--remote",
+        "127.0.0.2:5000",
+        "--local",
+        "127.0.0.1:5000",
+    ]);
+    assert_eq!(
+        l,
+        "deny  rule=drop-listed  (call=accept remote=127.0.0.2:5000 local=127.0.0.1:5000)"
+    );
+}
+
+#[test]
+fn allow_by_a_named_rule() {
+    let l = first_line(&[
+        "--call",
+        "accept",
+        "--remote",
+        "127.0.0.1:40000",
+        "--local",
+        "127.0.0.1:5000",
+    ]);
+    assert!(
+        l.starts_with("allow rule=local-clients  (call=accept "),
+        "{l}"
+    );
+}
+
+#[test]
+fn no_rule_matches_so_the_default_decides() {
+    let l = first_line(&[
+        "--call",
+        "accept",
+        "--remote",
+        "127.0.0.1:40000",
+        "--local",
+        "127.0.0.1:6000",
+    ]);
+    assert!(l.starts_with("deny  rule=default  "), "{l}");
+}
+
+#[test]
+fn ipv6_addresses_in_brackets() {
+    let l = first_line(&["--call", "connect", "--remote", "[2001:db8::7]:443"]);
+    assert!(l.starts_with("allow rule=docs-https "), "{l}");
+    assert!(l.contains("remote=[2001:db8::7]:443"), "{l}");
+    let l = first_line(&["--call", "connect", "--remote", "[2001:db9::7]:443"]);
+    assert!(l.starts_with("deny  rule=default "), "{l}");
+}
+
+#[test]
+fn v4_mapped_peers_match_ipv4_rules() {
+    let l = first_line(&[
+        "--call",
+        "accept",
+        "--remote",
+        "[::ffff:127.0.0.2]:5000",
+        "--local",
+        "[::]:5000",
+    ]);
+    assert!(l.starts_with("deny  rule=drop-listed "), "{l}");
+    let l = first_line(&[
+        "--call",
+        "accept",
+        "--remote",
+        "[::ffff:127.0.0.1]:40000",
+        "--local",
+        "[::ffff:127.0.0.1]:5000",
+    ]);
+    assert!(l.starts_with("allow rule=local-clients "), "{l}");
+}
+
+#[test]
+fn an_unknown_fact_does_not_match_and_is_named_in_a_note() {
+    // local-clients needs the local port; without --local it cannot match.
+    let (_d, o) = explain(&["--call", "accept", "--remote", "127.0.0.1:40000"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let mut lines = o.stdout.lines();
+    assert!(
+        lines.next().unwrap().starts_with("deny  rule=default "),
+        "{o:?}"
+    );
+    let note = lines.next().unwrap_or_default();
+    assert!(
+        note.starts_with("note: ") && note.contains("local"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn users_by_name_or_uid() {
+    for user in ["root", "0"] {
+        let l = first_line(&[
+            "--call",
+            "connect",
+            "--remote",
+            "127.0.0.1:25",
+            "--user",
+            user,
+        ]);
+        assert!(l.starts_with("allow rule=root-smtp "), "--user {user}: {l}");
+    }
+    let l = first_line(&[
+        "--call",
+        "connect",
+        "--remote",
+        "127.0.0.1:25",
+        "--user",
+        "65534",
+    ]);
+    assert!(l.starts_with("deny  rule=default "), "{l}");
+}
+
+#[test]
+fn groups_by_name_or_gid() {
+    for group in ["root", "0"] {
+        let l = first_line(&[
+            "--call",
+            "connect",
+            "--remote",
+            "127.0.0.1:53",
+            "--group",
+            group,
+        ]);
+        assert!(
+            l.starts_with("allow rule=wheel-dns "),
+            "--group {group}: {l}"
+        );
+    }
+}
+
+#[test]
+fn unknown_user_name_is_a_usage_error() {
+    let (_d, o) = explain(&["--call", "connect", "--user", "no-such-user-sockexit"]);
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("no-such-user-sockexit"), "{o:?}");
+    assert!(o.stderr.contains("/etc/passwd"), "{o:?}");
+}
+
+#[test]
+fn programs_match_by_glob() {
+    let args = [
+        "--call",
+        "connect",
+        "--remote",
+        "127.0.0.1:8080",
+        "--program",
+    ];
+    let l = first_line(&[&args[..], &["/usr/sbin/nginx"]].concat());
+    assert!(l.starts_with("allow rule=nginx-upstream "), "{l}");
+    let l = first_line(&[&args[..], &["/usr/sbin/apache2"]].concat());
+    assert!(l.starts_with("deny  rule=default "), "{l}");
+}
+
+#[test]
+fn listen_is_decided_on_the_local_address() {
+    let l = first_line(&["--call", "listen", "--local", "0.0.0.0:80"]);
+    assert!(l.starts_with("allow rule=web-listen "), "{l}");
+    let l = first_line(&["--call", "listen", "--local", "[::]:8081"]);
+    assert!(l.starts_with("deny  rule=default "), "{l}");
+}
+
+#[test]
+fn remote_with_listen_is_refused() {
+    let (_d, o) = explain(&[
+        "--call",
+        "listen",
+        "--remote",
+        "127.0.0.1:1",
+        "--local",
+        "0.0.0.0:80",
+    ]);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.starts_with("error: ") && o.stderr.contains("--remote"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn bare_address_without_port_is_refused_with_a_hint() {
+    let (_d, o) = explain(&["--call", "connect", "--remote", "127.0.0.1"]);
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("127.0.0.1:22"), "{o:?}");
+    let (_d, o) = explain(&["--call", "connect", "--remote", "2001:db8::1"]);
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("[2001:db8::1]:22"), "{o:?}");
+}
+
+#[test]
+fn json_output_is_one_object_with_the_decision_and_facts() {
+    let (_d, o) = explain(&[
+        "--call",
+        "accept",
+        "--remote",
+        "[::ffff:127.0.0.2]:5000",
+        "--local",
+        "127.0.0.1:5000",
+        "--user",
+        "root",
+        "--json",
+    ]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(o.stdout.lines().count(), 1, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["verdict"], "deny");
+    assert_eq!(v["rule"], "drop-listed");
+    assert_eq!(v["call"], "accept");
+    assert_eq!(v["remote"], "127.0.0.2:5000");
+    assert_eq!(v["local"], "127.0.0.1:5000");
+    assert_eq!(v["family"], "ipv4");
+    assert_eq!(v["uid"], 0);
+    assert_eq!(v["user"], "root");
+    assert_eq!(v["gid"], serde_json::Value::Null);
+    assert_eq!(v["mode"], "enforce");
+    assert_eq!(v["refused"], true);
+}
+
+#[test]
+fn json_allow_and_unknown_facts() {
+    let (_d, o) = explain(&[
+        "--call",
+        "connect",
+        "--remote",
+        "[2001:db8::1]:443",
+        "--json",
+    ]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["verdict"], "allow");
+    assert_eq!(v["rule"], "docs-https");
+    assert_eq!(v["remote"], "[2001:db8::1]:443");
+    assert_eq!(v["family"], "ipv6");
+    assert_eq!(v["refused"], false);
+    // Later connect rules look at users, groups and programs, none of which was given.
+    let unknown: Vec<&str> = v["unknown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    for f in ["user", "group", "program"] {
+        assert!(unknown.contains(&f), "{unknown:?}");
+    }
+}
+
+#[test]
+fn invalid_policy_is_an_error() {
+    let d = TempDir::new("explain-invalid");
+    let p = d.write("p.yaml", "version: 1\ndefault: maybe\n");
+    let o = run(sockexit([
+        "explain".as_ref(),
+        p.as_os_str(),
+        "--call".as_ref(),
+        "connect".as_ref(),
+    ]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.starts_with(&format!("error: {}:2:", p.display())),
+        "{o:?}"
+    );
+}

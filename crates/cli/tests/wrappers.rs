@@ -15,7 +15,7 @@ fn wrapper_gives_daemon_the_preload(script: &str, daemon_var: &str, policy: &str
     let policy = wrappers_dir().join(policy);
     let mut c = clean("/bin/sh");
     c.arg(wrappers_dir().join(script))
-        .arg("--daemon-arg")
+        .arg("DAEMON_ARG=passed") // env(1) sets NAME=VALUE arguments
         .env("SOCKEXIT", &exe)
         .env("SOCKEXIT_POLICY", &policy)
         .env(daemon_var, "/usr/bin/env");
@@ -26,6 +26,11 @@ fn wrapper_gives_daemon_the_preload(script: &str, daemon_var: &str, policy: &str
         env_value(&o.stdout, "SOCKEXIT_POLICY"),
         policy.to_str(),
         "{script}"
+    );
+    assert_eq!(
+        env_value(&o.stdout, "DAEMON_ARG"),
+        Some("passed"),
+        "{script}: the daemon's arguments"
     );
 }
 

@@ -1,0 +1,212 @@
+//! A TCP client that reports exactly what `connect(2)` told it, so tests (and people)
+//! can see the errno a program under the preload gets.
+//!
+//! Usage: `connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] ADDR`
+//!
+//! - `ADDR`: `IP:PORT` or `[IPv6]:PORT`.
+//! - `--nonblock`: non-blocking socket; `EINPROGRESS` is waited out with `poll` (5 s)
+//!   and the result read from `SO_ERROR`, as event loops do.
+//! - `--bind SRC`: bind to this source IP (port 0) before connecting, e.g. `127.0.0.2`.
+//! - `--send TEXT`: write TEXT after connecting. `--no-read`: do not read.
+//!
+//! Stdout, one line: `ok DATA` where DATA is what was read until EOF or a 3 s silence
+//! (ASCII-escaped, e.g. `ok 220 sockexit banner\r\n`), or `error ERRNO-NAME ERRNO`
+//! (e.g. `error EACCES 13`, `error ECONNREFUSED 111`) with exit code 1. Stderr says which
+//! step failed (`connect`, or `connect (SO_ERROR)` for a non-blocking connect that
+//! failed later).
+
+use std::io::{Error, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::process::exit;
+use std::time::Duration;
+
+fn main() {
+    let mut nonblock = false;
+    let mut read = true;
+    let mut bind: Option<IpAddr> = None;
+    let mut send: Option<String> = None;
+    let mut dest: Option<SocketAddr> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--nonblock" => nonblock = true,
+            "--no-read" => read = false,
+            "--bind" => {
+                bind = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "--send" => send = Some(args.next().unwrap_or_else(|| usage())),
+            s if s.starts_with('-') => usage(),
+            s => dest = Some(s.parse().unwrap_or_else(|_| usage())),
+        }
+    }
+    let dest = dest.unwrap_or_else(|| usage());
+
+    let family = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let ty =
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: socket(2) takes plain integers.
+    let fd = unsafe { libc::socket(family, ty, 0) };
+    if fd < 0 {
+        fail("socket", Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; the stream closes it.
+    let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
+
+    if let Some(src) = bind {
+        let (sa, len) = raw_addr(&SocketAddr::new(src, 0));
+        // SAFETY: sa is a sockaddr of len bytes, alive across the call.
+        if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } < 0 {
+            fail("bind", Error::last_os_error());
+        }
+    }
+
+    let (sa, len) = raw_addr(&dest);
+    // SAFETY: as above.
+    let r = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 {
+        let e = Error::last_os_error();
+        if !(nonblock && e.raw_os_error() == Some(libc::EINPROGRESS)) {
+            fail("connect", e);
+        }
+        wait_connected(fd);
+    }
+    if nonblock {
+        if let Err(e) = stream.set_nonblocking(false) {
+            fail("fcntl", e);
+        }
+    }
+
+    if let Some(text) = send {
+        if let Err(e) = stream.write_all(text.as_bytes()) {
+            fail("write", e);
+        }
+    }
+    let mut got = Vec::new();
+    if read {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("connect_client: read after {} bytes: {e}", got.len());
+                    break;
+                }
+            }
+        }
+    }
+    if got.is_empty() {
+        println!("ok");
+    } else {
+        println!("ok {}", got.escape_ascii());
+    }
+}
+
+/// Waits for a non-blocking connect to finish; exits with its error if it failed.
+fn wait_connected(fd: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: p is one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 5000) };
+    if n < 0 {
+        fail("poll", Error::last_os_error());
+    }
+    if n == 0 {
+        fail("connect (poll)", Error::from_raw_os_error(libc::ETIMEDOUT));
+    }
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: err/len are live locals of the announced size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        fail("getsockopt", Error::last_os_error());
+    }
+    if err != 0 {
+        fail("connect (SO_ERROR)", Error::from_raw_os_error(err));
+    }
+}
+
+/// `addr` as a raw sockaddr (in a sockaddr_storage) and its length.
+fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data, all-zero is valid, and it is large and
+    // aligned enough to be viewed as sockaddr_in or sockaddr_in6.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_scope_id = a.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    }
+}
+
+fn fail(what: &str, e: Error) -> ! {
+    let n = e.raw_os_error().unwrap_or(0);
+    println!("error {} {n}", errno_name(n));
+    eprintln!("connect_client: {what}: {e}");
+    exit(1)
+}
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::EALREADY => "EALREADY",
+        libc::EAGAIN => "EAGAIN",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EINVAL => "EINVAL",
+        libc::EPIPE => "EPIPE",
+        libc::EMFILE => "EMFILE",
+        _ => "UNKNOWN",
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] ADDR");
+    exit(2)
+}

@@ -1,0 +1,907 @@
+//! Integration tests of `libsockexit.so`: the sample programs in `examples/` run as child
+//! processes under the preload with a policy written into a temp dir, and the tests
+//! check what a user would check — the bytes a peer receives, the errno a program
+//! reports, what the server saw, its exit status and its stderr.
+//!
+//! Peers are made by this (unpreloaded) test process, bound to a chosen source address:
+//! 127.0.0.1 and ::1 are the allowed peers, 127.0.0.2 the refused one. Every wait is
+//! bounded, so a broken library fails a test instead of hanging it.
+
+mod common;
+
+use common::{example_path, preloaded, TempDir};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long a program may take to print its first line or to exit. Generous: the
+/// machine is small and shared; a hang still fails.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// Connect and read timeout of a test peer.
+const IO: Duration = Duration::from_secs(5);
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const DOT2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const V6LO: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+const BANNER: &[u8] = b"220 sockexit banner\r\n";
+const THREADED: &[u8] = b"220 sockexit threaded\r\n";
+const EPOLL: &[u8] = b"220 sockexit epoll\r\n";
+const DUALSTACK: &[u8] = b"220 sockexit dualstack\r\n";
+const FORK: &[u8] = b"220 sockexit fork child listen=ok\r\n";
+
+/// The policy of the task description: listen allowed, 127.0.0.2 refused, the rest
+/// of loopback (v4 and v6) allowed, everything else denied.
+const LO_POLICY: &str = r#"version: 1
+default: deny
+rules:
+  - {name: lo-listen, action: allow, calls: [listen]}
+  - {name: refuse-dot2, action: deny, calls: [accept], remote: [127.0.0.2/32]}
+  - {name: allow-lo, action: allow, calls: [accept], remote: [127.0.0.0/8, "::1/128"]}
+"#;
+
+// ---------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------
+
+/// A program under test, in its own process group (killed, with any children it
+/// forked, if the test ends early).
+struct Proc {
+    name: String,
+    child: Child,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    done: bool,
+}
+
+/// What a program left behind.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    /// Stdout lines not yet consumed with [`Proc::line`].
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+impl Proc {
+    fn start(mut cmd: Command) -> Proc {
+        let name = Path::new(cmd.get_program())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, out) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (etx, err) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            let _ = etx.send(s);
+        });
+        Proc {
+            name,
+            child,
+            out,
+            err,
+            done: false,
+        }
+    }
+
+    /// The next stdout line.
+    fn line(&mut self) -> String {
+        match self.out.recv_timeout(PATIENCE) {
+            Ok(l) => l,
+            Err(e) => self.die(&format!("no stdout line within {PATIENCE:?} ({e:?})")),
+        }
+    }
+
+    /// The address from the `listening ADDR` line a server prints once ready.
+    fn listening(&mut self) -> SocketAddr {
+        let l = self.line();
+        match l.strip_prefix("listening ").and_then(|a| a.parse().ok()) {
+            Some(a) => a,
+            None => self.die(&format!("expected `listening ADDR`, got {l:?}")),
+        }
+    }
+
+    /// Waits for the program to exit by itself.
+    fn wait(&mut self) -> Finished {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => self.die(&format!("did not exit within {PATIENCE:?}")),
+                Err(e) => self.die(&format!("wait: {e}")),
+            }
+        };
+        self.done = true;
+        let mut stdout = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left.max(Duration::from_millis(100))) {
+                Ok(l) => stdout.push(l),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{}: exited but its stdout stays open (a stuck child?)",
+                        self.name
+                    )
+                }
+            }
+        }
+        let stderr = self.err.recv_timeout(IO).unwrap_or_default();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGTERM, then [`Proc::wait`].
+    fn terminate(&mut self) -> Finished {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait()
+    }
+
+    /// Kills the program and fails the test with `msg` and its stderr.
+    fn die(&mut self, msg: &str) -> ! {
+        self.kill();
+        let stderr = self.err.recv_timeout(IO).unwrap_or_default();
+        panic!("{}: {msg}\n--- stderr ---\n{stderr}", self.name)
+    }
+
+    /// Kills the program; returns the stdout lines not yet consumed.
+    fn kill_and_collect(&mut self) -> Vec<String> {
+        self.kill();
+        let mut lines = Vec::new();
+        while let Ok(l) = self.out.recv_timeout(IO) {
+            lines.push(l);
+        }
+        lines
+    }
+
+    fn kill(&mut self) {
+        if !self.done {
+            // SAFETY: killpg on the group our unreaped child leads.
+            unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+            let _ = self.child.wait();
+            self.done = true;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a short-lived program to completion: its first stdout line and the rest.
+fn run(cmd: Command) -> (String, Finished) {
+    let mut p = Proc::start(cmd);
+    let first = p.line();
+    let f = p.wait();
+    (first, f)
+}
+
+/// A sample program under the preload with `policy`, with `args`.
+fn sample(name: &str, policy: &Path, args: &[&str]) -> Command {
+    let mut c = preloaded(example_path(name), policy);
+    c.args(args);
+    c
+}
+
+/// Starts a sample server and returns it with the address it listens on.
+fn server(name: &str, policy: &Path, args: &[&str]) -> (Proc, SocketAddr) {
+    let mut p = Proc::start(sample(name, policy, args));
+    let a = p.listening();
+    (p, a)
+}
+
+/// Lets the child inherit `fd` as its fd 3 (inetd/systemd style).
+fn pass_as_fd3(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: runs between fork and exec; dup2 and fcntl are async-signal-safe, touch
+    // only the fd table, and last_os_error does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Peers (this process, not preloaded)
+// ---------------------------------------------------------------------------------
+
+/// How a peer's conversation ended.
+#[derive(Debug)]
+enum End {
+    Eof,
+    Reset,
+    TimedOut,
+    Failed(std::io::Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Eof => f.write_str("EOF"),
+            End::Reset => f.write_str("reset"),
+            End::TimedOut => write!(f, "{IO:?} of silence"),
+            End::Failed(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What a peer received.
+#[derive(Debug)]
+struct Reply {
+    bytes: Vec<u8>,
+    end: End,
+    /// The peer's own address (to match against what the server printed).
+    local: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes {:?} then {} (peer {:?})",
+            self.bytes.len(),
+            self.bytes.escape_ascii().to_string(),
+            self.end,
+            self.local
+        )
+    }
+}
+
+/// A TCP connection from `src` (port 0) to `dst`, connect bounded by [`IO`].
+fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let family = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) takes plain integers.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; the stream closes it on every path.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (sa, len) = raw_addr(&SocketAddr::new(src, 0));
+    // SAFETY: sa holds a sockaddr of len bytes and outlives the call.
+    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (sa, len) = raw_addr(&dst);
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, IO.as_millis() as i32) };
+        if n <= 0 {
+            return Err(std::io::Error::from(ErrorKind::TimedOut));
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// `addr` as a raw sockaddr and its length.
+fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data, all-zero is valid, and it is large and
+    // aligned enough to be viewed as sockaddr_in or sockaddr_in6.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 =
+                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    }
+}
+
+/// Connects from `src` to `dst`, optionally sends `send` and half-closes, then reads
+/// until EOF, reset or [`IO`] of silence.
+fn talk(src: IpAddr, dst: SocketAddr, send: Option<&[u8]>) -> Reply {
+    let mut stream = match connect_from(src, dst) {
+        Ok(s) => s,
+        Err(e) => {
+            return Reply {
+                bytes: Vec::new(),
+                end: End::Failed(e),
+                local: None,
+            }
+        }
+    };
+    let local = stream.local_addr().ok();
+    let mut bytes = Vec::new();
+    if let Some(data) = send {
+        // A refused peer may already have been reset: that shows up in the read.
+        if stream.write_all(data).is_ok() {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+    }
+    let _ = stream.set_read_timeout(Some(IO));
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break End::Reset,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break End::TimedOut
+            }
+            Err(e) => break End::Failed(e),
+        }
+    };
+    Reply { bytes, end, local }
+}
+
+/// The peer got exactly `expected` and then an orderly close.
+fn assert_served(r: &Reply, expected: &[u8], what: &str) {
+    assert!(
+        matches!(r.end, End::Eof) && r.bytes == expected,
+        "{what}: expected {:?} then EOF, got {r}",
+        expected.escape_ascii().to_string()
+    );
+}
+
+/// The peer was connected (the kernel completes the handshake) and then got not a
+/// single byte: EOF or reset.
+fn assert_refused(r: &Reply, what: &str) {
+    assert!(
+        r.bytes.is_empty() && matches!(r.end, End::Eof | End::Reset),
+        "{what}: expected 0 bytes then EOF/reset, got {r}"
+    );
+}
+
+/// `addr` with its IP replaced (to reach a `[::]` server over 127.0.0.1 or ::1).
+fn via(ip: IpAddr, addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(ip, addr.port())
+}
+
+/// A local port nothing listens on, held for as long as the returned fd lives (bound
+/// but not listening, so nobody else can take it meanwhile).
+fn closed_port() -> (std::os::fd::OwnedFd, SocketAddr) {
+    // SAFETY: raw calls on a socket created and owned here; sa/len are live locals.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let (sa, len) = raw_addr(&SocketAddr::new(LO, 0));
+        assert_eq!(
+            libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len),
+            0,
+            "bind"
+        );
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let mut sl = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        assert_eq!(
+            libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut sl),
+            0
+        );
+        let sin = &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+        (owned, SocketAddr::new(LO, u16::from_be(sin.sin_port)))
+    }
+}
+
+fn write_policy(dir: &TempDir, text: &str) -> PathBuf {
+    dir.write("policy.yaml", text)
+}
+
+/// Stdout lines starting with `accepted ` (or `forked `), without the prefix.
+fn seen(lines: &[String], prefix: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn banner_server_serves_allowed_peer_and_resets_refused_one_unseen() {
+    let dir = TempDir::new("banner");
+    let policy = write_policy(&dir, LO_POLICY);
+    let (mut srv, addr) = server("banner_server", &policy, &["127.0.0.1:0", "--max", "2"]);
+
+    let a1 = talk(LO, addr, None);
+    assert_served(&a1, BANNER, "allowed peer 127.0.0.1");
+    for i in 0..2 {
+        assert_refused(
+            &talk(DOT2, addr, None),
+            &format!("refused peer 127.0.0.2 #{i}"),
+        );
+    }
+    let a2 = talk(LO, addr, None);
+    assert_served(&a2, BANNER, "allowed peer 127.0.0.1 after refusals");
+
+    // The server saw exactly the two allowed peers, never the refused ones.
+    let f = srv.wait();
+    assert!(f.status.success(), "banner_server: {f:?}");
+    let expected: Vec<String> = [&a1, &a2]
+        .iter()
+        .map(|r| format!("{} len=16 guard=ok", r.local.expect("peer address")))
+        .collect();
+    assert_eq!(seen(&f.stdout, "accepted "), expected, "{f:?}");
+    assert_eq!(f.stdout.last().map(String::as_str), Some("served 2"));
+}
+
+#[test]
+fn threaded_server_serves_allowed_peer_and_resets_refused_one_unseen() {
+    let dir = TempDir::new("threaded");
+    let policy = write_policy(&dir, LO_POLICY);
+    let mut cmd = sample("threaded_server", &policy, &["127.0.0.1:0", "--max", "2"]);
+    // Diagnostics on: a refusal is explained on stderr, naming the rule.
+    cmd.env("SOCKEXIT_LOG", "debug");
+    let mut srv = Proc::start(cmd);
+    let addr = srv.listening();
+
+    let mut expected = Vec::new();
+    for i in 0..2 {
+        assert_refused(
+            &talk(DOT2, addr, None),
+            &format!("refused peer 127.0.0.2 #{i}"),
+        );
+        let r = talk(LO, addr, Some(b"ping\n"));
+        let echoed = [THREADED, b"ping\n"].concat();
+        assert_served(&r, &echoed, "allowed peer 127.0.0.1");
+        expected.push(r.local.expect("peer address").to_string());
+    }
+
+    let f = srv.wait();
+    assert!(f.status.success(), "threaded_server: {f:?}");
+    assert_eq!(seen(&f.stdout, "accepted "), expected, "{f:?}");
+    assert!(
+        f.stderr.contains("refuse-dot2"),
+        "SOCKEXIT_LOG=debug: expected the refusing rule's name on stderr, got:\n{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn accept_into_short_zero_and_null_address_buffers() {
+    let dir = TempDir::new("addrbuf");
+    let policy = write_policy(&dir, LO_POLICY);
+    // What banner_server prints about the allowed peer for each buffer it passes:
+    // accept copies min(len, real) bytes, reports the real length (16 for IPv4), and
+    // writes nothing past the buffer.
+    type Expected = fn(SocketAddr) -> String;
+    let cases: [(&str, Expected); 3] = [
+        ("4", |p| {
+            format!("family=2 port={} len=16 guard=ok", p.port())
+        }),
+        ("0", |_| "family=? port=? len=16 guard=ok".to_string()),
+        ("null", |_| "(null)".to_string()),
+    ];
+    for (buf, line) in cases {
+        let (mut srv, addr) = server(
+            "banner_server",
+            &policy,
+            &["127.0.0.1:0", "--max", "1", "--addr-buf", buf],
+        );
+        // The library must judge the peer from its own full-size buffer, not from the
+        // program's truncated one.
+        assert_refused(
+            &talk(DOT2, addr, None),
+            &format!("--addr-buf {buf}: 127.0.0.2"),
+        );
+        let r = talk(LO, addr, None);
+        assert_served(&r, BANNER, &format!("--addr-buf {buf}: 127.0.0.1"));
+        let f = srv.wait();
+        assert!(f.status.success(), "--addr-buf {buf}: {f:?}");
+        assert_eq!(
+            seen(&f.stdout, "accepted "),
+            vec![line(r.local.expect("peer address"))],
+            "--addr-buf {buf}"
+        );
+    }
+}
+
+#[test]
+fn dual_stack_server_matches_v4_mapped_peers_against_ipv4_rules() {
+    let dir = TempDir::new("dual");
+    let policy = write_policy(&dir, LO_POLICY);
+    let (mut srv, addr) = server("dualstack_server", &policy, &["[::]:0", "--max", "2"]);
+
+    // 127.0.0.2 arrives as ::ffff:127.0.0.2 and must hit `refuse-dot2: 127.0.0.2/32`.
+    assert_refused(&talk(DOT2, via(LO, addr), None), "v4-mapped 127.0.0.2");
+    let v4 = talk(LO, via(LO, addr), None);
+    assert_served(&v4, DUALSTACK, "v4-mapped 127.0.0.1");
+    let v6 = talk(V6LO, via(V6LO, addr), None);
+    assert_served(&v6, DUALSTACK, "::1");
+
+    let f = srv.wait();
+    assert!(f.status.success(), "dualstack_server: {f:?}");
+    let port = |r: &Reply| r.local.expect("peer address").port();
+    assert_eq!(
+        seen(&f.stdout, "accepted "),
+        vec![
+            format!("[::ffff:127.0.0.1]:{}", port(&v4)),
+            format!("[::1]:{}", port(&v6))
+        ]
+    );
+}
+
+#[test]
+fn dual_stack_server_refuses_by_ipv6_rule_and_serves_mapped_ipv4() {
+    let dir = TempDir::new("dual6");
+    let policy = write_policy(
+        &dir,
+        r#"version: 1
+default: deny
+rules:
+  - {name: lo-listen, action: allow, calls: [listen]}
+  - {name: no-v6-lo, action: deny, calls: [accept], remote: ["::1/128"]}
+  - {name: v4-lo, action: allow, calls: [accept], remote: [127.0.0.0/8]}
+"#,
+    );
+    let (mut srv, addr) = server("dualstack_server", &policy, &["[::]:0", "--max", "2"]);
+
+    assert_refused(&talk(V6LO, via(V6LO, addr), None), "::1 under no-v6-lo");
+    // Both v4 peers match `v4-lo` although the socket sees them as ::ffff:127.0.0.x.
+    let a = talk(LO, via(LO, addr), None);
+    assert_served(&a, DUALSTACK, "v4-mapped 127.0.0.1");
+    let b = talk(DOT2, via(LO, addr), None);
+    assert_served(&b, DUALSTACK, "v4-mapped 127.0.0.2");
+
+    let f = srv.wait();
+    assert!(f.status.success(), "dualstack_server: {f:?}");
+    assert!(
+        !f.stdout.iter().any(|l| l.starts_with("accepted [::1]")),
+        "the refused ::1 peer reached the server: {f:?}"
+    );
+}
+
+#[test]
+fn refused_connect_is_eacces_and_nothing_reaches_the_network() {
+    let dir = TempDir::new("connect");
+    let policy = write_policy(
+        &dir,
+        r#"version: 1
+default: allow
+rules:
+  - {name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32]}
+"#,
+    );
+    let open = TcpListener::bind((LO, 0)).expect("listener on 127.0.0.1");
+    let guarded = TcpListener::bind("127.0.0.3:0").expect("listener on 127.0.0.3");
+    open.set_nonblocking(true).unwrap();
+    guarded.set_nonblocking(true).unwrap();
+    let open_addr = open.local_addr().unwrap().to_string();
+    let guarded_addr = guarded.local_addr().unwrap().to_string();
+
+    for mode in [None, Some("--nonblock")] {
+        let mut args: Vec<&str> = mode.into_iter().collect();
+        args.extend(["--no-read", guarded_addr.as_str()]);
+        let (first, f) = run(sample("connect_client", &policy, &args));
+        assert_eq!(first, "error EACCES 13", "connect {args:?}: {f:?}");
+        assert_eq!(f.status.code(), Some(1), "connect {args:?}: {f:?}");
+        // Not even a SYN: the listener has no connection to accept.
+        match guarded.accept() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("refused connect {args:?} reached 127.0.0.3: {other:?}"),
+        }
+
+        // The same program, same policy, another destination: allowed.
+        let mut args: Vec<&str> = mode.into_iter().collect();
+        args.extend(["--no-read", open_addr.as_str()]);
+        let (first, f) = run(sample("connect_client", &policy, &args));
+        assert_eq!(first, "ok", "connect {args:?}: {f:?}");
+        assert!(
+            open.accept().is_ok(),
+            "allowed connect {args:?} never arrived"
+        );
+    }
+}
+
+#[test]
+fn allowed_failing_connect_keeps_its_errno() {
+    let dir = TempDir::new("econnrefused");
+    let policy = write_policy(
+        &dir,
+        r#"version: 1
+default: deny
+rules:
+  - {name: lo-connect, action: allow, calls: [connect], remote: [127.0.0.0/8]}
+"#,
+    );
+    let (_hold, closed) = closed_port();
+    let closed = closed.to_string();
+    // Blocking: ECONNREFUSED straight from connect. Non-blocking: connect must still
+    // say EINPROGRESS (the program then gets ECONNREFUSED from SO_ERROR).
+    for mode in [None, Some("--nonblock")] {
+        let mut args: Vec<&str> = mode.into_iter().collect();
+        args.push(&closed);
+        let (first, f) = run(sample("connect_client", &policy, &args));
+        assert_eq!(first, "error ECONNREFUSED 111", "{args:?}: {f:?}");
+    }
+    // The same policy refuses what it does not allow: the library is in charge.
+    let v6 = format!("[::1]:{}", closed.rsplit(':').next().unwrap());
+    let (first, f) = run(sample("connect_client", &policy, &[&v6]));
+    assert_eq!(first, "error EACCES 13", "{v6}: {f:?}");
+}
+
+#[test]
+fn refused_listen_is_eacces() {
+    let dir = TempDir::new("listen");
+    let policy = write_policy(
+        &dir,
+        r#"version: 1
+default: deny
+rules:
+  - {name: listen-lo1, action: allow, calls: [listen], local: [127.0.0.1/32]}
+"#,
+    );
+    let (first, f) = run(sample("listen_probe", &policy, &["127.0.0.1:0"]));
+    assert!(
+        first.starts_with("ok 127.0.0.1:"),
+        "127.0.0.1: {first} {f:?}"
+    );
+    let (first, f) = run(sample("listen_probe", &policy, &["127.0.0.4:0"]));
+    assert_eq!(first, "error EACCES 13", "127.0.0.4: {f:?}");
+    assert_eq!(f.status.code(), Some(1));
+    assert!(f.stderr.contains("listen_probe: listen:"), "{f:?}");
+
+    // A real server gets the same answer from TcpListener::bind.
+    let (first, f) = run(sample("banner_server", &policy, &["127.0.0.4:0"]));
+    assert_eq!(
+        first, "error EACCES 13",
+        "banner_server on 127.0.0.4: {f:?}"
+    );
+    assert_eq!(f.status.code(), Some(1));
+}
+
+#[test]
+fn epoll_burst_of_200_alternating_peers() {
+    let dir = TempDir::new("burst");
+    let policy = write_policy(&dir, LO_POLICY);
+    let (mut srv, addr) = server("epoll_server", &policy, &["127.0.0.1:0"]);
+
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 25;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..PER_THREAD)
+                    .map(|i| {
+                        let allowed = (t * PER_THREAD + i) % 2 == 0;
+                        let src = if allowed { LO } else { DOT2 };
+                        (allowed, talk(src, addr, None))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.join().expect("peer thread"));
+    }
+
+    let (allowed, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|(a, _)| *a);
+    assert_eq!((allowed.len(), refused.len()), (100, 100));
+    let bad_allowed: Vec<String> = allowed
+        .iter()
+        .filter(|(_, r)| !(matches!(r.end, End::Eof) && r.bytes == EPOLL))
+        .map(|(_, r)| r.to_string())
+        .collect();
+    let leaked: Vec<String> = refused
+        .iter()
+        .filter(|(_, r)| !(r.bytes.is_empty() && matches!(r.end, End::Eof | End::Reset)))
+        .map(|(_, r)| r.to_string())
+        .collect();
+    assert!(
+        bad_allowed.is_empty(),
+        "{} of 100 allowed peers were not greeted, e.g. {:?}",
+        bad_allowed.len(),
+        &bad_allowed[..bad_allowed.len().min(3)]
+    );
+    assert!(
+        leaked.is_empty(),
+        "{} of 100 refused peers got bytes or hung, e.g. {:?}",
+        leaked.len(),
+        &leaked[..leaked.len().min(3)]
+    );
+
+    // Still alive and serving, and it counted exactly the allowed peers.
+    assert_served(&talk(LO, addr, None), EPOLL, "allowed peer after the burst");
+    let f = srv.terminate();
+    assert!(f.status.success(), "epoll_server: {f:?}");
+    assert_eq!(f.stdout, vec!["served 101".to_string()], "{f:?}");
+}
+
+/// fork_server under the loopback policy (plus connect to loopback for `--busy`):
+/// allowed, refused, allowed peers in turn, each allowed one served by a fresh child.
+fn fork_server_case(extra: &[&str]) {
+    let dir = TempDir::new("fork");
+    let policy = write_policy(
+        &dir,
+        &format!(
+            "{LO_POLICY}  - {{name: lo-connect, action: allow, calls: [connect], remote: [127.0.0.0/8]}}\n"
+        ),
+    );
+    let mut args = vec!["127.0.0.1:0", "--max", "6"];
+    args.extend(extra);
+    let (mut srv, addr) = server("fork_server", &policy, &args);
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let r = talk(LO, addr, None);
+        assert_served(&r, FORK, &format!("{extra:?} allowed peer #{i}"));
+        expected.push(r.local.expect("peer address").to_string());
+        if i % 2 == 1 {
+            assert_refused(&talk(DOT2, addr, None), &format!("{extra:?} refused #{i}"));
+        }
+    }
+    let f = srv.wait();
+    assert!(f.status.success(), "fork_server {extra:?}: {f:?}");
+    assert_eq!(seen(&f.stdout, "forked "), expected, "{f:?}");
+}
+
+#[test]
+fn fork_server_with_idle_threads_keeps_working() {
+    fork_server_case(&[]);
+}
+
+#[test]
+fn fork_server_forking_while_threads_are_inside_the_hook() {
+    fork_server_case(&["--busy"]);
+}
+
+#[test]
+fn policy_typo_fails_closed_with_one_message_naming_the_key() {
+    let dir = TempDir::new("typo");
+    let policy = write_policy(
+        &dir,
+        r#"version: 1
+default: allow
+rules:
+  - {name: web, action: allow, calls: [accept], remote_prots: [80]}
+"#,
+    );
+    let policy_name = policy.to_string_lossy().into_owned();
+    let messages = |f: &Finished| -> Vec<String> {
+        f.stderr
+            .lines()
+            .filter(|l| l.contains("remote_prots"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // listen refused, although `default: allow`: the broken policy widens nothing.
+    let (first, f) = run(sample("banner_server", &policy, &["127.0.0.1:0"]));
+    assert_eq!(first, "error EACCES 13", "{f:?}");
+    assert_eq!(f.status.code(), Some(1));
+    let m = messages(&f);
+    assert_eq!(
+        m.len(),
+        1,
+        "expected one message naming `remote_prots`:\n{}",
+        f.stderr
+    );
+    assert!(
+        m[0].contains(&policy_name),
+        "the message should name {policy_name}: {m:?}"
+    );
+
+    // accept refused too: a listening socket inherited as fd 3 (inetd/systemd style)
+    // needs no listen under the preload. Refused peers get nothing, the server nothing.
+    let inherited = TcpListener::bind((LO, 0)).expect("listener");
+    let addr = inherited.local_addr().unwrap();
+    let mut cmd = sample("banner_server", &policy, &["fd:3", "--max", "1"]);
+    pass_as_fd3(&mut cmd, inherited.as_raw_fd());
+    let mut srv = Proc::start(cmd);
+    assert_eq!(srv.listening(), addr);
+    drop(inherited);
+    for i in 0..2 {
+        assert_refused(
+            &talk(LO, addr, None),
+            &format!("127.0.0.1 under a broken policy #{i}"),
+        );
+    }
+    let rest = srv.kill_and_collect();
+    assert!(
+        seen(&rest, "accepted ").is_empty(),
+        "the server saw a connection under a broken policy: {rest:?}"
+    );
+
+    // SOCKEXIT_ON_ERROR=allow opts out.
+    let mut cmd = sample("banner_server", &policy, &["127.0.0.1:0", "--max", "1"]);
+    cmd.env("SOCKEXIT_ON_ERROR", "allow");
+    let mut srv = Proc::start(cmd);
+    let addr = srv.listening();
+    assert_served(&talk(LO, addr, None), BANNER, "SOCKEXIT_ON_ERROR=allow");
+    let f = srv.wait();
+    assert!(f.status.success(), "{f:?}");
+    assert_eq!(
+        messages(&f).len(),
+        1,
+        "still says the policy is broken:\n{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn unix_sockets_pass_through_a_deny_all_policy() {
+    let dir = TempDir::new("unix");
+    let deny_all = write_policy(&dir, "version: 1\ndefault: deny\nrules: []\n");
+    let missing = dir.path().join("no-such-policy.yaml");
+    for (what, policy) in [("deny-all", &deny_all), ("missing policy", &missing)] {
+        let sock = dir.path().join("s.sock");
+        let arg = format!("unix:{}", sock.display());
+        let (first, f) = run(sample("listen_probe", policy, &[&arg]));
+        assert_eq!(
+            first, "ok unix listen connect accept accept4",
+            "{what}: {f:?}"
+        );
+        let _ = std::fs::remove_file(&sock);
+        // ...while the same policy refuses IP: the library is loaded and in charge.
+        let (first, f) = run(sample("listen_probe", policy, &["127.0.0.1:0"]));
+        assert_eq!(first, "error EACCES 13", "{what}, IP listen: {f:?}");
+    }
+}

@@ -70,13 +70,19 @@ struct Finished {
 
 impl Proc {
     fn start(mut cmd: Command) -> Proc {
+        cmd.stderr(Stdio::piped());
+        Proc::start_with_stderr(cmd)
+    }
+
+    /// Like [`Proc::start`], with the stderr `cmd` was given (then [`Finished::stderr`]
+    /// is empty).
+    fn start_with_stderr(mut cmd: Command) -> Proc {
         let name = Path::new(cmd.get_program())
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
@@ -89,13 +95,17 @@ impl Proc {
                 }
             }
         });
-        let mut stderr = child.stderr.take().expect("piped stderr");
         let (etx, err) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            let _ = etx.send(s);
-        });
+        match child.stderr.take() {
+            Some(mut stderr) => {
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    let _ = stderr.read_to_string(&mut s);
+                    let _ = etx.send(s);
+                });
+            }
+            None => etx.send(String::new()).expect("receiver alive"),
+        }
         Proc {
             name,
             child,
@@ -907,5 +917,53 @@ fn unix_sockets_pass_through_a_deny_all_policy() {
         // ...while the same policy refuses IP: the library is loaded and in charge.
         let (first, f) = run(sample("listen_probe", policy, &["127.0.0.1:0"]));
         assert_eq!(first, "error EACCES 13", "{what}, IP listen: {f:?}");
+    }
+}
+
+#[test]
+fn diagnostics_never_reach_a_peer_through_a_socket_on_fd_2() {
+    // inetd/`sshd -i` style: fd 2 is a TCP connection to someone else. The library has
+    // things to say (a broken policy, debug lines about refusals) and must say none
+    // of them there.
+    let dir = TempDir::new("fd2");
+    let broken = dir.write(
+        "broken.yaml",
+        "version: 1\ndefault: allow\nrules: [{name: x, action: allow, remote_prots: [1]}]\n",
+    );
+    let good = write_policy(&dir, LO_POLICY);
+    for (what, policy, on_error) in [
+        (
+            "broken policy, SOCKEXIT_ON_ERROR=allow",
+            &broken,
+            Some("allow"),
+        ),
+        ("refusals under SOCKEXIT_LOG=debug", &good, None),
+    ] {
+        let l = TcpListener::bind((LO, 0)).expect("listener");
+        let mut watcher = TcpStream::connect(l.local_addr().unwrap()).expect("connect");
+        let (fd2, _) = l.accept().expect("accept");
+        let mut cmd = sample("banner_server", policy, &["127.0.0.1:0", "--max", "1"]);
+        cmd.env("SOCKEXIT_LOG", "debug")
+            .stderr(Stdio::from(std::os::fd::OwnedFd::from(fd2)));
+        if let Some(v) = on_error {
+            cmd.env("SOCKEXIT_ON_ERROR", v);
+        }
+        let mut srv = Proc::start_with_stderr(cmd);
+        let addr = srv.listening();
+        if on_error.is_none() {
+            assert_refused(&talk(DOT2, addr, None), &format!("{what}: 127.0.0.2"));
+        }
+        assert_served(&talk(LO, addr, None), BANNER, &format!("{what}: 127.0.0.1"));
+        let f = srv.wait();
+        assert!(f.status.success(), "{what}: {f:?}");
+        // The child held the only other end: EOF now, with whatever it wrote before.
+        watcher.set_read_timeout(Some(IO)).unwrap();
+        let mut leaked = Vec::new();
+        let r = watcher.read_to_end(&mut leaked);
+        assert!(
+            r.is_ok() && leaked.is_empty(),
+            "{what}: the peer on fd 2 received {:?} ({r:?})",
+            leaked.escape_ascii().to_string()
+        );
     }
 }

@@ -628,10 +628,42 @@ fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
     );
     d.assert_alive();
 
+    // A second, unrelated client: lftp, over EPSV this time.
+    let mut downloads = 1;
+    if let Some(lftp) = require("lftp") {
+        downloads += 1;
+        let got = dir.path().join("lftp-data.bin");
+        let script = format!(
+            "set net:timeout 10; set net:max-retries 1; set ftp:passive-mode on; \
+             set ftp:prefer-epsv yes; open -u anonymous,x ftp://127.0.0.1:{port}; \
+             get data.bin -o {}",
+            got.display()
+        );
+        let out = Command::new(lftp)
+            .args(["-c", &script])
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lftp");
+        assert!(
+            out.status.success(),
+            "lftp download failed: {:?} {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            d.output()
+        );
+        assert!(
+            std::fs::read(&got).is_ok_and(|b| b == data),
+            "lftp's EPSV download not byte-exact"
+        );
+        d.assert_alive();
+    }
+
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        log_text.contains("OK DOWNLOAD"),
-        "vsftpd log has no download:\n{log_text}"
+    assert_eq!(
+        log_text.matches("OK DOWNLOAD").count(),
+        downloads,
+        "vsftpd log: one download per client:\n{log_text}"
     );
     assert!(
         !log_text.contains("127.0.0.2"),

@@ -118,19 +118,30 @@ fn python3() -> Option<PathBuf> {
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> u16 {
-    TcpListener::bind((ALLOWED, 0))
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
+    free_port_range(1)
 }
 
-/// `n` consecutive free loopback ports below the ephemeral range (vsftpd's PASV range),
-/// so client connections cannot take them while the test runs.
+/// `n` consecutive free loopback ports, taken below the ephemeral range (32768 and up
+/// on Linux): a port picked by bind(0) could be grabbed by one of the soak's thousands of
+/// client connections before a slow daemon (the JVM) binds it. Tests in this process
+/// take successive ports; the start depends on the pid to keep parallel runs apart.
 fn free_port_range(n: u16) -> u16 {
-    let seed = std::process::id() as u16 ^ free_port();
-    for attempt in 0..500u16 {
-        let base = 20000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 12000);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..500 {
+        let off = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % SPAN;
+        if off + u32::from(n) > SPAN {
+            continue;
+        }
+        let base = (LOW + off) as u16;
         let held: Vec<_> = (base..base + n)
             .map_while(|p| TcpListener::bind((ALLOWED, p)).ok())
             .collect();
@@ -138,7 +149,7 @@ fn free_port_range(n: u16) -> u16 {
             return base;
         }
     }
-    panic!("no {n} consecutive free ports in 20000-32000");
+    panic!("no {n} consecutive free ports in {LOW}-{}", LOW + SPAN);
 }
 
 /// Whether some socket listens on TCP `port` (from /proc/net/tcp{,6}: no connection is

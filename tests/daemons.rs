@@ -871,13 +871,20 @@ fn nginx_soak_10000_alternating_connections() {
     let fds_before: Vec<usize> = workers.iter().map(|&w| fd_count(w)).collect();
 
     let start = Instant::now();
+    // A broken library could make every client wait out its timeout: stop early.
+    const GIVE_UP_AFTER: usize = 8;
+    let failed = std::sync::atomic::AtomicUsize::new(0);
     let per_thread: Vec<(usize, usize, Vec<String>)> = std::thread::scope(|sc| {
-        let n = &n;
+        let (n, failed) = (&n, &failed);
         let hs: Vec<_> = (0..THREADS)
             .map(|t| {
                 sc.spawn(move || {
                     let (mut ok, mut cut, mut fails) = (0, 0, Vec::new());
                     for i in (t..TOTAL).step_by(THREADS) {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) >= GIVE_UP_AFTER {
+                            break;
+                        }
+                        let before = fails.len();
                         if i % 2 == 0 {
                             match n.get(i) {
                                 Ok(()) => ok += 1,
@@ -888,6 +895,9 @@ fn nginx_soak_10000_alternating_connections() {
                                 Ok(()) => cut += 1,
                                 Err(e) => fails.push(format!("refused {i}: {e}")),
                             }
+                        }
+                        if fails.len() > before {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     (ok, cut, fails)

@@ -562,8 +562,12 @@ fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
     let policy = dir.write("policy.yaml", POLICY);
     let root = dir.path().join("ftproot");
     let empty = dir.path().join("empty");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::create_dir(&empty).unwrap();
+    // vsftpd refuses a chroot it or the ftp user could write to; do not depend on umask.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.path(), &root, &empty] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let data = test_bytes(300_000);
     std::fs::write(root.join("data.bin"), &data).unwrap();
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# sockexit benchmarks: see BENCHMARKS.md. Installs nothing: it says what is missing.
+#
+#   bench/run.sh                 full run (about 6 minutes on 2 cores), table on stdout
+#   bench/run.sh --quick         tiny counts: checks the script, not the numbers
+#   bench/run.sh --only conn,exec --markdown /tmp/bench.md
+#   bench/run.sh --profile       callgrind + strace of the allow path (needs valgrind, strace)
+#
+# Builds (release) libsockexit.so, bench/c/*.c and bench/engine-decide into
+# $CARGO_TARGET_DIR (default: <repo>/target). SOCKEXIT_BENCH_LIB=path skips the
+# library build and uses that file.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+
+profile=0
+args=()
+for a in "$@"; do
+    if [ "$a" = "--profile" ]; then profile=1; else args+=("$a"); fi
+done
+
+# Debian packages each tool comes from; nothing is installed here.
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2 (for $1)"); }
+need gcc gcc
+need python3 python3
+need cargo "a Rust toolchain"
+need nginx nginx-light
+need wrk wrk
+need ps procps
+need taskset util-linux
+[ -f /usr/include/tcpd.h ] || missing+=("libwrap0-dev (for tcpd.h and -lwrap)")
+if [ "$profile" = 1 ]; then
+    need valgrind valgrind
+    need callgrind_annotate valgrind
+    need strace strace
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench/run.sh: missing prerequisites:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    echo "install them, e.g.: apt-get install -y nginx-light wrk libwrap0-dev gcc python3 valgrind strace" >&2
+    exit 2
+fi
+
+bin=$target/bench-bin
+mkdir -p "$bin"
+for p in connrate execloop rssprobe; do
+    gcc -O2 -g -Wall -Wextra -Werror -o "$bin/$p" "$repo/bench/c/$p.c"
+done
+gcc -O2 -g -Wall -Wextra -Werror -o "$bin/wrapbench" "$repo/bench/c/wrapbench.c" -lwrap
+
+if [ -n "${SOCKEXIT_BENCH_LIB:-}" ]; then
+    lib=$SOCKEXIT_BENCH_LIB
+else
+    (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -p sockexit --quiet)
+    lib=$target/release/libsockexit.so
+fi
+[ -f "$lib" ] || { echo "bench/run.sh: no library at $lib" >&2; exit 2; }
+(cd "$repo/bench/engine-decide" && CARGO_TARGET_DIR=$target/bench-engine-decide cargo build --release --quiet)
+decide=$target/bench-engine-decide/release/sockexit-bench-engine-decide
+
+if [ "$profile" = 1 ]; then
+    exec python3 "$repo/bench/allowpath.py" --lib "$lib" --bin "$bin" "${args[@]}"
+fi
+exec python3 "$repo/bench/run.py" --lib "$lib" --bin "$bin" --engine-decide "$decide" "${args[@]}"

@@ -10,6 +10,7 @@
 # $CARGO_TARGET_DIR (default: <repo>/target). SOCKEXIT_BENCH_LIB=path skips the
 # library build and uses that file.
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 

@@ -96,7 +96,10 @@ fn main() {
         .map(|s| s.lines().count())
         .unwrap_or(0);
     let (none, deny_t, all_t) = (median(&mut t_none), median(&mut t_deny), median(&mut t_all));
-    println!("connections per run {n}, rounds {rounds}, lines written with events: all {lines}");
+    println!(
+        "connections per run {n}, rounds {rounds}, audit lines per run with events: all {}",
+        lines / rounds
+    );
     println!("no preload           {:8.2} us/conn", none * 1e6);
     println!("events: deny (base)  {:8.2} us/conn", deny_t * 1e6);
     println!(

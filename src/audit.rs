@@ -770,6 +770,26 @@ mod tests {
     }
 
     #[test]
+    fn reopen_lock_is_taken_over_from_a_forked_parent_but_not_from_a_sibling_thread() {
+        let me = logfile::pid();
+        // Free: taken, and released on drop.
+        let l = ReopenLock(AtomicI32::new(0));
+        {
+            let _h = l.acquire().expect("free lock");
+            assert_eq!(l.0.load(Ordering::Relaxed), me);
+        }
+        assert_eq!(l.0.load(Ordering::Relaxed), 0);
+        // Held by another process (a thread of the parent we were forked from):
+        // that holder no longer exists here, so the word is taken over.
+        let stale = ReopenLock(AtomicI32::new(me.wrapping_add(1).max(1)));
+        assert!(stale.acquire().is_some());
+        // Held by another thread of this process: waited for, a bounded time.
+        let busy = ReopenLock(AtomicI32::new(me));
+        assert!(busy.acquire().is_none());
+        assert_eq!(busy.0.load(Ordering::Relaxed), me);
+    }
+
+    #[test]
     fn overflow_is_reported_not_emitted_half() {
         let mut o = LineBuf::<8>::new();
         o.push(b"12345");

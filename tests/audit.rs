@@ -441,3 +441,51 @@ fn stderr_target_writes_to_a_pipe_but_never_into_a_socket() {
         String::from_utf8_lossy(&got)
     );
 }
+
+#[test]
+fn after_chroot_a_rotated_log_is_reopened_in_the_real_directory_never_in_the_jail() {
+    if euid() != 0 {
+        eprintln!("skipped: chroot needs root");
+        return;
+    }
+    let dir = TempDir::new("audit-chroot");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("audit.jsonl");
+    let rotated = logs.join("audit.jsonl.1");
+    // The jail holds the same path, so a reopen by path after chroot would land there.
+    let jail = dir.path().join("jail");
+    let jailed_logs = jail.join(logs.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&jailed_logs).unwrap();
+    let p = policy(
+        &dir,
+        &format!(
+            "default: allow\nrules:\n  - {{ name: no-second-loopback, action: deny, calls: [accept], remote: [127.0.0.2/32] }}\naudit:\n  log: {}\n",
+            log.display()
+        ),
+    );
+    let prog = example_path("audit_chroot_server");
+    let (mut srv, addr) = Server::start({
+        let mut c = preloaded(&prog, &p);
+        c.arg(&jail);
+        c
+    });
+    assert_eq!(srv.line(), "chrooted");
+    assert!(!served(&talk("127.0.0.2", addr)));
+    std::fs::rename(&log, &rotated).unwrap();
+    assert!(!served(&talk("127.0.0.2", addr)));
+    let reply = talk("127.0.0.1", addr);
+    assert!(reply.starts_with("ok 220 chrooted"), "{reply}");
+    assert_eq!(srv.line(), "served 1");
+    srv.finish();
+    assert_eq!(lines(&rotated).len(), 1);
+    let new = lines(&log);
+    assert_eq!(new.len(), 1, "{new:?}");
+    check_common(&new[0], srv.pid(), &prog);
+    assert_eq!(new[0]["verdict"], "deny");
+    assert_eq!(
+        std::fs::read_dir(&jailed_logs).unwrap().count(),
+        0,
+        "audit log created inside the jail"
+    );
+}

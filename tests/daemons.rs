@@ -32,7 +32,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on a daemon's start-up (the JVM is the slowest).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The policy every daemon runs under (issue 6).
+/// The policy every daemon runs under (issue 6); refusals are audited to
+/// `<dir>/audit.jsonl` (see [`assert_audited_refusals`]).
 const POLICY: &str = r#"version: 1
 default: deny
 rules:
@@ -68,6 +69,59 @@ fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command {
     }
     c
 }
+
+fn write_policy(dir: &TempDir) -> PathBuf {
+    let audit = dir.path().join("audit.jsonl");
+    dir.write(
+        "policy.yaml",
+        &format!(
+            "{POLICY}audit:\n  log: {}\n  events: deny\n",
+            audit.display()
+        ),
+    )
+}
+
+/// The audit log must hold exactly `n` well-formed lines (no line torn by concurrent
+/// writers: several processes and threads share the file), each a refusal of `call` by
+/// `rule` in `program` (the executable's real path), toward or from `remote` (address
+/// prefixes such as `"127.0.0.2:"`).
+fn assert_audited_refusals(
+    dir: &TempDir,
+    n: usize,
+    call: &str,
+    rule: &str,
+    program: &Path,
+    remote: &[&str],
+) {
+    if no_preload() {
+        return;
+    }
+    let path = dir.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("audit log {}: {e}", path.display()));
+    let mut count = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {line}"));
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        assert_eq!(field("verdict"), "deny", "{line}");
+        assert_eq!(field("call"), call, "{line}");
+        assert_eq!(field("rule"), rule, "{line}");
+        assert_eq!(field("mode"), "enforce", "{line}");
+        let exe = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+        assert_eq!(Path::new(&field("program")), exe, "program in {line}");
+        assert!(
+            remote.iter().any(|r| field("remote").starts_with(r)),
+            "remote in {line}, want one of {remote:?}"
+        );
+        count += 1;
+    }
+    assert_eq!(count, n, "audit lines in {}", path.display());
+}
+
+/// How a refused IPv4 peer may be shown: dual-stack servers (the JVM) see it as
+/// `::ffff:127.0.0.2`.
+const REFUSED_REMOTE: &[&str] = &["127.0.0.2:", "[::ffff:127.0.0.2]:"];
 
 fn daemons_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/daemons")
@@ -559,7 +613,7 @@ fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
         return;
     };
     let dir = TempDir::new("vsftpd");
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(&dir);
     let root = dir.path().join("ftproot");
     let empty = dir.path().join("empty");
     // vsftpd refuses a chroot it or the ftp user could write to; do not depend on umask.
@@ -684,6 +738,14 @@ fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
         !log_text.contains("127.0.0.2"),
         "vsftpd saw a refused peer:\n{log_text}"
     );
+    assert_audited_refusals(
+        &dir,
+        3,
+        "accept",
+        "refuse-127-0-0-2",
+        &vsftpd,
+        REFUSED_REMOTE,
+    );
     d.stop();
 }
 
@@ -699,7 +761,7 @@ struct Nginx {
 }
 
 fn start_nginx(dir: &TempDir, nginx: &Path) -> Nginx {
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(dir);
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::create_dir(dir.path().join("tmp")).unwrap();
@@ -858,6 +920,15 @@ fn nginx_400_mixed_concurrent_clients() {
         "access log: one line per allowed client"
     );
     n.get(400).expect("nginx still serves after the burst");
+    // Two worker processes append to one audit file at once.
+    assert_audited_refusals(
+        &dir,
+        200,
+        "accept",
+        "refuse-127-0-0-2",
+        &nginx,
+        REFUSED_REMOTE,
+    );
     n.daemon.stop();
 }
 
@@ -946,6 +1017,14 @@ fn nginx_soak_10000_alternating_connections() {
     );
     assert_eq!(logged, TOTAL / 2, "nginx saw exactly the allowed requests");
     n.assert_healthy(&workers);
+    assert_audited_refusals(
+        &dir,
+        TOTAL / 2,
+        "accept",
+        "refuse-127-0-0-2",
+        &nginx,
+        REFUSED_REMOTE,
+    );
     n.daemon.stop();
 }
 
@@ -987,7 +1066,7 @@ fn redis_ping_refusal_and_10000_command_pipeline() {
         return;
     };
     let dir = TempDir::new("redis");
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(&dir);
     let port = free_port();
     let log = dir.path().join("redis.log");
     let mut cmd = preloaded(&redis, &policy);
@@ -1044,6 +1123,14 @@ fn redis_ping_refusal_and_10000_command_pipeline() {
     // (PING, pipeline, this INFO).
     assert_eq!(redis_info_field(port, "total_connections_received"), "3");
     d.assert_alive();
+    assert_audited_refusals(
+        &dir,
+        3,
+        "accept",
+        "refuse-127-0-0-2",
+        &redis,
+        REFUSED_REMOTE,
+    );
     d.stop();
 }
 
@@ -1074,6 +1161,7 @@ fn banner_client(port: u16, banner: &[u8], i: usize) -> Result<(), String> {
 /// Mixed burst of 200 (100 allowed, 100 refused), then the server must be alive and
 /// still serving.
 fn banner_server_test(name: &'static str, cmd: Command, port: u16, banner: &str, dir: &TempDir) {
+    let program = PathBuf::from(cmd.get_program());
     let mut d = Daemon::spawn(name, cmd, dir.path());
     d.wait_listening(port);
     let banner = banner.as_bytes();
@@ -1089,6 +1177,14 @@ fn banner_server_test(name: &'static str, cmd: Command, port: u16, banner: &str,
     d.assert_alive();
     banner_client(port, banner, 1000).expect("still serving after the burst");
     refused_peer(port, b"ping\n").expect("still refusing after the burst");
+    assert_audited_refusals(
+        dir,
+        101,
+        "accept",
+        "refuse-127-0-0-2",
+        &program,
+        REFUSED_REMOTE,
+    );
     d.stop();
 }
 
@@ -1098,7 +1194,7 @@ fn node_net_server_mixed_burst() {
         return;
     };
     let dir = TempDir::new("node");
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(&dir);
     let port = free_port();
     let mut cmd = preloaded(&node, &policy);
     cmd.arg(daemons_dir().join("banner_server.js"))
@@ -1112,7 +1208,7 @@ fn python_asyncio_server_mixed_burst() {
         return;
     };
     let dir = TempDir::new("asyncio");
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(&dir);
     let port = free_port();
     let mut cmd = preloaded(&python, &policy);
     cmd.arg(daemons_dir().join("banner_server.py"))
@@ -1136,7 +1232,7 @@ fn java_server(dir: &TempDir, mode: &str, port: u16) -> Option<Command> {
         "javac failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let policy = dir.write("policy.yaml", POLICY);
+    let policy = write_policy(dir);
     let mut cmd = preloaded(java, &policy);
     cmd.args(["-Xmx64m", "-XX:+UseSerialGC", "-cp"])
         .arg(&classes)
@@ -1220,7 +1316,9 @@ fn curl_refused_connect_fails_cleanly_and_allowed_connect_works() {
              \x20 - name: no-discard\n    action: deny\n    calls: [connect]\n\
              \x20   remote_ports: [9, {blocked_port}]\n\
              \x20 - name: loopback-connect\n    action: allow\n    calls: [connect]\n\
-             \x20   remote: [127.0.0.0/8, \"::1\"]\n"
+             \x20   remote: [127.0.0.0/8, \"::1\"]\n\
+             audit:\n  log: {}\n  events: deny\n",
+            dir.path().join("audit.jsonl").display()
         ),
     );
     let run = |port: u16| {
@@ -1280,4 +1378,13 @@ fn curl_refused_connect_fails_cleanly_and_allowed_connect_works() {
     );
     assert_eq!(out.stdout, b"allowed through\n");
     assert!(server.join().unwrap(), "local server did not serve curl");
+    let refused_remotes: Vec<String> = refused_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let refused_remotes: Vec<&str> = refused_remotes.iter().map(String::as_str).collect();
+    // One line per refused connect; no line for the allowed one.
+    if !refused_ports.is_empty() {
+        assert_audited_refusals(&dir, 2, "connect", "no-discard", &curl, &refused_remotes);
+    }
 }

@@ -489,3 +489,56 @@ fn after_chroot_a_rotated_log_is_reopened_in_the_real_directory_never_in_the_jai
         "audit log created inside the jail"
     );
 }
+
+#[test]
+fn children_forked_while_threads_record_lines_still_record_their_own() {
+    let dir = TempDir::new("audit-fork");
+    let log = dir.path().join("audit.jsonl");
+    let p = policy(
+        &dir,
+        &format!(
+            "default: allow\nrules:\n  - {{ name: no-testnet, action: deny, remote: [192.0.2.0/24] }}\naudit:\n  log: {}\n  events: all\n",
+            log.display()
+        ),
+    );
+    let prog = example_path("fork_server");
+    // Busy workers connect (and so record a line) every millisecond while the main
+    // thread forks: a lock or allocation held across the record path would leave a
+    // child stuck before its banner.
+    let (mut srv, addr) = Server::start({
+        let mut c = preloaded(&prog, &p);
+        c.args(["--max", "20", "--workers", "3", "--busy"]);
+        c
+    });
+    for i in 0..20 {
+        let reply = talk("127.0.0.1", addr);
+        assert!(
+            reply.starts_with("ok 220 sockexit fork child listen=ok"),
+            "child {i}: {reply}"
+        );
+    }
+    srv.finish();
+    let ls = lines(&log);
+    let parent = srv.pid();
+    let mut children: Vec<u64> = ls
+        .iter()
+        .filter(|v| v["call"] == "listen" && v["pid"].as_u64() != Some(parent))
+        .map(|v| {
+            check_common(v, v["pid"].as_u64().unwrap(), &prog);
+            assert_eq!(v["verdict"], "allow", "{v}");
+            v["pid"].as_u64().unwrap()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    assert_eq!(
+        children.len(),
+        20,
+        "one listen line per child: {children:?}"
+    );
+    let worker_connects = ls
+        .iter()
+        .filter(|v| v["call"] == "connect" && v["pid"].as_u64() == Some(parent))
+        .count();
+    assert!(worker_connects > 0, "busy workers recorded nothing");
+}

@@ -227,3 +227,16 @@ fn every_wrapper_policy_is_valid_and_clean() {
         assert!(o.stdout.contains("default deny"), "{name}: {o:?}");
     }
 }
+
+#[test]
+fn summary_says_audit_mode_and_stealth() {
+    let d = TempDir::new("check-mode");
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nmode: audit\nstealth: true\nrules:\n  - { name: web, action: allow, calls: [listen], local_ports: [80] }\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.contains(", mode audit"), "{o:?}");
+    assert!(o.stdout.trim_end().ends_with(", stealth"), "{o:?}");
+}

@@ -308,3 +308,36 @@ fn invalid_policy_is_an_error() {
         "{o:?}"
     );
 }
+
+#[test]
+fn audit_mode_deny_is_not_refused() {
+    let d = TempDir::new("explain-audit");
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nmode: audit\nrules:\n  - { name: web, action: allow, calls: [listen], local_ports: [80] }\n",
+    );
+    let args = |json: bool| {
+        let mut c = sockexit(["explain".as_ref(), p.as_os_str()]);
+        c.args(["--call", "listen", "--local", "0.0.0.0:81"]);
+        if json {
+            c.arg("--json");
+        }
+        run(c)
+    };
+    let o = args(false);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let mut lines = o.stdout.lines();
+    assert!(
+        lines.next().unwrap().starts_with("deny  rule=default "),
+        "{o:?}"
+    );
+    assert!(
+        lines.any(|l| l.starts_with("note: ") && l.contains("audit mode")),
+        "{o:?}"
+    );
+    let o = args(true);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["verdict"], "deny");
+    assert_eq!(v["mode"], "audit");
+    assert_eq!(v["refused"], false);
+}

@@ -15,6 +15,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod glob;
+mod policy;
+mod ranges;
+
+pub use glob::Glob;
+pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
+pub use ranges::{AddrSet, PortSet};
+
 /// The socket call being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
@@ -80,7 +88,8 @@ pub struct Decision<'p> {
 pub trait FactSource {
     /// The peer (accept) or destination (connect). Unknown for listen.
     fn remote(&mut self) -> Option<SocketAddr>;
-    /// The socket's own address (accept: the listening socket's; listen: the bound one).
+    /// The socket's own address (accept: the address the peer reached, i.e. the
+    /// accepted connection's; listen: the bound one; connect: the source, if bound).
     fn local(&mut self) -> Option<SocketAddr>;
     /// Effective uid of the calling process.
     fn uid(&mut self) -> Option<u32>;
@@ -227,12 +236,22 @@ impl Default for FilesResolver {
     }
 }
 
+/// Field 3 (the id) of the colon-separated line whose field 1 is `name`.
+fn lookup_id(file: &Path, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
 impl NameResolver for FilesResolver {
-    fn user(&self, _name: &str) -> Option<u32> {
-        None // TODO(engine)
+    fn user(&self, name: &str) -> Option<u32> {
+        lookup_id(&self.passwd, name)
     }
-    fn group(&self, _name: &str) -> Option<u32> {
-        None // TODO(engine)
+    fn group(&self, name: &str) -> Option<u32> {
+        lookup_id(&self.group, name)
     }
 }
 
@@ -278,6 +297,20 @@ pub struct Policy {
     mode: Mode,
     stealth: bool,
     audit: AuditConfig,
+    rules: Vec<Rule>,
+    /// Rule indexes per call (accept, connect, listen), in policy order.
+    by_call: [Vec<u32>; 3],
+    needs: [Needs; 3],
+    warnings: Vec<Warning>,
+    path: PathBuf,
+}
+
+fn call_index(c: Call) -> usize {
+    match c {
+        Call::Accept => 0,
+        Call::Connect => 1,
+        Call::Listen => 2,
+    }
 }
 
 impl Policy {
@@ -293,6 +326,17 @@ impl Policy {
 
     /// Load from a file with explicit options.
     pub fn load_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Policy, Error> {
+        let too_big = std::fs::metadata(path)
+            .map(|m| m.len() > MAX_POLICY_BYTES as u64)
+            .unwrap_or(false);
+        if too_big {
+            return Err(Error {
+                file: path.to_path_buf(),
+                location: None,
+                key: None,
+                message: format!("policy is larger than {MAX_POLICY_BYTES} bytes"),
+            });
+        }
         let bytes = std::fs::read(path).map_err(|e| Error {
             file: path.to_path_buf(),
             location: None,
@@ -309,18 +353,20 @@ impl Policy {
         origin: &Path,
         opts: &LoadOptions<'_>,
     ) -> Result<Policy, Error> {
-        let _ = (bytes, opts);
-        Err(Error {
-            file: origin.to_path_buf(),
-            location: None,
-            key: None,
-            message: "TODO(engine): not implemented".into(),
-        })
+        policy::compile(bytes, origin, opts)
     }
 
     /// Decide one call. No allocation, no I/O; facts are pulled lazily.
     pub fn decide(&self, call: Call, facts: &mut dyn FactSource) -> Decision<'_> {
-        let _ = (call, facts);
+        for &i in &self.by_call[call_index(call)] {
+            let r = &self.rules[i as usize];
+            if r.matches(call, facts) {
+                return Decision {
+                    verdict: r.action(),
+                    rule: r.name(),
+                };
+            }
+        }
         Decision {
             verdict: self.default,
             rule: "default",
@@ -329,8 +375,7 @@ impl Policy {
 
     /// What the rules for `call` can look at.
     pub fn needs(&self, call: Call) -> Needs {
-        let _ = call;
-        Needs::default()
+        self.needs[call_index(call)]
     }
 
     /// `mode:`
@@ -351,12 +396,22 @@ impl Policy {
     /// Lint findings for `sockexit check`: shadowed rules, fields that can never apply
     /// to a rule's calls, empty sets, `default: allow` with only allow rules.
     pub fn warnings(&self) -> &[Warning] {
-        &[]
+        &self.warnings
     }
 
     /// Number of rules.
     pub fn rule_count(&self) -> usize {
-        0
+        self.rules.len()
+    }
+
+    /// The compiled rules, in policy order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The file the policy was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// `default:`

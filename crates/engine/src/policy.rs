@@ -1,0 +1,813 @@
+//! Policy text → validated, compiled [`Policy`]: parsing (serde-saphyr), validation
+//! with file/line/column errors, compilation into range indexes, lint warnings.
+
+use crate::glob::Glob;
+use crate::ranges::{AddrSet, AddrSetBuilder, PortSet};
+use crate::{
+    AuditConfig, AuditEvents, AuditLog, Call, Error, LoadOptions, Mode, Needs, Policy, Verdict,
+    Warning,
+};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Policies larger than this are refused before parsing (a policy is hand-written;
+/// big address lists belong in set files).
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
+/// Set files larger than this are refused.
+pub const MAX_SET_FILE_BYTES: u64 = 64 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: Option<Spanned<i64>>,
+    default: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    stealth: Option<bool>,
+    audit: Option<RawAudit>,
+    sets: Option<BTreeMap<String, Spanned<RawSet>>>,
+    rules: Option<Vec<Spanned<RawRule>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    log: Option<Spanned<String>>,
+    events: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSet {
+    List(Vec<String>),
+    File(RawSetFile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSetFile {
+    file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for NumOrStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NumOrStr::Num(n) => write!(f, "{n}"),
+            NumOrStr::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    action: Option<String>,
+    calls: Option<Vec<String>>,
+    remote: Option<Vec<String>>,
+    remote_ports: Option<Vec<NumOrStr>>,
+    local: Option<Vec<String>>,
+    local_ports: Option<Vec<NumOrStr>>,
+    users: Option<Vec<NumOrStr>>,
+    groups: Option<Vec<NumOrStr>>,
+    programs: Option<Vec<String>>,
+    families: Option<Vec<String>>,
+}
+
+/// A compiled rule (read-only view for tools: `sockexit explain`, filter compilers).
+#[derive(Debug)]
+pub struct Rule {
+    name: String,
+    action: Verdict,
+    calls: u8,
+    remote: Option<AddrSet>,
+    remote_ports: Option<PortSet>,
+    local: Option<AddrSet>,
+    local_ports: Option<PortSet>,
+    users: Option<Vec<u32>>,
+    groups: Option<Vec<u32>>,
+    programs: Option<Vec<Glob>>,
+    families: Option<u8>,
+    location: (usize, usize),
+}
+
+const FAM_V4: u8 = 1;
+const FAM_V6: u8 = 2;
+const ALL_CALLS: u8 = 0b111;
+
+fn call_bit(c: Call) -> u8 {
+    match c {
+        Call::Accept => 1,
+        Call::Connect => 2,
+        Call::Listen => 4,
+    }
+}
+
+impl Rule {
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// allow or deny.
+    pub fn action(&self) -> Verdict {
+        self.action
+    }
+    /// Whether the rule applies to `call` (`calls:` absent = every call).
+    pub fn applies_to(&self, call: Call) -> bool {
+        self.calls & call_bit(call) != 0
+    }
+    /// `remote:` compiled, if named.
+    pub fn remote(&self) -> Option<&AddrSet> {
+        self.remote.as_ref()
+    }
+    /// `remote_ports:` compiled, if named.
+    pub fn remote_ports(&self) -> Option<&PortSet> {
+        self.remote_ports.as_ref()
+    }
+    /// `local:` compiled, if named.
+    pub fn local(&self) -> Option<&AddrSet> {
+        self.local.as_ref()
+    }
+    /// `local_ports:` compiled, if named.
+    pub fn local_ports(&self) -> Option<&PortSet> {
+        self.local_ports.as_ref()
+    }
+    /// `users:` as uids, if named.
+    pub fn users(&self) -> Option<&[u32]> {
+        self.users.as_deref()
+    }
+    /// `groups:` as gids, if named.
+    pub fn groups(&self) -> Option<&[u32]> {
+        self.groups.as_deref()
+    }
+    /// `programs:` patterns, if named.
+    pub fn programs(&self) -> Option<&[Glob]> {
+        self.programs.as_deref()
+    }
+    /// `families:` — (ipv4, ipv6), if named.
+    pub fn families(&self) -> Option<(bool, bool)> {
+        self.families.map(|f| (f & FAM_V4 != 0, f & FAM_V6 != 0))
+    }
+    /// 1-based line and column of the rule in the policy file.
+    pub fn location(&self) -> (usize, usize) {
+        self.location
+    }
+
+    /// Evaluate cheap fields first and ask for each fact only when a field needs it.
+    pub(crate) fn matches(&self, call: Call, f: &mut dyn crate::FactSource) -> bool {
+        if self.remote.is_some()
+            || self.remote_ports.is_some()
+            || (self.families.is_some() && call != Call::Listen)
+        {
+            let Some(r) = f.remote() else { return false };
+            let ip = r.ip().to_canonical();
+            if let Some(fam) = self.families {
+                if call != Call::Listen && fam & family_bit(ip) == 0 {
+                    return false;
+                }
+            }
+            if let Some(p) = &self.remote_ports {
+                if !p.contains(r.port()) {
+                    return false;
+                }
+            }
+            if let Some(s) = &self.remote {
+                if !s.contains(ip) {
+                    return false;
+                }
+            }
+        }
+        if self.local.is_some()
+            || self.local_ports.is_some()
+            || (self.families.is_some() && call == Call::Listen)
+        {
+            let Some(l) = f.local() else { return false };
+            let ip = l.ip().to_canonical();
+            if let Some(fam) = self.families {
+                if call == Call::Listen && fam & family_bit(ip) == 0 {
+                    return false;
+                }
+            }
+            if let Some(p) = &self.local_ports {
+                if !p.contains(l.port()) {
+                    return false;
+                }
+            }
+            if let Some(s) = &self.local {
+                if !s.contains(ip) {
+                    return false;
+                }
+            }
+        }
+        if let Some(u) = &self.users {
+            match f.uid() {
+                Some(id) if u.contains(&id) => {}
+                _ => return false,
+            }
+        }
+        if let Some(g) = &self.groups {
+            match f.gid() {
+                Some(id) if g.contains(&id) => {}
+                _ => return false,
+            }
+        }
+        if let Some(ps) = &self.programs {
+            match f.program() {
+                Some(path) if ps.iter().any(|p| p.matches(path)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn needs(&self, call: Call) -> Needs {
+        let fam = self.families.is_some();
+        Needs {
+            remote: self.remote.is_some()
+                || self.remote_ports.is_some()
+                || (fam && call != Call::Listen),
+            local: self.local.is_some()
+                || self.local_ports.is_some()
+                || (fam && call == Call::Listen),
+            uid: self.users.is_some(),
+            gid: self.groups.is_some(),
+            program: self.programs.is_some(),
+        }
+    }
+
+    /// Whether every case `later` matches is matched by `self` too.
+    fn covers(&self, later: &Rule) -> bool {
+        fn opt<T>(a: &Option<T>, b: &Option<T>, sub: impl Fn(&T, &T) -> bool) -> bool {
+            match (a, b) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(a), Some(b)) => sub(b, a),
+            }
+        }
+        let ids = |b: &Vec<u32>, a: &Vec<u32>| b.iter().all(|x| a.contains(x));
+        later.calls & !self.calls == 0
+            && opt(&self.remote, &later.remote, |b, a| b.is_subset(a))
+            && opt(&self.local, &later.local, |b, a| b.is_subset(a))
+            && opt(&self.remote_ports, &later.remote_ports, |b, a| {
+                b.is_subset(a)
+            })
+            && opt(&self.local_ports, &later.local_ports, |b, a| b.is_subset(a))
+            && opt(&self.users, &later.users, ids)
+            && opt(&self.groups, &later.groups, ids)
+            && opt(&self.families, &later.families, |b, a| b & !a == 0)
+            && opt(&self.programs, &later.programs, |b, a| {
+                a.iter().any(Glob::is_any) || b.iter().all(|p| a.contains(p))
+            })
+    }
+}
+
+fn family_bit(ip: std::net::IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        FAM_V4
+    } else {
+        FAM_V6
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, loc: Option<(usize, usize)>, key: Option<&str>, msg: impl Into<String>) -> Error {
+        Error {
+            file: self.file.to_path_buf(),
+            location: loc,
+            key: key.map(str::to_owned),
+            message: msg.into(),
+        }
+    }
+}
+
+fn loc<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
+    let l = &s.referenced;
+    (l.line() > 0).then(|| (l.line() as usize, l.column() as usize))
+}
+
+/// Turn a serde-saphyr error into ours: first line of its message, its location, and
+/// the offending key for unknown fields.
+fn yaml_error(file: &Path, e: serde_saphyr::Error) -> Error {
+    let location = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| (l.line() as usize, l.column() as usize));
+    let text = e.to_string();
+    let mut message = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
+    // The location is ours to print, once.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    for prefix in ["error: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            message = rest.to_string();
+        }
+    }
+    // "line L column C: msg" — the location is printed by our Display.
+    if message.starts_with("line ") {
+        if let Some(i) = message.find(": ") {
+            message = message[i + 2..].to_string();
+        }
+    }
+    let key = message
+        .find("unknown field `")
+        .map(|i| &message[i + 15..])
+        .and_then(|r| r.find('`').map(|j| r[..j].to_string()));
+    Error {
+        file: file.to_path_buf(),
+        location,
+        key,
+        message,
+    }
+}
+
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    if s.contains('/') {
+        s.parse::<ipnet::IpNet>().ok().map(|n| n.trunc())
+    } else {
+        s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+    }
+}
+
+fn parse_port(n: &NumOrStr) -> Result<(u16, u16), String> {
+    fn one(v: i64, all: &str) -> Result<u16, String> {
+        if (1..=65535).contains(&v) {
+            Ok(v as u16)
+        } else {
+            Err(format!("port {all} is out of range 1-65535"))
+        }
+    }
+    match n {
+        NumOrStr::Num(v) => one(*v, &v.to_string()).map(|p| (p, p)),
+        NumOrStr::Str(s) => {
+            let num = |t: &str| {
+                t.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{s}` is not a port or a \"lo-hi\" port range"))
+            };
+            match s.split_once('-') {
+                None => one(num(s)?, s).map(|p| (p, p)),
+                Some((a, b)) => {
+                    let (lo, hi) = (one(num(a)?, s)?, one(num(b)?, s)?);
+                    if lo > hi {
+                        Err(format!(
+                            "port range `{s}` is reversed (low end above high end)"
+                        ))
+                    } else {
+                        Ok((lo, hi))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn read_set_file(ctx: &Ctx<'_>, set: &str, path: &Path) -> Result<AddrSet, Error> {
+    let ferr = |loc, msg: String| Error {
+        file: path.to_path_buf(),
+        location: loc,
+        key: None,
+        message: msg,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        ctx.err(
+            None,
+            Some(set),
+            format!("cannot read set file {}: {e}", path.display()),
+        )
+    })?;
+    if meta.len() > MAX_SET_FILE_BYTES {
+        return Err(ferr(
+            None,
+            format!("set file is larger than {MAX_SET_FILE_BYTES} bytes"),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        ctx.err(
+            None,
+            Some(set),
+            format!("cannot read set file {}: {e}", path.display()),
+        )
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        ferr(Some((line, 1)), "not valid UTF-8".into())
+    })?;
+    let mut b = AddrSetBuilder::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let net = parse_net(line).ok_or_else(|| {
+            let col = raw.find(line).unwrap_or(0) + 1;
+            ferr(
+                Some((i + 1, col)),
+                format!("`{line}` is not an IP address or CIDR prefix"),
+            )
+        })?;
+        b.add(net);
+    }
+    Ok(b.build())
+}
+
+pub(crate) fn compile(
+    bytes: &[u8],
+    origin: &Path,
+    opts: &LoadOptions<'_>,
+) -> Result<Policy, Error> {
+    let ctx = Ctx { file: origin };
+    if bytes.len() > MAX_POLICY_BYTES {
+        return Err(ctx.err(
+            None,
+            None,
+            format!("policy is larger than {MAX_POLICY_BYTES} bytes; put long address lists in set files"),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        ctx.err(Some((line, 1)), None, "policy is not valid UTF-8")
+    })?;
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Err(ctx.err(
+            None,
+            None,
+            "policy is empty: it needs at least `version: 1` and `default: allow|deny`",
+        ));
+    }
+    let raw: RawPolicy =
+        serde_saphyr::from_str_with_options(text, serde_saphyr::Options::default())
+            .map_err(|e| yaml_error(origin, e))?;
+    let base = origin.parent().unwrap_or(Path::new("."));
+
+    match &raw.version {
+        Some(v) if v.value == 1 => {}
+        Some(v) => {
+            return Err(ctx.err(
+                loc(v),
+                Some("version"),
+                format!(
+                    "unsupported policy version {}; this sockexit reads version 1",
+                    v.value
+                ),
+            ))
+        }
+        None => return Err(ctx.err(None, Some("version"), "missing `version: 1`")),
+    }
+    let default = match &raw.default {
+        Some(d) => verdict(&ctx, d, "default")?,
+        None => {
+            return Err(ctx.err(
+                None,
+                Some("default"),
+                "missing `default: allow|deny` (the verdict when no rule matches)",
+            ))
+        }
+    };
+    let mode = match &raw.mode {
+        None => Mode::Enforce,
+        Some(m) => match m.value.as_str() {
+            "enforce" => Mode::Enforce,
+            "audit" => Mode::Audit,
+            other => {
+                return Err(ctx.err(
+                    loc(m),
+                    Some("mode"),
+                    format!("`{other}` is not enforce or audit"),
+                ))
+            }
+        },
+    };
+    let mut audit = AuditConfig::default();
+    if let Some(a) = &raw.audit {
+        if let Some(l) = &a.log {
+            audit.log = match l.value.as_str() {
+                "off" => AuditLog::Off,
+                "stderr" => AuditLog::Stderr,
+                "syslog" => AuditLog::Syslog,
+                "" => return Err(ctx.err(loc(l), Some("log"), "empty audit log path")),
+                p => AuditLog::File(base.join(p)),
+            };
+        }
+        if let Some(e) = &a.events {
+            audit.events = match e.value.as_str() {
+                "deny" => AuditEvents::Deny,
+                "all" => AuditEvents::All,
+                other => {
+                    return Err(ctx.err(
+                        loc(e),
+                        Some("events"),
+                        format!("`{other}` is not deny or all"),
+                    ))
+                }
+            };
+        }
+    }
+
+    let mut warnings = Vec::new();
+    let mut sets: HashMap<String, AddrSet> = HashMap::new();
+    for (name, s) in raw.sets.iter().flatten() {
+        let set = match &s.value {
+            RawSet::List(items) => {
+                let mut b = AddrSetBuilder::default();
+                for it in items {
+                    let net = parse_net(it).ok_or_else(|| {
+                        ctx.err(
+                            loc(s),
+                            Some(name),
+                            format!("set `{name}`: `{it}` is not an IP address or CIDR prefix"),
+                        )
+                    })?;
+                    b.add(net);
+                }
+                b.build()
+            }
+            RawSet::File(f) => read_set_file(&ctx, name, &base.join(&f.file))?,
+        };
+        if set.is_empty() {
+            warnings.push(Warning {
+                rule: None,
+                location: loc(s),
+                message: format!("set `{name}` is empty: rules naming only it match no address"),
+            });
+        }
+        sets.insert(name.clone(), set);
+    }
+
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for r in raw.rules.iter().flatten() {
+        let l = loc(r);
+        let rr = &r.value;
+        let name = match &rr.name {
+            Some(n) if !n.trim().is_empty() => n.clone(),
+            _ => return Err(ctx.err(l, Some("name"), "every rule needs a `name`")),
+        };
+        if name == "default" {
+            return Err(ctx.err(
+                l,
+                Some("name"),
+                "`default` is reserved for the policy's default verdict",
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ctx.err(l, Some("name"), format!("duplicate rule name `{name}`")));
+        }
+        let rerr = |key: &str, msg: String| ctx.err(l, Some(key), format!("rule `{name}`: {msg}"));
+        let action = match rr.action.as_deref() {
+            Some("allow") => Verdict::Allow,
+            Some("deny") => Verdict::Deny,
+            Some(o) => return Err(rerr("action", format!("`{o}` is not allow or deny"))),
+            None => return Err(rerr("action", "missing `action: allow|deny`".into())),
+        };
+        let calls = match &rr.calls {
+            None => ALL_CALLS,
+            Some(cs) => {
+                let mut m = 0;
+                for c in cs {
+                    m |= match c.as_str() {
+                        "accept" => 1,
+                        "connect" => 2,
+                        "listen" => 4,
+                        o => {
+                            return Err(rerr(
+                                "calls",
+                                format!("`{o}` is not accept, connect or listen"),
+                            ))
+                        }
+                    };
+                }
+                if m == 0 {
+                    return Err(rerr(
+                        "calls",
+                        "empty list: the rule would apply to nothing".into(),
+                    ));
+                }
+                m
+            }
+        };
+        let addrs = |key: &str, v: &Option<Vec<String>>| -> Result<Option<AddrSet>, Error> {
+            let Some(items) = v else { return Ok(None) };
+            if items.is_empty() {
+                return Err(rerr(
+                    key,
+                    "empty list: write the field out or list addresses".into(),
+                ));
+            }
+            let mut b = AddrSetBuilder::default();
+            for it in items {
+                if let Some(set) = it.strip_prefix('@') {
+                    let s = sets.get(set).ok_or_else(|| {
+                        rerr(
+                            key,
+                            format!("unknown set `@{set}` (define it under `sets:`)"),
+                        )
+                    })?;
+                    b.extend(s);
+                } else {
+                    b.add(parse_net(it).ok_or_else(|| {
+                        rerr(
+                            key,
+                            format!("`{it}` is not an IP address, CIDR prefix or @set"),
+                        )
+                    })?);
+                }
+            }
+            Ok(Some(b.build()))
+        };
+        let ports = |key: &str, v: &Option<Vec<NumOrStr>>| -> Result<Option<PortSet>, Error> {
+            let Some(items) = v else { return Ok(None) };
+            if items.is_empty() {
+                return Err(rerr(key, "empty list".into()));
+            }
+            let rs = items
+                .iter()
+                .map(|p| parse_port(p).map_err(|m| rerr(key, m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(PortSet::new(rs)))
+        };
+        let ids = |key: &str,
+                   v: &Option<Vec<NumOrStr>>,
+                   lookup: &dyn Fn(&str) -> Option<u32>,
+                   what: &str|
+         -> Result<Option<Vec<u32>>, Error> {
+            let Some(items) = v else { return Ok(None) };
+            if items.is_empty() {
+                return Err(rerr(key, "empty list".into()));
+            }
+            let mut out = Vec::new();
+            for it in items {
+                let id = match it {
+                    NumOrStr::Num(n) => u32::try_from(*n)
+                        .map_err(|_| rerr(key, format!("{what} id {n} is out of range")))?,
+                    NumOrStr::Str(s) => match s.parse::<u32>() {
+                        Ok(n) => n,
+                        Err(_) => {
+                            lookup(s).ok_or_else(|| rerr(key, format!("unknown {what} `{s}`")))?
+                        }
+                    },
+                };
+                out.push(id);
+            }
+            Ok(Some(out))
+        };
+        let programs = match &rr.programs {
+            None => None,
+            Some(ps) if ps.is_empty() => return Err(rerr("programs", "empty list".into())),
+            Some(ps) => Some(
+                ps.iter()
+                    .map(|p| Glob::new(p).map_err(|m| rerr("programs", m)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let families = match &rr.families {
+            None => None,
+            Some(fs) if fs.is_empty() => return Err(rerr("families", "empty list".into())),
+            Some(fs) => {
+                let mut m = 0;
+                for f in fs {
+                    m |= match f.as_str() {
+                        "ipv4" => FAM_V4,
+                        "ipv6" => FAM_V6,
+                        o => return Err(rerr("families", format!("`{o}` is not ipv4 or ipv6"))),
+                    };
+                }
+                Some(m)
+            }
+        };
+        let rule = Rule {
+            remote: addrs("remote", &rr.remote)?,
+            remote_ports: ports("remote_ports", &rr.remote_ports)?,
+            local: addrs("local", &rr.local)?,
+            local_ports: ports("local_ports", &rr.local_ports)?,
+            users: ids("users", &rr.users, &|s| opts.resolver.user(s), "user")?,
+            groups: ids("groups", &rr.groups, &|s| opts.resolver.group(s), "group")?,
+            programs,
+            families,
+            name,
+            action,
+            calls,
+            location: l.unwrap_or((0, 0)),
+        };
+        rules.push(rule);
+    }
+
+    lint(&rules, default, &mut warnings);
+
+    let mut by_call: [Vec<u32>; 3] = Default::default();
+    let mut needs = [Needs::default(); 3];
+    for (ci, call) in [Call::Accept, Call::Connect, Call::Listen]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, r) in rules.iter().enumerate() {
+            if r.applies_to(call) {
+                by_call[ci].push(i as u32);
+                let n = r.needs(call);
+                let a = &mut needs[ci];
+                a.remote |= n.remote;
+                a.local |= n.local;
+                a.uid |= n.uid;
+                a.gid |= n.gid;
+                a.program |= n.program;
+            }
+        }
+    }
+    Ok(Policy {
+        default,
+        mode,
+        stealth: raw.stealth.unwrap_or(false),
+        audit,
+        rules,
+        by_call,
+        needs,
+        warnings,
+        path: PathBuf::from(origin),
+    })
+}
+
+fn verdict(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Verdict, Error> {
+    match s.value.as_str() {
+        "allow" => Ok(Verdict::Allow),
+        "deny" => Ok(Verdict::Deny),
+        o => Err(ctx.err(loc(s), Some(key), format!("`{o}` is not allow or deny"))),
+    }
+}
+
+fn lint(rules: &[Rule], default: Verdict, out: &mut Vec<Warning>) {
+    for (j, later) in rules.iter().enumerate() {
+        if let Some(earlier) = rules[..j].iter().find(|e| e.covers(later)) {
+            out.push(Warning {
+                rule: Some(later.name.clone()),
+                location: Some(later.location),
+                message: format!(
+                    "rule `{}` can never match: it is shadowed by rule `{}`, which comes first and matches every case it covers",
+                    later.name, earlier.name
+                ),
+            });
+        }
+        let only = |c: u8| later.calls == c;
+        for (field, set) in [
+            ("remote", later.remote.is_some()),
+            ("remote_ports", later.remote_ports.is_some()),
+        ] {
+            if set && only(4) {
+                out.push(Warning {
+                    rule: Some(later.name.clone()),
+                    location: Some(later.location),
+                    message: format!(
+                        "rule `{}`: `{field}` can never apply: the rule is only for listen, which has no remote peer, so the rule never matches",
+                        later.name
+                    ),
+                });
+            }
+        }
+        if later.local_ports.is_some() && only(2) {
+            out.push(Warning {
+                rule: Some(later.name.clone()),
+                location: Some(later.location),
+                message: format!(
+                    "rule `{}`: `local_ports` on a connect-only rule: an outgoing socket usually has no local port until connect has run, so the rule will rarely match",
+                    later.name
+                ),
+            });
+        }
+    }
+    if default == Verdict::Allow && rules.iter().all(|r| r.action == Verdict::Allow) {
+        out.push(Warning {
+            rule: None,
+            location: None,
+            message: "`default: allow` with only allow rules: this policy refuses nothing".into(),
+        });
+    }
+}

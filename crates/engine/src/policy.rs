@@ -72,12 +72,13 @@ struct RawRule {
     name: Option<String>,
     action: Option<String>,
     calls: Option<Vec<String>>,
-    remote: Option<Vec<String>>,
-    remote_ports: Option<Vec<NumOrStr>>,
-    local: Option<Vec<String>>,
-    local_ports: Option<Vec<NumOrStr>>,
-    users: Option<Vec<NumOrStr>>,
-    groups: Option<Vec<NumOrStr>>,
+
+    remote: Option<Vec<Spanned<String>>>,
+    remote_ports: Option<Vec<Spanned<NumOrStr>>>,
+    local: Option<Vec<Spanned<String>>>,
+    local_ports: Option<Vec<Spanned<NumOrStr>>>,
+    users: Option<Vec<Spanned<NumOrStr>>>,
+    groups: Option<Vec<Spanned<NumOrStr>>>,
     programs: Option<Vec<String>>,
     families: Option<Vec<String>>,
 }
@@ -583,7 +584,10 @@ pub(crate) fn compile(
         if !names.insert(name.clone()) {
             return Err(ctx.err(l, Some("name"), format!("duplicate rule name `{name}`")));
         }
-        let rerr = |key: &str, msg: String| ctx.err(l, Some(key), format!("rule `{name}`: {msg}"));
+        let rerr_at = |at: Option<(usize, usize)>, key: &str, msg: String| {
+            ctx.err(at.or(l), Some(key), format!("rule `{name}`: {msg}"))
+        };
+        let rerr = |key: &str, msg: String| rerr_at(l, key, msg);
         let action = match rr.action.as_deref() {
             Some("allow") => Verdict::Allow,
             Some("deny") => Verdict::Deny,
@@ -616,48 +620,53 @@ pub(crate) fn compile(
                 m
             }
         };
-        let addrs = |key: &str, v: &Option<Vec<String>>| -> Result<Option<AddrSet>, Error> {
-            let Some(items) = v else { return Ok(None) };
-            if items.is_empty() {
-                return Err(rerr(
-                    key,
-                    "empty list: write the field out or list addresses".into(),
-                ));
-            }
-            let mut b = AddrSetBuilder::default();
-            for it in items {
-                if let Some(set) = it.strip_prefix('@') {
-                    let s = sets.get(set).ok_or_else(|| {
-                        rerr(
-                            key,
-                            format!("unknown set `@{set}` (define it under `sets:`)"),
-                        )
-                    })?;
-                    b.extend(s);
-                } else {
-                    b.add(parse_net(it).ok_or_else(|| {
-                        rerr(
-                            key,
-                            format!("`{it}` is not an IP address, CIDR prefix or @set"),
-                        )
-                    })?);
+        let addrs =
+            |key: &str, v: &Option<Vec<Spanned<String>>>| -> Result<Option<AddrSet>, Error> {
+                let Some(items) = v else { return Ok(None) };
+                if items.is_empty() {
+                    return Err(rerr(
+                        key,
+                        "empty list: write the field out or list addresses".into(),
+                    ));
                 }
-            }
-            Ok(Some(b.build()))
-        };
-        let ports = |key: &str, v: &Option<Vec<NumOrStr>>| -> Result<Option<PortSet>, Error> {
-            let Some(items) = v else { return Ok(None) };
-            if items.is_empty() {
-                return Err(rerr(key, "empty list".into()));
-            }
-            let rs = items
-                .iter()
-                .map(|p| parse_port(p).map_err(|m| rerr(key, m)))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(PortSet::new(rs)))
-        };
+                let mut b = AddrSetBuilder::default();
+                for sp in items {
+                    let it = &sp.value;
+                    if let Some(set) = it.strip_prefix('@') {
+                        let s = sets.get(set).ok_or_else(|| {
+                            rerr_at(
+                                loc(sp),
+                                key,
+                                format!("unknown set `@{set}` (define it under `sets:`)"),
+                            )
+                        })?;
+                        b.extend(s);
+                    } else {
+                        b.add(parse_net(it).ok_or_else(|| {
+                            rerr_at(
+                                loc(sp),
+                                key,
+                                format!("`{it}` is not an IP address, CIDR prefix or @set"),
+                            )
+                        })?);
+                    }
+                }
+                Ok(Some(b.build()))
+            };
+        let ports =
+            |key: &str, v: &Option<Vec<Spanned<NumOrStr>>>| -> Result<Option<PortSet>, Error> {
+                let Some(items) = v else { return Ok(None) };
+                if items.is_empty() {
+                    return Err(rerr(key, "empty list".into()));
+                }
+                let rs = items
+                    .iter()
+                    .map(|p| parse_port(&p.value).map_err(|m| rerr_at(loc(p), key, m)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(PortSet::new(rs)))
+            };
         let ids = |key: &str,
-                   v: &Option<Vec<NumOrStr>>,
+                   v: &Option<Vec<Spanned<NumOrStr>>>,
                    lookup: &dyn Fn(&str) -> Option<u32>,
                    what: &str|
          -> Result<Option<Vec<u32>>, Error> {
@@ -666,15 +675,15 @@ pub(crate) fn compile(
                 return Err(rerr(key, "empty list".into()));
             }
             let mut out = Vec::new();
-            for it in items {
-                let id = match it {
+            for sp in items {
+                let at = loc(sp);
+                let id = match &sp.value {
                     NumOrStr::Num(n) => u32::try_from(*n)
-                        .map_err(|_| rerr(key, format!("{what} id {n} is out of range")))?,
+                        .map_err(|_| rerr_at(at, key, format!("{what} id {n} is out of range")))?,
                     NumOrStr::Str(s) => match s.parse::<u32>() {
                         Ok(n) => n,
-                        Err(_) => {
-                            lookup(s).ok_or_else(|| rerr(key, format!("unknown {what} `{s}`")))?
-                        }
+                        Err(_) => lookup(s)
+                            .ok_or_else(|| rerr_at(at, key, format!("unknown {what} `{s}`")))?,
                     },
                 };
                 out.push(id);

@@ -150,6 +150,13 @@ pub fn listen(fd: c_int, backlog: c_int) -> c_int {
         sys::set_errno(libc::EACCES);
         return -1;
     }
+    if ip {
+        if let Loaded::Policy(p) = &state().loaded {
+            if p.stealth() {
+                crate::stealth::on_listen(fd, p);
+            }
+        }
+    }
     sys::set_errno(saved);
     sys::real_listen(fd, backlog)
 }

@@ -14,6 +14,7 @@ mod diag;
 mod facts;
 mod hook;
 mod state;
+mod stealth;
 mod sys;
 
 /// Load-time initialisation, run by the constructor in [`sys`]: resolve the real

@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod bpf;
 mod glob;
 mod policy;
 mod ranges;

@@ -16,11 +16,7 @@ pub struct LazyFacts<'a> {
 impl<'a> LazyFacts<'a> {
     /// `fd` is the socket whose own address is "local": the accepted connection for
     /// accept (the address the peer actually reached), the socket itself otherwise.
-    pub fn new(
-        fd: c_int,
-        remote: Option<SocketAddr>,
-        program: Option<&'a [u8]>,
-    ) -> LazyFacts<'a> {
+    pub fn new(fd: c_int, remote: Option<SocketAddr>, program: Option<&'a [u8]>) -> LazyFacts<'a> {
         LazyFacts {
             fd,
             remote,

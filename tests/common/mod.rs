@@ -18,7 +18,11 @@ pub fn profile_dir() -> PathBuf {
 /// The preload library built alongside this test.
 pub fn lib_path() -> PathBuf {
     let p = profile_dir().join("libsockexit.so");
-    assert!(p.exists(), "{} not built; run `cargo build` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build` first",
+        p.display()
+    );
     p
 }
 

@@ -10,22 +10,6 @@ use std::ffi::CStr;
 use std::io;
 use std::mem;
 
-/// Call a libc function, turning `-1` into `io::Error::last_os_error()` (the same as
-/// `sys`'s `syscall!`, which is defined after this module is declared and so is not
-/// in scope here).
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
-        // SAFETY: every caller passes valid pointers/lengths as the man page requires.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(::std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-
 /// Lowest descriptor number the audit log uses.
 pub const HIGH_FD: c_int = 900;
 

@@ -6,9 +6,6 @@
 //! recurse); they go through [`Real`], resolved with `dlsym(RTLD_NEXT, ..)`.
 #![allow(unsafe_code)]
 
-pub mod exports;
-pub mod logfile;
-
 use std::ffi::{CStr, OsString};
 use std::io;
 use std::mem;
@@ -31,6 +28,10 @@ macro_rules! syscall {
         }
     }};
 }
+
+// Declared after `syscall!` so they can use it (macro_rules scope is textual).
+pub mod exports;
+pub mod logfile;
 
 // ---------------------------------------------------------------------------------
 // The real functions behind our exports.

@@ -23,6 +23,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::exit;
 
+mod common;
+use common::fail;
+
 const BANNER: &[u8] = b"220 sockexit banner\r\n";
 /// Bytes of the receive area: more than any sockaddr, so overruns land in the guard.
 const AREA: usize = 256;
@@ -147,28 +150,6 @@ fn describe(bytes: &[u8], real_len: libc::socklen_t) -> String {
         }
         (f, Some(p), _) => format!("family={f} port={p}"),
         (f, None, _) => format!("family={f} port=?"),
-    }
-}
-
-fn fail(what: &str, e: &std::io::Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    println!("error {} {n}", errno_name(n));
-    eprintln!("banner_server: {what}: {e}");
-    exit(1)
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EINVAL => "EINVAL",
-        libc::EMFILE => "EMFILE",
-        libc::EBADF => "EBADF",
-        libc::ENOTSOCK => "ENOTSOCK",
-        libc::EAGAIN => "EAGAIN",
-        _ => "UNKNOWN",
     }
 }
 

@@ -21,6 +21,9 @@ use std::os::fd::FromRawFd;
 use std::process::exit;
 use std::time::Duration;
 
+mod common;
+use common::{fail, raw_addr};
+
 fn main() {
     let mut nonblock = false;
     let mut read = true;
@@ -56,7 +59,7 @@ fn main() {
     // SAFETY: socket(2) takes plain integers.
     let fd = unsafe { libc::socket(family, ty, 0) };
     if fd < 0 {
-        fail("socket", Error::last_os_error());
+        fail("socket", &Error::last_os_error());
     }
     // SAFETY: fd is a fresh socket we own; the stream closes it.
     let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
@@ -65,7 +68,7 @@ fn main() {
         let (sa, len) = raw_addr(&SocketAddr::new(src, 0));
         // SAFETY: sa is a sockaddr of len bytes, alive across the call.
         if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } < 0 {
-            fail("bind", Error::last_os_error());
+            fail("bind", &Error::last_os_error());
         }
     }
 
@@ -75,19 +78,19 @@ fn main() {
     if r < 0 {
         let e = Error::last_os_error();
         if !(nonblock && e.raw_os_error() == Some(libc::EINPROGRESS)) {
-            fail("connect", e);
+            fail("connect", &e);
         }
         wait_connected(fd);
     }
     if nonblock {
         if let Err(e) = stream.set_nonblocking(false) {
-            fail("fcntl", e);
+            fail("fcntl", &e);
         }
     }
 
     if let Some(text) = send {
         if let Err(e) = stream.write_all(text.as_bytes()) {
-            fail("write", e);
+            fail("write", &e);
         }
     }
     let mut got = Vec::new();
@@ -123,10 +126,10 @@ fn wait_connected(fd: i32) {
     // SAFETY: p is one valid pollfd.
     let n = unsafe { libc::poll(&mut p, 1, 5000) };
     if n < 0 {
-        fail("poll", Error::last_os_error());
+        fail("poll", &Error::last_os_error());
     }
     if n == 0 {
-        fail("connect (poll)", Error::from_raw_os_error(libc::ETIMEDOUT));
+        fail("connect (poll)", &Error::from_raw_os_error(libc::ETIMEDOUT));
     }
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -141,68 +144,10 @@ fn wait_connected(fd: i32) {
         )
     };
     if r < 0 {
-        fail("getsockopt", Error::last_os_error());
+        fail("getsockopt", &Error::last_os_error());
     }
     if err != 0 {
-        fail("connect (SO_ERROR)", Error::from_raw_os_error(err));
-    }
-}
-
-/// `addr` as a raw sockaddr (in a sockaddr_storage) and its length.
-fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data, all-zero is valid, and it is large and
-    // aligned enough to be viewed as sockaddr_in or sockaddr_in6.
-    unsafe {
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                sin6.sin6_scope_id = a.scope_id();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
-    }
-}
-
-fn fail(what: &str, e: Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    println!("error {} {n}", errno_name(n));
-    eprintln!("connect_client: {what}: {e}");
-    exit(1)
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::EALREADY => "EALREADY",
-        libc::EAGAIN => "EAGAIN",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EINVAL => "EINVAL",
-        libc::EPIPE => "EPIPE",
-        libc::EMFILE => "EMFILE",
-        _ => "UNKNOWN",
+        fail("connect (SO_ERROR)", &Error::from_raw_os_error(err));
     }
 }
 

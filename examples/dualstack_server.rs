@@ -16,6 +16,9 @@ use std::net::{SocketAddrV6, TcpListener};
 use std::os::fd::FromRawFd;
 use std::process::exit;
 
+mod common;
+use common::fail;
+
 const BANNER: &[u8] = b"220 sockexit dualstack\r\n";
 
 fn main() {
@@ -112,22 +115,6 @@ fn dual_stack_listener(addr: &SocketAddrV6) -> Result<TcpListener, (&'static str
         }
     }
     Ok(listener)
-}
-
-fn fail(what: &str, e: &Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    let name = match n {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EMFILE => "EMFILE",
-        _ => "UNKNOWN",
-    };
-    println!("error {name} {n}");
-    eprintln!("dualstack_server: {what}: {e}");
-    exit(1)
 }
 
 fn usage() -> ! {

@@ -21,6 +21,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::process::exit;
 
+mod common;
+use common::fail;
+
 const GREETING: &[u8] = b"220 sockexit epoll\r\n";
 const LISTENER: u64 = 1;
 const SIGNALS: u64 = 2;
@@ -152,22 +155,6 @@ fn signal_fd() -> i32 {
         }
         fd
     }
-}
-
-fn fail(what: &str, e: &Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    let name = match n {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EMFILE => "EMFILE",
-        libc::EINVAL => "EINVAL",
-        _ => "UNKNOWN",
-    };
-    println!("error {name} {n}");
-    eprintln!("epoll_server: {what}: {e}");
-    exit(1)
 }
 
 fn usage() -> ! {

@@ -23,6 +23,9 @@ use std::os::fd::AsRawFd;
 use std::process::exit;
 use std::time::Duration;
 
+mod common;
+use common::fail;
+
 fn main() {
     let mut addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut max: Option<u64> = None;
@@ -178,22 +181,6 @@ fn reserve_port() -> SocketAddr {
         }
         SocketAddr::from(([127, 0, 0, 1], u16::from_be(sin.sin_port)))
     }
-}
-
-fn fail(what: &str, e: &Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    let name = match n {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAGAIN => "EAGAIN",
-        libc::EMFILE => "EMFILE",
-        _ => "UNKNOWN",
-    };
-    println!("error {name} {n}");
-    eprintln!("fork_server: {what}: {e}");
-    exit(1)
 }
 
 fn usage() -> ! {

@@ -17,6 +17,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::exit;
 
+mod common;
+use common::fail;
+
 fn main() {
     let arg = match std::env::args().nth(1) {
         Some(a) if std::env::args().len() == 2 => a,
@@ -74,7 +77,7 @@ fn ip_listen(addr: &SocketAddr) -> SocketAddr {
         );
         check("listen", libc::listen(fd, 16));
     }
-    l.local_addr().unwrap_or_else(|e| fail("getsockname", e))
+    l.local_addr().unwrap_or_else(|e| fail("getsockname", &e))
 }
 
 fn unix_round_trip(path: &str) {
@@ -116,11 +119,11 @@ fn unix_round_trip(path: &str) {
         for (_client, _server, c, s) in &pairs {
             let byte = [b'x'];
             if libc::write(*c, byte.as_ptr().cast(), 1) != 1 {
-                fail("write", Error::last_os_error());
+                fail("write", &Error::last_os_error());
             }
             let mut got = [0u8];
             if libc::read(*s, got.as_mut_ptr().cast(), 1) != 1 || got != byte {
-                fail("read", Error::last_os_error());
+                fail("read", &Error::last_os_error());
             }
         }
     }
@@ -135,27 +138,9 @@ fn unsafe_socket(family: libc::c_int) -> libc::c_int {
 /// The result of a libc call returning -1 on error, or exit reporting errno.
 fn check(what: &str, r: libc::c_int) -> libc::c_int {
     if r < 0 {
-        fail(what, Error::last_os_error());
+        fail(what, &Error::last_os_error());
     }
     r
-}
-
-fn fail(what: &str, e: Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    let name = match n {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ENOENT => "ENOENT",
-        libc::EINVAL => "EINVAL",
-        _ => "UNKNOWN",
-    };
-    println!("error {name} {n}");
-    eprintln!("listen_probe: {what}: {e}");
-    exit(1)
 }
 
 fn usage() -> ! {

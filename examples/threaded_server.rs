@@ -15,6 +15,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::exit;
 use std::time::Duration;
 
+mod common;
+use common::fail;
+
 const GREETING: &[u8] = b"220 sockexit threaded\r\n";
 /// An idle peer must not pin a thread forever.
 const IDLE: Duration = Duration::from_secs(10);
@@ -86,21 +89,6 @@ fn serve(mut conn: TcpStream) {
             }
         }
     }
-}
-
-fn fail(what: &str, e: &std::io::Error) -> ! {
-    let n = e.raw_os_error().unwrap_or(0);
-    let name = match n {
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EMFILE => "EMFILE",
-        _ => "UNKNOWN",
-    };
-    println!("error {name} {n}");
-    eprintln!("threaded_server: {what}: {e}");
-    exit(1)
 }
 
 fn usage() -> ! {

@@ -7,6 +7,9 @@
 //! 127.0.0.1 and ::1 are the allowed peers, 127.0.0.2 the refused one. Every wait is
 //! bounded, so a broken library fails a test instead of hanging it.
 
+#[path = "../examples/common/mod.rs"]
+mod sample;
+use sample::raw_addr;
 mod common;
 
 use common::{example_path, preloaded, TempDir};
@@ -343,34 +346,6 @@ fn connect_from(src: IpAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
     }
     stream.set_nonblocking(false)?;
     Ok(stream)
-}
-
-/// `addr` as a raw sockaddr and its length.
-fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data, all-zero is valid, and it is large and
-    // aligned enough to be viewed as sockaddr_in or sockaddr_in6.
-    unsafe {
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
-    }
 }
 
 /// Connects from `src` to `dst`, optionally sends `send` and half-closes, then reads

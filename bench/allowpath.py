@@ -94,7 +94,7 @@ def callgrind(args, n, env, out):
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         f"{args.bin}/connrate", "allow", str(n),
     ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         sys.exit(f"profile: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     return parse_callgrind(out, "libsockexit.so")
@@ -102,7 +102,7 @@ def callgrind(args, n, env, out):
 
 def strace_counts(args, n, env, out):
     cmd = ["strace", "-f", "-c", "-o", out, f"{args.bin}/connrate", "allow", str(n)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         sys.exit(f"profile: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     counts = {}

@@ -107,7 +107,9 @@ def gen_prefixes(n, seed=7):
 def policy_20(blocklist, loopback_calls=None):
     """A 20-rule policy in front of which the 100k-prefix blocklist is checked first.
 
-    Rule 20 allows loopback; every earlier rule fails for a 127.0.0.1 peer on a fact
+    Rule 15 lets the benchmark's servers listen on loopback (any port: they bind
+    port 0). Rule 20 allows loopback peers; every earlier rule fails for a 127.0.0.1
+    peer of an accept or connect on a fact
     the hook already has (peer address, ports, family, call), so a lazy engine never
     needs an extra syscall for them. With loopback_calls=["connect"], accepts from
     127.0.0.1 fall through all 20 rules to `default: deny` (the refusal bench).
@@ -137,7 +139,7 @@ rules:
   - {{ name: redis-v6-local, action: allow, remote: ["::1"], local_ports: [6379] }}
   - {{ name: no-ula, action: deny, remote: ["fc00::/7"] }}
   - {{ name: backup-out, action: allow, calls: [connect], remote: [192.0.2.10], users: [0] }}
-  - {{ name: listen-services, action: allow, calls: [listen], local_ports: [21, 22, 80, 443] }}
+  - {{ name: listen-loopback, action: allow, calls: [listen], local: [127.0.0.0/8, "::1"] }}
   - {{ name: no-privileged-listen, action: deny, calls: [listen], local_ports: ["1-1023"] }}
   - {{ name: no-legacy, action: deny, remote_ports: [69, 111, "512-514"] }}
   - {{ name: cgnat-vpn, action: allow, remote: [100.64.0.0/10] }}
@@ -263,6 +265,7 @@ class Bench:
         allow_env = preload_env(self.lib, self.pol_allow)
         refuse_env = preload_env(self.lib, self.pol_refuse)
         # Sanity first: the preloaded runs must really run the hook's paths.
+        self.assert_loads(self.pol_allow)
         r = kv(run([f"{self.bin}/connrate", "allow", "200"], env=allow_env))
         if int(r["accepted"]) != 200:
             raise BenchError(f"allow policy: {r}")
@@ -431,6 +434,7 @@ http {{
             self.stop(p)
 
     def item_nginx(self):
+        self.assert_loads(self.pol_allow)
         envs = {"plain": clean_env(), "sockexit": preload_env(self.lib, self.pol_allow)}
         rates = {"plain": [], "sockexit": []}
         errors = []
@@ -528,15 +532,19 @@ http {{
             what = (
                 "policy.example.yaml" if name == "example" else "20 rules + 100k-prefix set"
             )
+            d_rss = med(name, "vmrss_kb") - med("plain", "vmrss_kb")
+            d_anon = med(name, "anon_kb") - med("plain", "anon_kb")
             self.row(
                 "5",
                 f"memory of a started process (rssprobe), {what}",
-                f"VmRSS {med('plain', 'vmrss_kb'):,.0f} kB, private {med('plain', 'private_kb'):,.0f} kB",
-                f"VmRSS {med(name, 'vmrss_kb'):,.0f} kB, private {med(name, 'private_kb'):,.0f} kB",
-                f"+{med(name, 'vmrss_kb') - med('plain', 'vmrss_kb'):,.0f} kB RSS",
+                f"VmRSS {med('plain', 'vmrss_kb'):,.0f} kB, anonymous {med('plain', 'anon_kb'):,.0f} kB",
+                f"VmRSS {med(name, 'vmrss_kb'):,.0f} kB, anonymous {med(name, 'anon_kb'):,.0f} kB",
+                f"+{d_rss:,.0f} kB RSS, +{d_anon:,.0f} kB anonymous",
                 "",
                 "",
-                f"+{med(name, 'private_kb') - med('plain', 'private_kb'):,.0f} kB private (not shared with other processes); median of {self.a.rss_runs}",
+                f"anonymous (heap: the compiled policy, buffers) is what every preloaded process adds on its own; "
+                f"the other +{d_rss - d_anon:,.0f} kB are the library's code and read-only data, "
+                f"file pages shared by every process that maps the library; median of {self.a.rss_runs}",
             )
 
     # --- 6: against libwrap -----------------------------------------------------------
@@ -612,10 +620,29 @@ def machine():
                 break
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
+    fam = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("cpu family"):
+                fam = f" (family {line.split(':', 1)[1].strip()})"
+                break
+    virt = ""
+    if shutil.which("systemd-detect-virt"):
+        v = subprocess.run(["systemd-detect-virt", "--vm"], capture_output=True, text=True).stdout.strip()
+        if v and v != "none":
+            virt = f", {v} guest"
+    elif "hypervisor" in open("/proc/cpuinfo").read():
+        virt = ", virtual machine"
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") or "?"
+    rustc = "?"
+    if shutil.which("rustc"):
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "glibc": glibc,
+        "rustc": rustc,
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu + fam + virt,
         "kernel": os.uname().release,
         "load": load,
     }
@@ -667,7 +694,8 @@ def main():
             shutil.rmtree(b.tmp, ignore_errors=True)
     m1 = machine()
     report = [
-        f"Run {m0['date']} on {m0['nproc']} × {m0['cpu']}, Linux {m0['kernel']}; "
+        f"Run {m0['date']} on {m0['nproc']} × {m0['cpu']}, Linux {m0['kernel']}, "
+        f"{m0['glibc']}, {m0['rustc']}; "
         f"load average {m0['load']} at start, {m1['load']} at end."
         + (" QUICK MODE: counts too small for real numbers." if a.quick else ""),
         "",

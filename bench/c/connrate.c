@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +65,11 @@ int main(int argc, char **argv) {
     socklen_t sl = sizeof sa;
     if (getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) die("getsockname");
     if (refuse && fcntl(lfd, F_SETFL, O_NONBLOCK) < 0) die("fcntl");
+    /* Bounded even when broken: a library that swallowed a connection it should have
+     * allowed would leave a blocking accept waiting forever; accept honours
+     * SO_RCVTIMEO, so that run fails with EAGAIN after 5 s instead. */
+    struct timeval tmo = {5, 0};
+    if (setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof tmo) < 0) die("SO_RCVTIMEO");
 
     struct linger lg = {1, 0};
     long accepted = 0, refused = 0;

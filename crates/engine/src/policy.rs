@@ -21,7 +21,7 @@ pub const MAX_SET_FILE_BYTES: u64 = 64 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
-    version: Option<Spanned<i64>>,
+    version: Option<Spanned<NumOrStr>>,
     default: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     stealth: Option<bool>,
@@ -37,24 +37,78 @@ struct RawAudit {
     events: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A set: an inline list of addresses, or `{ file: PATH }`. Written by hand instead of
+/// `#[serde(untagged)]` so an unknown key (`{ fil: x }`) is named in the error, items keep
+/// their line and column, and no value of arbitrary shape is ever buffered (an alias bomb
+/// fails on its first nested list instead of expanding).
 enum RawSet {
-    List(Vec<String>),
-    File(RawSetFile),
+    List(Vec<Spanned<String>>),
+    File(String),
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSetFile {
-    file: String,
+impl<'de> Deserialize<'de> for RawSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of addresses, or `{ file: PATH }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<RawSet, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<Spanned<String>>()? {
+                    v.push(x);
+                }
+                Ok(RawSet::List(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawSet, A::Error> {
+                use serde::de::Error as _;
+                let mut file = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k != "file" {
+                        return Err(A::Error::unknown_field(&k, &["file"]));
+                    }
+                    if file.is_some() {
+                        return Err(A::Error::duplicate_field("file"));
+                    }
+                    file = Some(m.next_value::<String>()?);
+                }
+                file.map(RawSet::File)
+                    .ok_or_else(|| A::Error::missing_field("file"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A port, port range, user or group: a YAML number or a string. Hand-written (not
+/// untagged) so a wrong type says what was expected.
 enum NumOrStr {
     Num(i64),
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for NumOrStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumOrStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, or text such as \"1024-65535\" or a name")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Num(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumOrStr, E> {
+                // Above i64::MAX: out of range for every use, reported as such.
+                Ok(NumOrStr::Num(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl std::fmt::Display for NumOrStr {
@@ -298,44 +352,139 @@ fn loc<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
     (l.line() > 0).then(|| (l.line() as usize, l.column() as usize))
 }
 
-/// Turn a serde-saphyr error into ours: first line of its message, its location, and
-/// the offending key for unknown fields.
+/// Deepest nesting a policy may use (a policy needs 4: top map, rules, rule, list).
+pub(crate) const MAX_YAML_DEPTH: usize = 32;
+
+/// serde-saphyr's options, tightened for a hand-written policy: its default budget is
+/// sized for general documents. Alias replay is capped far below the defaults so an
+/// alias bomb fails in microseconds; duplicate keys are an error (never last-one-wins).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    let mut b = serde_saphyr::Budget::default();
+    b.max_depth = MAX_YAML_DEPTH;
+    b.flow_nesting_limit = MAX_YAML_DEPTH;
+    b.max_documents = 1;
+    b.max_aliases = 10_000;
+    b.max_anchors = 10_000;
+    b.max_nodes = 500_000;
+    b.max_recorded_anchor_events = 100_000;
+    b.max_merge_keys = 256;
+    o.budget = Some(b);
+    o.alias_limits.max_total_replayed_events = 100_000;
+    o.alias_limits.max_replay_stack_depth = MAX_YAML_DEPTH;
+    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    o.with_snippet = false;
+    o
+}
+
+/// The error inside serde-saphyr's snippet and alias wrappers.
+fn root_error(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    loop {
+        match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => e = error,
+            _ => return e,
+        }
+    }
+}
+
+/// Turn a serde-saphyr error into ours: plain words a policy author understands, its
+/// location, and the offending key (unknown or duplicate) when there is one.
 fn yaml_error(file: &Path, e: serde_saphyr::Error) -> Error {
+    use serde_saphyr::budget::BudgetBreach;
     let location = e
         .location()
         .filter(|l| l.line() > 0)
         .map(|l| (l.line() as usize, l.column() as usize));
-    let text = e.to_string();
+    let mut key = None;
+    let too_much = |what: String| {
+        format!("{what}: anchors and aliases expand beyond what a policy needs (an alias bomb?)")
+    };
+    let message = match root_error(&e) {
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => {
+                format!("YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)")
+            }
+            BudgetBreach::Documents { .. } => {
+                "more than one YAML document (`---`): a policy is one document".to_string()
+            }
+            BudgetBreach::Nodes { nodes } => {
+                too_much(format!("more than {} YAML nodes", nodes - 1))
+            }
+            BudgetBreach::MergeKeys { merge_keys } => {
+                too_much(format!("more than {} merge keys (`<<`)", merge_keys - 1))
+            }
+            BudgetBreach::Aliases { aliases } => {
+                too_much(format!("more than {} aliases", aliases - 1))
+            }
+            other => too_much(format!("YAML limit exceeded ({other:?})")),
+        },
+        serde_saphyr::Error::AliasReplayLimitExceeded {
+            max_total_replayed_events,
+            ..
+        } => too_much(format!(
+            "aliases replay more than {max_total_replayed_events} YAML events"
+        )),
+        serde_saphyr::Error::AliasReplayStackDepthExceeded { max_depth, .. } => {
+            too_much(format!("aliases nest more than {max_depth} levels"))
+        }
+        serde_saphyr::Error::AliasExpansionLimitExceeded { expansions, .. } => {
+            too_much(format!("one anchor expanded {expansions} times"))
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: k, .. } => {
+            key = k.clone();
+            match k {
+                Some(k) => format!("duplicate key `{k}`"),
+                None => "duplicate key".to_string(),
+            }
+        }
+        other => plain_message(&other.to_string()),
+    };
+    if key.is_none() {
+        key = message
+            .find("unknown field `")
+            .map(|i| &message[i + 15..])
+            .and_then(|r| r.find('`').map(|j| r[..j].to_string()));
+    }
+    Error {
+        file: file.to_path_buf(),
+        location,
+        key,
+        message,
+    }
+}
+
+/// First line of a serde-saphyr message, without the location (ours to print, once)
+/// and with the parser's terse phrases reworded.
+fn plain_message(text: &str) -> String {
     let mut message = text
         .lines()
         .next()
         .unwrap_or("invalid YAML")
         .trim()
         .to_string();
-    // The location is ours to print, once.
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
-    for prefix in ["error: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            message = rest.to_string();
-        }
+    if let Some(rest) = message.strip_prefix("error: ") {
+        message = rest.to_string();
     }
-    // "line L column C: msg" — the location is printed by our Display.
+    // "line L column C: msg"
     if message.starts_with("line ") {
         if let Some(i) = message.find(": ") {
             message = message[i + 2..].to_string();
         }
     }
-    let key = message
-        .find("unknown field `")
-        .map(|i| &message[i + 15..])
-        .and_then(|r| r.find('`').map(|j| r[..j].to_string()));
-    Error {
-        file: file.to_path_buf(),
-        location,
-        key,
-        message,
+    match message.as_str() {
+        "expected mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
+        "invalid boolean" => "expected true or false".to_string(),
+        "expected string scalar" => {
+            "expected a single value (text or a number) here, not a list or mapping".to_string()
+        }
+        "recursion limit exceeded" => {
+            format!("YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)")
+        }
+        _ => message,
     }
 }
 
@@ -381,7 +530,12 @@ fn parse_port(n: &NumOrStr) -> Result<(u16, u16), String> {
     }
 }
 
-fn read_set_file(ctx: &Ctx<'_>, set: &str, path: &Path) -> Result<AddrSet, Error> {
+fn read_set_file(
+    ctx: &Ctx<'_>,
+    set: &str,
+    at: Option<(usize, usize)>,
+    path: &Path,
+) -> Result<AddrSet, Error> {
     let ferr = |loc, msg: String| Error {
         file: path.to_path_buf(),
         location: loc,
@@ -390,7 +544,7 @@ fn read_set_file(ctx: &Ctx<'_>, set: &str, path: &Path) -> Result<AddrSet, Error
     };
     let meta = std::fs::metadata(path).map_err(|e| {
         ctx.err(
-            None,
+            at,
             Some(set),
             format!("cannot read set file {}: {e}", path.display()),
         )
@@ -403,7 +557,7 @@ fn read_set_file(ctx: &Ctx<'_>, set: &str, path: &Path) -> Result<AddrSet, Error
     }
     let bytes = std::fs::read(path).map_err(|e| {
         ctx.err(
-            None,
+            at,
             Some(set),
             format!("cannot read set file {}: {e}", path.display()),
         )
@@ -466,13 +620,14 @@ pub(crate) fn compile(
             "policy is empty: it needs at least `version: 1` and `default: allow|deny`",
         ));
     }
-    let raw: RawPolicy =
-        serde_saphyr::from_str_with_options(text, serde_saphyr::Options::default())
-            .map_err(|e| yaml_error(origin, e))?;
+    let raw: RawPolicy = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(origin, e))?;
     let base = origin.parent().unwrap_or(Path::new("."));
 
     match &raw.version {
-        Some(v) if v.value == 1 => {}
+        Some(v)
+            if matches!(&v.value, NumOrStr::Num(1))
+                || matches!(&v.value, NumOrStr::Str(s) if s == "1") => {}
         Some(v) => {
             return Err(ctx.err(
                 loc(v),
@@ -541,10 +696,11 @@ pub(crate) fn compile(
         let set = match &s.value {
             RawSet::List(items) => {
                 let mut b = AddrSetBuilder::default();
-                for it in items {
+                for sp in items {
+                    let it = &sp.value;
                     let net = parse_net(it).ok_or_else(|| {
                         ctx.err(
-                            loc(s),
+                            loc(sp).or(loc(s)),
                             Some(name),
                             format!("set `{name}`: `{it}` is not an IP address or CIDR prefix"),
                         )
@@ -553,7 +709,7 @@ pub(crate) fn compile(
                 }
                 b.build()
             }
-            RawSet::File(f) => read_set_file(&ctx, name, &base.join(&f.file))?,
+            RawSet::File(f) => read_set_file(&ctx, name, loc(s), &base.join(f))?,
         };
         if set.is_empty() {
             warnings.push(Warning {
@@ -740,7 +896,10 @@ pub(crate) fn compile(
         .enumerate()
     {
         for (i, r) in rules.iter().enumerate() {
-            if r.applies_to(call) {
+            // A listen has no peer: a rule naming remote fields can never match it, so it
+            // is left out of the listen table (and of what listen needs to know).
+            let hopeless = call == Call::Listen && (r.remote.is_some() || r.remote_ports.is_some());
+            if r.applies_to(call) && !hopeless {
                 by_call[ci].push(i as u32);
                 let n = r.needs(call);
                 let a = &mut needs[ci];

@@ -160,7 +160,9 @@ fn exercise(bytes: &[u8], f: &Facts) {
             let d = p.decide(call, &mut f.clone());
             assert!(d.rule == "default" || p.rules().iter().any(|r| r.name() == d.rule));
         }
-        let _ = p.warnings().iter().map(|w| w.to_string()).count();
+        for w in p.warnings() {
+            assert!(!w.to_string().is_empty());
+        }
     }
 }
 

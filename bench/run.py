@@ -275,38 +275,55 @@ class Bench:
                 f"refuse policy: expected every accept refused, got {r} "
                 "(is the library loaded and the policy valid?)"
             )
+        null_env = clean_env()
+        null_env["LD_PRELOAD"] = self.a.nullhook
         variants = [
             ("plain-allow", "allow", plain_env),
+            ("null-allow", "allow", null_env),
             ("sockexit-allow", "allow", allow_env),
             ("plain-refuse", "refuse", plain_env),
             ("sockexit-refuse", "refuse", refuse_env),
         ]
-        ns = {v[0]: [] for v in variants}
+        wall = {v[0]: [] for v in variants}
+        cpu = {v[0]: [] for v in variants}
+        nv = len(variants)
         for rnd in range(self.a.rounds):
-            order = variants[rnd % 4 :] + variants[: rnd % 4]
+            order = variants[rnd % nv :] + variants[: rnd % nv]
             for name, mode, env in order:
                 r = self.connrate(mode, env)
                 if name == "sockexit-refuse" and int(r["refused"]) != self.a.conns:
                     raise BenchError(f"refusal run accepted something: {r}")
-                if name == "sockexit-allow" and int(r["accepted"]) != self.a.conns:
-                    raise BenchError(f"allow run refused something: {r}")
-                ns[name].append(float(r["ns_per_conn"]))
-        ratios = [p / s for p, s in zip(ns["plain-allow"], ns["sockexit-allow"])]
-        pa, sa = median(ns["plain-allow"]), median(ns["sockexit-allow"])
-        rr = median(ratios)
+                if name.endswith("-allow") and int(r["accepted"]) != self.a.conns:
+                    raise BenchError(f"{name} run refused something: {r}")
+                wall[name].append(float(r["ns_per_conn"]))
+                cpu[name].append(float(r["cpu_ns_per_conn"]))
+
+        def ratio(d, base, ours):
+            """Median of per-round rate ratios (time base / time ours)."""
+            return median([b / o for b, o in zip(d[base], d[ours])])
+
+        def extra_us(d, base, ours):
+            return median([o - b for b, o in zip(d[base], d[ours])]) / 1e3
+
+        rr = ratio(wall, "plain-allow", "sockexit-allow")
+        wr = [b / o for b, o in zip(wall["plain-allow"], wall["sockexit-allow"])]
         self.row(
             "1",
-            f"connection rate, {self.a.conns} loopback connections, 20 rules + 100k-prefix set, peer allowed",
-            f"{1e9 / pa:,.0f} conn/s",
-            f"{1e9 / sa:,.0f} conn/s",
+            f"connection rate, {self.a.conns} loopback connections × {self.a.rounds} rounds, 20 rules + 100k-prefix set, peer allowed",
+            f"{1e9 / median(wall['plain-allow']):,.0f} conn/s",
+            f"{1e9 / median(wall['sockexit-allow']):,.0f} conn/s",
             f"{rr:.3f}",
             "≥ 0.99",
             "PASS" if rr >= 0.99 else "FAIL",
-            f"per-round ratios {spread(ratios)}; +{median([s - p for p, s in zip(ns['plain-allow'], ns['sockexit-allow'])]) / 1e3:.2f} µs per connection (connect + accept hooks)",
+            f"wall clock, per-round ratios {spread(wr)}; "
+            f"+{extra_us(wall, 'plain-allow', 'sockexit-allow'):.2f} µs per connection (connect + accept hooks). "
+            f"CPU time of the process (immune to other load on the machine): ratio {ratio(cpu, 'plain-allow', 'sockexit-allow'):.3f}, "
+            f"+{extra_us(cpu, 'plain-allow', 'sockexit-allow'):.2f} µs, of which an interposer that decides nothing "
+            f"(bench/c/nullhook.c) costs +{extra_us(cpu, 'plain-allow', 'null-allow'):.2f} µs (ratio {ratio(cpu, 'plain-allow', 'null-allow'):.3f})",
         )
-        ratios = [p / s for p, s in zip(ns["plain-refuse"], ns["sockexit-refuse"])]
-        pr, sr = median(ns["plain-refuse"]), median(ns["sockexit-refuse"])
-        extra = median([s - p for p, s in zip(ns["plain-refuse"], ns["sockexit-refuse"])])
+        self.conn_detail = {k: (median(wall[k]), median(cpu[k])) for k in wall}
+        ratios = [p / s for p, s in zip(wall["plain-refuse"], wall["sockexit-refuse"])]
+        pr, sr = median(wall["plain-refuse"]), median(wall["sockexit-refuse"])
         self.row(
             "2",
             "refusal path: same loop, every accept refused (RST, then EAGAIN), all 20 rules walked to `default: deny`",
@@ -315,7 +332,9 @@ class Bench:
             f"{median(ratios):.3f}",
             "",
             "",
-            f"a refusal costs {extra / 1e3:+.2f} µs against a plain accept + close (setsockopt SO_LINGER + a second accept → EAGAIN + decision); per-round ratios {spread(ratios)}",
+            f"a refusal costs {extra_us(wall, 'plain-refuse', 'sockexit-refuse'):+.2f} µs wall "
+            f"({extra_us(cpu, 'plain-refuse', 'sockexit-refuse'):+.2f} µs CPU) against a plain accept + close "
+            f"(SO_LINGER + close instead of close, a second accept → EAGAIN, the decision); per-round ratios {spread(ratios)}",
         )
 
     # --- 3: nginx under wrk ------------------------------------------------------
@@ -654,6 +673,7 @@ def main():
     ap.add_argument("--bin", required=True, help="directory with the built C programs")
     ap.add_argument("--engine-decide", required=True, help="the engine-decide binary")
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
+    ap.add_argument("--nullhook", required=True, help="nullhook.so (bench/c/nullhook.c)")
     ap.add_argument("--only", default="conn,nginx,exec,rss,libwrap")
     ap.add_argument("--quick", action="store_true", help="tiny counts: check the script, not the numbers")
     ap.add_argument("--markdown", help="also write the report to this file")
@@ -665,7 +685,7 @@ def main():
         a.execs, a.exec_rounds, a.rss_runs = 50, 1, 1
         a.wrap_sizes, a.wrap_rounds = [10, 1000], 1
     else:
-        a.conns, a.rounds = 20_000, 9
+        a.conns, a.rounds = 20_000, 15
         a.nginx_rounds, a.wrk_secs, a.wrk_conns = 7, 4, 8
         a.execs, a.exec_rounds, a.rss_runs = 500, 5, 5
         a.wrap_sizes, a.wrap_rounds = [10, 1000, 10000], 3

@@ -49,6 +49,7 @@ for p in connrate execloop rssprobe; do
     gcc -O2 -g -Wall -Wextra -Werror -o "$bin/$p" "$repo/bench/c/$p.c"
 done
 gcc -O2 -g -Wall -Wextra -Werror -o "$bin/wrapbench" "$repo/bench/c/wrapbench.c" -lwrap
+gcc -O2 -g -Wall -Wextra -Werror -shared -fPIC -o "$bin/nullhook.so" "$repo/bench/c/nullhook.c" -ldl
 
 if [ -n "${SOCKEXIT_BENCH_LIB:-}" ]; then
     lib=$SOCKEXIT_BENCH_LIB
@@ -63,4 +64,5 @@ decide=$target/bench-engine-decide/release/sockexit-bench-engine-decide
 if [ "$profile" = 1 ]; then
     exec python3 "$repo/bench/allowpath.py" --lib "$lib" --bin "$bin" "${args[@]}"
 fi
-exec python3 "$repo/bench/run.py" --lib "$lib" --bin "$bin" --engine-decide "$decide" "${args[@]}"
+exec python3 "$repo/bench/run.py" --lib "$lib" --bin "$bin" --engine-decide "$decide" \
+    --nullhook "$bin/nullhook.so" "${args[@]}"

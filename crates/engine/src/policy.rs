@@ -409,13 +409,14 @@ fn yaml_error(file: &Path, e: serde_saphyr::Error) -> Error {
                 "more than one YAML document (`---`): a policy is one document".to_string()
             }
             BudgetBreach::Nodes { nodes } => {
-                too_much(format!("more than {} YAML nodes", nodes - 1))
+                too_much(format!("more than {} YAML nodes", nodes.saturating_sub(1)))
             }
-            BudgetBreach::MergeKeys { merge_keys } => {
-                too_much(format!("more than {} merge keys (`<<`)", merge_keys - 1))
-            }
+            BudgetBreach::MergeKeys { merge_keys } => too_much(format!(
+                "more than {} merge keys (`<<`)",
+                merge_keys.saturating_sub(1)
+            )),
             BudgetBreach::Aliases { aliases } => {
-                too_much(format!("more than {} aliases", aliases - 1))
+                too_much(format!("more than {} aliases", aliases.saturating_sub(1)))
             }
             other => too_much(format!("YAML limit exceeded ({other:?})")),
         },
@@ -478,6 +479,14 @@ fn plain_message(text: &str) -> String {
     match message.as_str() {
         "expected mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
         "invalid boolean" => "expected true or false".to_string(),
+        "alias references unknown anchor" => {
+            "unknown YAML alias: `*` starts an alias; quote a program glob (\"*/nginx\")"
+                .to_string()
+        }
+        "unexpected character: `@'" => {
+            "`@` cannot start a plain YAML value; quote set references (\"@lan\")".to_string()
+        }
+        "expected sequence start" => "expected a list (`[a, b]` or `- a` lines) here".to_string(),
         "expected string scalar" => {
             "expected a single value (text or a number) here, not a list or mapping".to_string()
         }
@@ -498,15 +507,18 @@ fn parse_net(s: &str) -> Option<ipnet::IpNet> {
 }
 
 fn parse_port(n: &NumOrStr) -> Result<(u16, u16), String> {
-    fn one(v: i64, all: &str) -> Result<u16, String> {
-        if (1..=65535).contains(&v) {
-            Ok(v as u16)
-        } else {
-            Err(format!("port {all} is out of range 1-65535"))
+    /// `range`: the whole "lo-hi" text when `v` is one end of it.
+    fn one(v: i64, range: Option<&str>) -> Result<u16, String> {
+        match (u16::try_from(v), range) {
+            (Ok(p), _) if p != 0 => Ok(p),
+            (_, None) => Err(format!("port {v} is out of range 1-65535")),
+            (_, Some(r)) => Err(format!(
+                "port range `{r}`: port {v} is out of range 1-65535"
+            )),
         }
     }
     match n {
-        NumOrStr::Num(v) => one(*v, &v.to_string()).map(|p| (p, p)),
+        NumOrStr::Num(v) => one(*v, None).map(|p| (p, p)),
         NumOrStr::Str(s) => {
             let num = |t: &str| {
                 t.trim()
@@ -514,9 +526,9 @@ fn parse_port(n: &NumOrStr) -> Result<(u16, u16), String> {
                     .map_err(|_| format!("`{s}` is not a port or a \"lo-hi\" port range"))
             };
             match s.split_once('-') {
-                None => one(num(s)?, s).map(|p| (p, p)),
+                None => one(num(s)?, None).map(|p| (p, p)),
                 Some((a, b)) => {
-                    let (lo, hi) = (one(num(a)?, s)?, one(num(b)?, s)?);
+                    let (lo, hi) = (one(num(a)?, Some(s))?, one(num(b)?, Some(s))?);
                     if lo > hi {
                         Err(format!(
                             "port range `{s}` is reversed (low end above high end)"

@@ -113,11 +113,11 @@ fn port_zero_and_65536_are_refused() {
     );
     refused(
         rule("    local_ports: [\"0-80\"]\n"),
-        ":6:19: key `local_ports`: rule `r`: port 0-80 is out of range 1-65535",
+        ":6:19: key `local_ports`: rule `r`: port range `0-80`: port 0 is out of range 1-65535",
     );
     refused(
         rule("    local_ports: [\"1024-65536\"]\n"),
-        ":6:19: key `local_ports`: rule `r`: port 1024-65536 is out of range 1-65535",
+        ":6:19: key `local_ports`: rule `r`: port range `1024-65536`: port 65536 is out of range 1-65535",
     );
     refused(
         rule("    remote_ports: [-21]\n"),
@@ -297,6 +297,34 @@ fn non_utf8() {
     yaml.extend_from_slice(b"\xe9\n    action: allow\n");
     refused(yaml, ":4:1: policy is not valid UTF-8");
     refused(b"\xff\xfe\x00v", ":1:1: policy is not valid UTF-8");
+}
+
+#[test]
+fn common_yaml_slips_get_a_hint() {
+    // An unquoted glob is a YAML alias.
+    refused(
+        rule("    programs: [*/nginx]\n"),
+        ":6:16: unknown YAML alias: `*` starts an alias; quote a program glob (\"*/nginx\")",
+    );
+    // `@` is reserved in YAML.
+    refused(
+        rule("    remote: [@lan]\n"),
+        ":6:14: `@` cannot start a plain YAML value; quote set references (\"@lan\")",
+    );
+    // One address where a list is expected: refused, not guessed at.
+    refused(
+        rule("    remote: 10.0.0.0/8\n"),
+        ":6:13: expected a list (`[a, b]` or `- a` lines) here",
+    );
+    refused(
+        rule("    calls: accept\n"),
+        ":6:12: expected a list (`[a, b]` or `- a` lines) here",
+    );
+    // Two documents: which one would apply?
+    refused(
+        "version: 1\ndefault: deny\n---\nversion: 1\ndefault: allow\n",
+        ":3:1: more than one YAML document (`---`): a policy is one document",
+    );
 }
 
 #[test]

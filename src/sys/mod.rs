@@ -6,6 +6,7 @@
 //! recurse); they go through [`Real`], resolved with `dlsym(RTLD_NEXT, ..)`.
 #![allow(unsafe_code)]
 
+use sockexit_engine::bpf::SockFilter;
 use std::ffi::{CStr, OsString};
 use std::io;
 use std::mem;
@@ -313,6 +314,145 @@ pub fn reset_and_close(fd: c_int) {
         mem::size_of::<libc::linger>() as socklen_t
     ));
     let _ = syscall!(close(fd));
+}
+
+// ---------------------------------------------------------------------------------
+// Socket filters (stealth).
+// ---------------------------------------------------------------------------------
+
+/// An `int` socket option via `getsockopt(2)`.
+fn int_option(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut l = mem::size_of::<c_int>() as socklen_t;
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        &mut v as *mut c_int as *mut libc::c_void,
+        &mut l
+    ))
+    .ok()?;
+    Some(v)
+}
+
+/// `SO_TYPE` (socket(7)): `SOCK_STREAM`, `SOCK_DGRAM`, ...
+pub fn socket_type(fd: c_int) -> Option<c_int> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+}
+
+/// `SO_PROTOCOL` (socket(7)): `IPPROTO_TCP` for TCP (SCTP and MPTCP are stream
+/// sockets too, with other packet layouts).
+pub fn socket_protocol(fd: c_int) -> Option<c_int> {
+    int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+}
+
+/// `IPV6_V6ONLY` (ipv6(7)) of an `AF_INET6` socket; `false` when it cannot be read.
+pub fn v6_only(fd: c_int) -> bool {
+    int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_some_and(|v| v != 0)
+}
+
+/// The effective uid and gid, each only when this process cannot change it any more:
+/// real, effective and saved ids equal, and not root (a root server may still drop
+/// privileges before it accepts). `None` means "may change".
+pub fn fixed_ids() -> (Option<u32>, Option<u32>) {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    if syscall!(getresuid(&mut r, &mut e, &mut s)).is_err() || e == 0 || r != e || s != e {
+        return (None, None);
+    }
+    let uid = e;
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    if syscall!(getresgid(&mut r, &mut e, &mut s)).is_err() || r != e || s != e {
+        return (Some(uid), None);
+    }
+    (Some(uid), Some(e))
+}
+
+fn to_libc(f: &SockFilter) -> libc::sock_filter {
+    libc::sock_filter {
+        code: f.code,
+        jt: f.jt,
+        jf: f.jf,
+        k: f.k,
+    }
+}
+
+/// `SO_ATTACH_FILTER` (socket(7)): attach a classic BPF program. No privilege needed;
+/// the kernel copies the program. Fails with `EPERM` when the socket's filter is
+/// locked (`SO_LOCK_FILTER`), `EINVAL` when the kernel rejects the program.
+pub fn attach_filter(fd: c_int, prog: &[SockFilter]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = prog.iter().map(to_libc).collect();
+    let len = u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: insns.as_mut_ptr(),
+    };
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_FILTER,
+        &fprog as *const libc::sock_fprog as *const libc::c_void,
+        mem::size_of::<libc::sock_fprog>() as socklen_t
+    ))
+    .map(|_| ())
+}
+
+/// What filter a socket carries.
+pub enum AttachedFilter {
+    /// None.
+    None,
+    /// A classic program, as attached.
+    Classic(Vec<SockFilter>),
+    /// One that cannot be read back (an eBPF program: `SO_GET_FILTER` gives `EACCES`).
+    Unreadable,
+}
+
+/// `SO_GET_FILTER` (socket(7)): the socket's classic filter. The option's length is
+/// counted in instructions; asked with 0, the kernel only reports the count.
+pub fn attached_filter(fd: c_int) -> io::Result<AttachedFilter> {
+    let mut one = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let mut n: socklen_t = 0;
+    let get = |buf: *mut libc::sock_filter, n: &mut socklen_t| {
+        syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_GET_FILTER,
+            buf as *mut libc::c_void,
+            n
+        ))
+    };
+    match get(one.as_mut_ptr(), &mut n) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(AttachedFilter::Unreadable),
+        Err(e) => return Err(e),
+    }
+    if n == 0 {
+        return Ok(AttachedFilter::None);
+    }
+    let mut buf = vec![one[0]; n as usize];
+    let mut len = n;
+    match get(buf.as_mut_ptr(), &mut len) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(AttachedFilter::Unreadable),
+        // Replaced by a longer one in between (another thread): not ours either way.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(AttachedFilter::Unreadable),
+        Err(e) => return Err(e),
+    }
+    buf.truncate(len as usize);
+    Ok(AttachedFilter::Classic(
+        buf.iter()
+            .map(|f| SockFilter {
+                code: f.code,
+                jt: f.jt,
+                jf: f.jf,
+                k: f.k,
+            })
+            .collect(),
+    ))
 }
 
 // ---------------------------------------------------------------------------------

@@ -275,3 +275,59 @@ proptest! {
         }
     }
 }
+
+/// Reference glob matcher: plain recursion over the same syntax (`*`, `?`, `[..]`,
+/// `[!..]`, ranges), exponential but fine for short inputs.
+fn naive_glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') => (0..=s.len()).any(|k| naive_glob(&p[1..], &s[k..])),
+        Some(b'?') => !s.is_empty() && naive_glob(&p[1..], &s[1..]),
+        Some(b'[') => {
+            let mut i = 1;
+            let neg = p.get(1) == Some(&b'!');
+            if neg {
+                i += 1;
+            }
+            let start = i;
+            if p.get(i) == Some(&b']') {
+                i += 1;
+            }
+            while p[i] != b']' {
+                i += 1;
+            }
+            let class = &p[start..i];
+            let Some(&c) = s.first() else { return false };
+            let mut hit = false;
+            let mut j = 0;
+            while j < class.len() {
+                if j + 2 < class.len() && class[j + 1] == b'-' {
+                    hit |= class[j] <= c && c <= class[j + 2];
+                    j += 3;
+                } else {
+                    hit |= class[j] == c;
+                    j += 1;
+                }
+            }
+            hit != neg && naive_glob(&p[i + 1..], &s[1..])
+        }
+        Some(&c) => s.first() == Some(&c) && naive_glob(&p[1..], &s[1..]),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    #[test]
+    fn program_globs_agree_with_a_naive_matcher(
+        pat in proptest::collection::vec(
+            proptest::sample::select(&["a", "b", "/", "*", "?", "[ab]", "[!a]", "[a-c]", "[]]", "]"][..]),
+            1..8,
+        ),
+        s in proptest::collection::vec(proptest::sample::select(&[b'a', b'b', b'c', b'/', b']'][..]), 0..12),
+    ) {
+        let pat = pat.concat();
+        let g = sockexit_engine::Glob::new(&pat).expect("pattern from the generator is valid");
+        prop_assert_eq!(g.matches(&s), naive_glob(pat.as_bytes(), &s), "{} vs {:?}", pat, String::from_utf8_lossy(&s));
+    }
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{example_path, preloaded, TempDir};
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -148,6 +148,12 @@ fn visit(src: IpAddr, dst: SocketAddr) -> Seen {
 }
 
 fn visit_with(sock: OwnedFd, dst: SocketAddr) -> Seen {
+    visit_sending(sock, dst, &[])
+}
+
+/// Like [`visit`], and once connected send `data` (from a second thread, so an echo
+/// cannot deadlock) then half-close.
+fn visit_sending(sock: OwnedFd, dst: SocketAddr, data: &[u8]) -> Seen {
     let fd = sock.as_raw_fd();
     let (ss, len) = raw(&dst);
     // SAFETY: ss holds a sockaddr of len bytes and outlives the call.
@@ -176,6 +182,15 @@ fn visit_with(sock: OwnedFd, dst: SocketAddr) -> Seen {
     }
     stream.set_nonblocking(false).expect("blocking");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let writer = (!data.is_empty()).then(|| {
+        let mut w = stream.try_clone().expect("clone");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        })
+    });
+    let _joined = Joined(writer);
     let mut bytes = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -188,6 +203,17 @@ fn visit_with(sock: OwnedFd, dst: SocketAddr) -> Seen {
                 return Seen::Reset
             }
             Err(e) => return Seen::Other(format!("{e} after {bytes:?}")),
+        }
+    }
+}
+
+/// Joins the writer thread when the visit ends, whichever way.
+struct Joined(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
         }
     }
 }
@@ -337,6 +363,24 @@ fn refused_peer_times_out_on_v4_wildcard_listener_and_is_reset_without_stealth()
             assert!(!err.contains("stealth"), "{err}");
         }
     }
+}
+
+#[test]
+fn accepted_connections_inherit_the_filter_and_allowed_data_flows_both_ways() {
+    let dir = TempDir::new("stealth-echo");
+    let policy = dir.write("policy.yaml", &lo_only(true));
+    let s = Server::start("threaded_server", &policy, &["0.0.0.0:0"]);
+    // 256 KiB through the accepted socket, which carries the listener's filter: every
+    // segment and ACK from the allowed peer must pass it.
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut expected = b"220 sockexit threaded\r\n".to_vec();
+    expected.extend_from_slice(&data);
+    assert_eq!(
+        visit_sending(bound_socket(LO, 0), s.at(LO), &data),
+        Seen::Served(expected),
+        "echo from 127.0.0.1"
+    );
+    assert_eq!(visit(LO2, s.at(LO)), dropped(), "127.0.0.2");
 }
 
 #[test]

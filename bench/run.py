@@ -242,6 +242,7 @@ class Bench:
             env=preload_env(self.lib, policy),
             capture_output=True,
             text=True,
+            timeout=60,
         )
         if p.returncode != 0 or "sockexit[" in p.stderr:
             raise BenchError(f"{policy} does not load cleanly:\n{p.stderr[-2000:]}")
@@ -254,7 +255,10 @@ class Bench:
         return []
 
     def connrate(self, mode, env):
-        out = run(self.pin(1) + [f"{self.bin}/connrate", mode, str(self.a.conns)], env=env)
+        # 20,000 connections take about half a second; a hung hook fails the item.
+        out = run(
+            self.pin(1) + [f"{self.bin}/connrate", mode, str(self.a.conns)], env=env, timeout=120
+        )
         r = kv(out)
         return r
 
@@ -398,11 +402,22 @@ http {{
         p.kill()
         raise BenchError(f"nginx ({name}) did not answer on 127.0.0.1:{port}")
 
+    def nginx_workers(self, master):
+        return [int(x) for x in run(["ps", "-o", "pid=", "--ppid", str(master.pid)]).split()]
+
+    @staticmethod
+    def cpu_ns(pids):
+        """CPU time the processes have run, in ns (/proc/PID/schedstat, first field):
+        what a request costs nginx, whatever else the shared machine is doing."""
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total
+
     def nginx_preloaded(self, master):
         """Whether every nginx process of this master has the library mapped."""
-        pids = [master.pid]
-        for line in run(["ps", "-o", "pid=", "--ppid", str(master.pid)]).split():
-            pids.append(int(line))
+        pids = [master.pid] + self.nginx_workers(master)
         for pid in pids:
             with open(f"/proc/{pid}/maps") as f:
                 if "libsockexit.so" not in f.read():
@@ -425,11 +440,17 @@ http {{
             timeout=secs + 60,
         )
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if not m:
+        n = re.search(r"(\d+) requests in", out)
+        if not m or not n:
             raise BenchError(f"wrk printed no rate:\n{out}")
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         errs = re.search(r"Socket errors: (.*)", out)
-        return float(m.group(1)), (bad.group(1) if bad else "0"), (errs.group(1) if errs else "")
+        return (
+            float(m.group(1)),
+            int(n.group(1)),
+            (bad.group(1) if bad else "0"),
+            (errs.group(1) if errs else ""),
+        )
 
     def stop(self, p):
         try:
@@ -448,7 +469,11 @@ http {{
             if loaded != (name == "sockexit"):
                 raise BenchError(f"nginx ({name}): libsockexit.so mapped = {loaded}")
             self.wrk(port, 1)
-            return self.wrk(port, self.a.wrk_secs)
+            workers = self.nginx_workers(p)
+            c0 = self.cpu_ns(workers)
+            rps, nreq, bad, err = self.wrk(port, self.a.wrk_secs)
+            cpu_per_req = (self.cpu_ns(workers) - c0) / max(nreq, 1)
+            return rps, cpu_per_req, bad, err
         finally:
             self.stop(p)
 
@@ -456,12 +481,14 @@ http {{
         self.assert_loads(self.pol_allow)
         envs = {"plain": clean_env(), "sockexit": preload_env(self.lib, self.pol_allow)}
         rates = {"plain": [], "sockexit": []}
+        cpu = {"plain": [], "sockexit": []}
         errors = []
         for rnd in range(self.a.nginx_rounds):
             order = ["plain", "sockexit"] if rnd % 2 == 0 else ["sockexit", "plain"]
             for name in order:
-                rps, bad, err = self.nginx_once(name, envs[name])
+                rps, cpr, bad, err = self.nginx_once(name, envs[name])
                 rates[name].append(rps)
+                cpu[name].append(cpr)
                 if bad != "0" or err:
                     errors.append(f"{name}: non-2xx {bad} {err}")
         ratios = [s / p for p, s in zip(rates["plain"], rates["sockexit"])]
@@ -474,14 +501,18 @@ http {{
             f"{rr:.3f}",
             "≥ 0.98",
             "PASS" if rr >= 0.98 else "FAIL",
-            f"per-round ratios {spread(ratios)}"
+            f"wall clock, per-round ratios {spread(ratios)}; "
+            f"CPU time of the nginx worker per request: {median(cpu['plain']) / 1e3:.2f} µs plain, "
+            f"{median(cpu['sockexit']) / 1e3:.2f} µs preloaded, "
+            f"ratio {median([p / s for p, s in zip(cpu['plain'], cpu['sockexit'])]):.3f}, "
+            f"{median([s - p for p, s in zip(cpu['plain'], cpu['sockexit'])]) / 1e3:+.2f} µs per request"
             + (f"; wrk errors: {'; '.join(errors)}" if errors else ""),
         )
 
     # --- 4: exec overhead -----------------------------------------------------------
 
     def execloop(self, count, env):
-        out = run([f"{self.bin}/execloop", str(count), "/bin/true"], env=env, timeout=1200)
+        out = run([f"{self.bin}/execloop", str(count), "/bin/true"], env=env, timeout=300)
         return float(kv(out)["ns_per_exec"])
 
     def child_env(self, policy):
@@ -542,7 +573,7 @@ http {{
         res = {v[0]: [] for v in variants}
         for _ in range(self.a.rss_runs):
             for name, env in variants:
-                res[name].append(kv(run([f"{self.bin}/rssprobe"], env=env)))
+                res[name].append(kv(run([f"{self.bin}/rssprobe"], env=env, timeout=60)))
 
         def med(name, key):
             return median(int(r[key]) for r in res[name])

@@ -11,6 +11,8 @@
 # library build and uses that file.
 set -euo pipefail
 export PYTHONDONTWRITEBYTECODE=1
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+export PATH=$PATH:/usr/sbin:/sbin
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
 
@@ -33,7 +35,6 @@ need taskset util-linux
 [ -f /usr/include/tcpd.h ] || missing+=("libwrap0-dev (for tcpd.h and -lwrap)")
 if [ "$profile" = 1 ]; then
     need valgrind valgrind
-    need callgrind_annotate valgrind
     need strace strace
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -65,4 +66,4 @@ if [ "$profile" = 1 ]; then
     exec python3 "$repo/bench/allowpath.py" --lib "$lib" --bin "$bin" "${args[@]}"
 fi
 exec python3 "$repo/bench/run.py" --lib "$lib" --bin "$bin" --engine-decide "$decide" \
-    --nullhook "$bin/nullhook.so" "${args[@]}"
+    --nullhook "$bin/nullhook.so" --nginx "$(command -v nginx)" "${args[@]}"

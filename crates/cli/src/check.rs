@@ -1,7 +1,9 @@
 //! `sockexit check`: load a policy exactly as the library does and report.
 
+use crate::explain::{compile_listener, outcome_text};
 use crate::out::{fail, say};
-use sockexit_engine::{Mode, Policy};
+use sockexit_engine::{Call, Mode, Policy};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +16,16 @@ Output: `ok: POLICY: N rules, default deny` on stdout; each warning on stderr as
 `warning: POLICY:LINE:COL: ...`. Warnings name rules that can never match
 (\"shadowed by rule X\"), fields that cannot apply to a rule's calls, empty sets,
 and `default: allow` with only allow rules.
+
+With `stealth: true`, one line per group of listening ports the accept rules tell
+apart (their `local_ports`), saying whether the rules left for a wildcard listener
+there (0.0.0.0 and dual-stack [::]) compile to the socket filter the library attaches
+at listen, and its size; then one `stealth: partial:` line per rule a filter cannot
+decide (users, groups and programs are unknown to check):
+  stealth: port 21: filter of 37 instructions on 0.0.0.0, 52 on [::]
+  stealth: any other port: filter of 2 instructions on 0.0.0.0, 9 on [::]
+Use `sockexit explain POLICY --call listen --local ADDR:PORT --user U --program P`
+for one listener with known facts.
 
 Exit status: 0 valid (warnings allowed), 1 invalid or unreadable
 (`error: FILE:LINE:COL: ...` on stderr), 2 warnings with --deny-warnings.";
@@ -81,5 +93,114 @@ pub fn main(a: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     say(format_args!("ok: {}: {}", path.display(), summary(&policy)));
+    if policy.stealth() && policy.mode() == Mode::Enforce {
+        for l in stealth_lines(&policy) {
+            say(l);
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// At most this many port groups get a line of their own.
+const MAX_GROUPS: usize = 20;
+
+/// `stealth: PORTS: ...` per group of ports with the same filters, then the partial
+/// reasons.
+pub fn stealth_lines(p: &Policy) -> Vec<String> {
+    // Port intervals inside which every accept rule's `local_ports` says the same.
+    let mut cuts: Vec<u32> = vec![1, 65536];
+    for r in p.rules().iter().filter(|r| r.applies_to(Call::Accept)) {
+        if let Some(ps) = r.local_ports() {
+            for &(lo, hi) in ps.ranges() {
+                cuts.extend([u32::from(lo.max(1)), u32::from(hi) + 1]);
+            }
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let named = |port: u16| {
+        p.rules()
+            .iter()
+            .filter(|r| r.applies_to(Call::Accept))
+            .filter_map(|r| r.local_ports())
+            .any(|ps| ps.contains(port))
+    };
+    // (text, named intervals, includes unnamed ports), in first-seen order.
+    type Group = (String, Vec<(u16, u16)>, bool);
+    let mut groups: Vec<Group> = Vec::new();
+    let mut partial: Vec<String> = Vec::new();
+    for w in cuts.windows(2) {
+        let (lo, hi) = (w[0] as u16, (w[1] - 1) as u16);
+        let c4 = compile_listener(p, SocketAddr::from(([0u8; 4], lo)), None, None, None);
+        let c6 = compile_listener(p, SocketAddr::from(([0u16; 8], lo)), None, None, None);
+        for r in c4.partial.iter().chain(&c6.partial) {
+            if !partial.contains(r) {
+                partial.push(r.clone());
+            }
+        }
+        let text = match (c4.insns(), c6.insns()) {
+            (Some(a), Some(b)) => format!("filter of {a} instructions on 0.0.0.0, {b} on [::]"),
+            _ if outcome_text(&c4) == outcome_text(&c6) => outcome_text(&c4),
+            _ => format!(
+                "0.0.0.0: {}; [::]: {}",
+                outcome_text(&c4),
+                outcome_text(&c6)
+            ),
+        };
+        let i = match groups.iter().position(|g| g.0 == text) {
+            Some(i) => i,
+            None => {
+                groups.push((text, Vec::new(), false));
+                groups.len() - 1
+            }
+        };
+        if named(lo) {
+            groups[i].1.push((lo, hi));
+        } else {
+            groups[i].2 = true;
+        }
+    }
+    // Named ports first, by port; "any other port" last.
+    groups.sort_by_key(|g| g.1.first().map_or(u32::MAX, |&(a, _)| u32::from(a)));
+    let any_named = groups.iter().any(|g| !g.1.is_empty());
+    let mut out: Vec<String> = groups
+        .iter()
+        .take(MAX_GROUPS)
+        .map(|(text, ports, rest)| {
+            let list: Vec<String> = ports
+                .iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            let mut name = match list.len() {
+                0 => String::new(),
+                1 if ports[0].0 == ports[0].1 => format!("port {}", list[0]),
+                _ => format!("ports {}", list.join(", ")),
+            };
+            if *rest {
+                if !name.is_empty() {
+                    name.push_str(" and ");
+                }
+                name.push_str(if any_named {
+                    "any other port"
+                } else {
+                    "any port"
+                });
+            }
+            format!("stealth: {name}: {text}")
+        })
+        .collect();
+    if groups.len() > MAX_GROUPS {
+        out.push(format!(
+            "stealth: ... and {} more port groups; see `sockexit explain --call listen`",
+            groups.len() - MAX_GROUPS
+        ));
+    }
+    out.extend(partial.iter().map(|r| format!("stealth: partial: {r}")));
+    out
 }

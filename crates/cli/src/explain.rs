@@ -2,7 +2,7 @@
 
 use crate::addr::{self, Ident};
 use crate::out::{fail, say};
-use sockexit_engine::{Call, Facts, Mode, Policy, Verdict};
+use sockexit_engine::{bpf, Call, Facts, Mode, Policy, Verdict};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,9 +23,20 @@ Examples:
 Output (first line: verdict, deciding rule or `default`, the facts):
   deny  rule=drop-listed  (call=accept remote=203.0.113.9:51234 local=0.0.0.0:21)
 
+With `stealth: true` in the policy, `--call listen --local ADDR:PORT` also says
+whether the accept rules left for that listener compile to the socket filter the
+library attaches at listen, and how many instructions it has:
+  stealth: filter: 37 instructions
+  stealth: no filter: too large (5210+ instructions, the kernel allows 4096); ...
+  stealth: partial: rule `admins` looks at the user, which can change after listen: ...
+The user and group count as fixed, as for a process that cannot switch ids, only
+when given and not root; a rule on an unknown fact makes the filter partial.
+
 --json prints one object: verdict, rule, call, remote, local, family, uid, user,
 gid, group, program, mode, refused (whether the library would refuse the call:
-a deny outside audit mode), unknown (facts the rules need but were not given).";
+a deny outside audit mode), unknown (facts the rules need but were not given),
+and for a stealth listen: stealth {outcome (filter, accept-all, too-large,
+audit-mode, refused), instructions, partial}.";
 
 /// The socket call to decide.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -104,12 +115,125 @@ pub fn main(a: Args) -> ExitCode {
     let decision = policy.decide(call, &mut facts);
     let unknown = unknown_needed(&policy, call, &facts);
     let refused = decision.verdict == Verdict::Deny && policy.mode() == Mode::Enforce;
+    // What the library would attach at this listen (stealth), when it would try.
+    let stealth = match (call, a.local) {
+        (Call::Listen, Some(local)) if policy.stealth() && !refused => Some(compile_listener(
+            &policy,
+            local,
+            a.user.as_ref().map(|u| u.id),
+            a.group.as_ref().map(|g| g.id),
+            a.program.as_deref(),
+        )),
+        _ => None,
+    };
+    let stealth = StealthView {
+        wanted: call == Call::Listen && policy.stealth(),
+        local_given: a.local.is_some(),
+        refused,
+        compiled: stealth,
+    };
     if a.json {
-        say(json(&a, call, &facts, &policy, decision, refused, &unknown));
+        say(json(
+            &a, call, &facts, &policy, decision, refused, &unknown, &stealth,
+        ));
     } else {
         text(&a, call, &facts, &policy, decision, &unknown);
+        stealth.text();
     }
     ExitCode::SUCCESS
+}
+
+/// The filter the library would compile for a listener on `local`, run by `uid`/`gid`
+/// (counted as fixed only for a non-root user, as the library does) and `program`.
+/// The listener is dual-stack when `local` is `[::]`, as with Linux's default.
+pub(crate) fn compile_listener(
+    policy: &Policy,
+    local: SocketAddr,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    program: Option<&std::path::Path>,
+) -> bpf::Compiled {
+    use std::os::unix::ffi::OsStrExt;
+    let uid = uid.filter(|&u| u != 0);
+    let gid = gid.filter(|_| uid.is_some());
+    bpf::compile(
+        policy,
+        &bpf::Listener {
+            local,
+            v6_only: false,
+            uid,
+            gid,
+            program: program.map(|p| p.as_os_str().as_bytes()),
+        },
+    )
+}
+
+/// The outcome's short name for JSON.
+pub(crate) fn outcome_name(c: &bpf::Compiled) -> &'static str {
+    match c.outcome {
+        bpf::Outcome::Filter(_) => "filter",
+        bpf::Outcome::AcceptAll => "accept-all",
+        bpf::Outcome::TooLarge { .. } => "too-large",
+        bpf::Outcome::AuditMode => "audit-mode",
+    }
+}
+
+/// `describe()` without the partial reasons (printed on lines of their own).
+pub(crate) fn outcome_text(c: &bpf::Compiled) -> String {
+    bpf::Compiled {
+        outcome: c.outcome.clone(),
+        partial: Vec::new(),
+    }
+    .describe()
+}
+
+struct StealthView {
+    /// A listen under a stealth policy: something is to be said.
+    wanted: bool,
+    local_given: bool,
+    refused: bool,
+    compiled: Option<bpf::Compiled>,
+}
+
+impl StealthView {
+    fn text(&self) {
+        if !self.wanted {
+            return;
+        }
+        match &self.compiled {
+            Some(c) => {
+                say(format_args!("stealth: {}", outcome_text(c)));
+                if matches!(c.outcome, bpf::Outcome::Filter(_)) {
+                    for p in &c.partial {
+                        say(format_args!("stealth: partial: {p}"));
+                    }
+                }
+            }
+            None if self.refused => say("stealth: no filter: the listen is refused"),
+            None if !self.local_given => {
+                say("stealth: give --local ADDR:PORT to see the filter the library would attach")
+            }
+            None => {}
+        }
+    }
+
+    fn json(&self) -> Option<serde_json::Value> {
+        if !self.wanted || (!self.refused && self.compiled.is_none()) {
+            return None;
+        }
+        Some(match &self.compiled {
+            Some(c) => serde_json::json!({
+                "outcome": outcome_name(c),
+                "instructions": c.insns(),
+                "partial": c.partial,
+            }),
+            None => serde_json::json!({
+                "outcome": "refused",
+                "instructions": null,
+                "partial": [],
+            }),
+        })
+    }
 }
 
 /// Facts the policy's rules for `call` look at but that were not given.
@@ -200,6 +324,7 @@ fn text(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn json(
     a: &Args,
     call: Call,
@@ -208,9 +333,10 @@ fn json(
     d: sockexit_engine::Decision<'_>,
     refused: bool,
     unknown: &[&str],
+    stealth: &StealthView,
 ) -> String {
     let addr = |x: Option<SocketAddr>| x.map(|x| x.to_string());
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "verdict": d.verdict.as_str(),
         "rule": d.rule,
         "call": call.as_str(),
@@ -225,6 +351,9 @@ fn json(
         "mode": policy.mode().as_str(),
         "refused": refused,
         "unknown": unknown,
-    })
-    .to_string()
+    });
+    if let Some(st) = stealth.json() {
+        v["stealth"] = st;
+    }
+    v.to_string()
 }

@@ -250,3 +250,84 @@ fn summary_says_audit_mode_and_stealth() {
     assert!(o.stdout.contains(", mode audit"), "{o:?}");
     assert!(o.stdout.trim_end().ends_with(", stealth"), "{o:?}");
 }
+
+const STEALTH: &str = r#"version: 1
+default: deny
+stealth: true
+rules:
+  - { name: ftp-listen, action: allow, calls: [listen], local_ports: [21, 80] }
+  - { name: admins, action: allow, calls: [accept], users: [1000], remote: [192.168.0.0/16] }
+  - { name: lan-ftp, action: allow, calls: [accept], remote: [10.0.0.0/8], local_ports: [21, "40000-40100"] }
+  - { name: web, action: allow, calls: [accept], local_ports: [80] }
+"#;
+
+#[test]
+fn stealth_lines_per_port_group_with_sizes_and_partial_rules() {
+    let d = TempDir::new("check-stealth");
+    let p = d.write("p.yaml", STEALTH);
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ok: ") && lines[0].ends_with(", stealth"),
+        "{o:?}"
+    );
+    // The sizes the engine computes for wildcard listeners on those ports.
+    let pol = sockexit_engine::Policy::load(&p).expect("policy");
+    let n = |local: &str| {
+        let c = sockexit_engine::bpf::compile(
+            &pol,
+            &sockexit_engine::bpf::Listener {
+                local: local.parse().unwrap(),
+                v6_only: false,
+                uid: None,
+                gid: None,
+                program: None,
+            },
+        );
+        c.insns().expect("a filter")
+    };
+    assert_eq!(
+        lines[1],
+        format!(
+            "stealth: ports 21, 40000-40100: filter of {} instructions on 0.0.0.0, {} on [::]",
+            n("0.0.0.0:21"),
+            n("[::]:21")
+        ),
+        "{o:?}"
+    );
+    assert_eq!(
+        lines[2],
+        "stealth: port 80: no filter: every peer may be allowed, so there is nothing to drop"
+    );
+    assert_eq!(
+        lines[3],
+        format!(
+            "stealth: any other port: filter of {} instructions on 0.0.0.0, {} on [::]",
+            n("0.0.0.0:22"),
+            n("[::]:22")
+        )
+    );
+    assert!(
+        lines[4].starts_with("stealth: partial: rule `admins` looks at the user"),
+        "{o:?}"
+    );
+    assert_eq!(lines.len(), 5, "{o:?}");
+}
+
+#[test]
+fn stealth_summary_for_a_policy_without_port_rules() {
+    let d = TempDir::new("check-stealth-any");
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: allow\nstealth: true\nrules:\n  - { name: no-lan, action: deny, calls: [accept], remote: [10.0.0.0/8] }\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{o:?}");
+    assert!(
+        lines[1].starts_with("stealth: any port: filter of "),
+        "{o:?}"
+    );
+}

@@ -341,3 +341,167 @@ fn audit_mode_deny_is_not_refused() {
     assert_eq!(v["mode"], "audit");
     assert_eq!(v["refused"], false);
 }
+
+// ---------------------------------------------------------------------------------
+// Stealth: whether a listener's accept rules compile to a socket filter.
+// ---------------------------------------------------------------------------------
+
+const STEALTH: &str = r#"version: 1
+default: deny
+stealth: true
+sets:
+  lan: [10.0.0.0/8, "2001:db8::/32"]
+rules:
+  - { name: ftp-listen, action: allow, calls: [listen], local_ports: [21, 80] }
+  - { name: admins, action: allow, calls: [accept], users: [1000], remote: [192.168.0.0/16] }
+  - { name: lan-ftp, action: allow, calls: [accept], remote: ["@lan"], local_ports: [21] }
+  - { name: web, action: allow, calls: [accept], local_ports: [80] }
+"#;
+
+fn explain_stealth(policy: &str, args: &[&str]) -> Out {
+    let d = TempDir::new("explain-stealth");
+    let p = d.write("p.yaml", policy);
+    let mut c = sockexit(["explain".as_ref(), p.as_os_str()]);
+    c.args(args);
+    let o = run(&mut c);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    o
+}
+
+/// The engine's own count for the same listener, to compare with what is printed.
+fn engine_insns(policy: &str, local: &str, uid: Option<u32>) -> usize {
+    let d = TempDir::new("explain-stealth-engine");
+    let p = d.write("p.yaml", policy);
+    let pol = sockexit_engine::Policy::load(&p).expect("policy");
+    let c = sockexit_engine::bpf::compile(
+        &pol,
+        &sockexit_engine::bpf::Listener {
+            local: local.parse().unwrap(),
+            v6_only: false,
+            uid,
+            gid: None,
+            program: None,
+        },
+    );
+    c.insns().expect("a filter")
+}
+
+#[test]
+fn stealth_listen_reports_the_filter_and_its_size() {
+    let o = explain_stealth(STEALTH, &["--call", "listen", "--local", "0.0.0.0:21"]);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines[0].starts_with("allow rule=ftp-listen "), "{o:?}");
+    let n = engine_insns(STEALTH, "0.0.0.0:21", None);
+    assert_eq!(
+        lines[1],
+        format!("stealth: filter: {n} instructions"),
+        "{o:?}"
+    );
+    // Without --user the users rule cannot be decided at listen.
+    assert!(
+        lines[2].starts_with("stealth: partial: rule `admins` looks at the user"),
+        "{o:?}"
+    );
+    assert_eq!(lines.len(), 3, "{o:?}");
+}
+
+#[test]
+fn stealth_with_a_fixed_user_is_exact_and_root_is_not() {
+    let o = explain_stealth(
+        STEALTH,
+        &["--call", "listen", "--local", "[::]:21", "--user", "1000"],
+    );
+    let n = engine_insns(STEALTH, "[::]:21", Some(1000));
+    assert_eq!(
+        o.stdout.lines().nth(1),
+        Some(format!("stealth: filter: {n} instructions").as_str()),
+        "{o:?}"
+    );
+    assert!(!o.stdout.contains("partial"), "{o:?}");
+    // root can still switch users before accept.
+    let o = explain_stealth(
+        STEALTH,
+        &["--call", "listen", "--local", "[::]:21", "--user", "0"],
+    );
+    assert!(
+        o.stdout.contains("stealth: partial: rule `admins`"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn stealth_reports_nothing_to_drop_and_refused_listens() {
+    let o = explain_stealth(STEALTH, &["--call", "listen", "--local", "[::]:80"]);
+    assert_eq!(
+        o.stdout.lines().nth(1),
+        Some("stealth: no filter: every peer may be allowed, so there is nothing to drop"),
+        "{o:?}"
+    );
+    let o = explain_stealth(STEALTH, &["--call", "listen", "--local", "0.0.0.0:22"]);
+    assert!(o.stdout.starts_with("deny  rule=default "), "{o:?}");
+    assert_eq!(
+        o.stdout.lines().nth(1),
+        Some("stealth: no filter: the listen is refused"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn stealth_too_large_set_is_reported() {
+    let d = TempDir::new("explain-stealth-big");
+    let list: String = (0..10_000u32)
+        .map(|i| format!("10.{}.{}.{}\n", i >> 10, (i >> 2) & 0xff, (i & 3) * 60 + 1))
+        .collect();
+    let set = d.write("drop.txt", &list);
+    let policy = format!(
+        "version: 1\ndefault: allow\nstealth: true\nsets:\n  drop: {{ file: {} }}\nrules:\n  - {{ name: drop, action: deny, calls: [accept], remote: [\"@drop\"] }}\n",
+        set.display()
+    );
+    let o = explain_stealth(&policy, &["--call", "listen", "--local", "0.0.0.0:80"]);
+    let l = o.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        l.starts_with("stealth: no filter: too large (4097+ instructions, the kernel allows 4096)"),
+        "{o:?}"
+    );
+    let o = explain_stealth(
+        &policy,
+        &["--call", "listen", "--local", "0.0.0.0:80", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["stealth"]["outcome"], "too-large", "{o:?}");
+    assert_eq!(v["stealth"]["instructions"], serde_json::Value::Null);
+}
+
+#[test]
+fn stealth_json_and_no_stealth_lines_without_stealth() {
+    let o = explain_stealth(
+        STEALTH,
+        &["--call", "listen", "--local", "0.0.0.0:21", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["verdict"], "allow");
+    assert_eq!(v["stealth"]["outcome"], "filter");
+    assert_eq!(
+        v["stealth"]["instructions"],
+        engine_insns(STEALTH, "0.0.0.0:21", None)
+    );
+    assert_eq!(v["stealth"]["partial"].as_array().map(Vec::len), Some(1));
+    // An accept under the same policy, and a listen without stealth: as before.
+    let o = explain_stealth(
+        STEALTH,
+        &[
+            "--call",
+            "accept",
+            "--remote",
+            "10.1.1.1:4000",
+            "--local",
+            "0.0.0.0:21",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert!(v.get("stealth").is_none(), "{o:?}");
+    let plain = STEALTH.replace("stealth: true\n", "");
+    let o = explain_stealth(&plain, &["--call", "listen", "--local", "0.0.0.0:21"]);
+    assert!(!o.stdout.contains("stealth"), "{o:?}");
+}

@@ -761,7 +761,12 @@ pub fn compile(policy: &Policy, l: &Listener<'_>) -> Compiled {
     } else {
         Vec::new()
     };
-    let drops = |rs: &[RRule]| rs.iter().any(|r| !r.allow) || !default;
+    // Whether a section can drop anything: a deny rule, or a deny default that is
+    // reachable (no unconditional rule before it).
+    let drops = |rs: &[RRule]| {
+        rs.iter().any(|r| !r.allow)
+            || (!default && !matches!(rs.last(), Some(r) if r.checks.is_empty()))
+    };
     if !((v4 && drops(&r4)) || (v6 && drops(&r6))) {
         return Compiled {
             outcome: Outcome::AcceptAll,

@@ -323,6 +323,16 @@ fn nothing_to_drop_and_audit_mode_attach_nothing() {
         compile(&p, &listener("0.0.0.0:1", Some(1))).outcome,
         Outcome::AcceptAll
     );
+    // default deny, but an unconditional allow for this port comes first.
+    let p = policy("version: 1\ndefault: deny\nrules:\n  - {name: x, action: allow, calls: [accept], local_ports: [80]}\n");
+    assert_eq!(
+        compile(&p, &listener("[::]:80", Some(1))).outcome,
+        Outcome::AcceptAll
+    );
+    assert!(matches!(
+        compile(&p, &listener("[::]:81", Some(1))).outcome,
+        Outcome::Filter(_)
+    ));
     let p = policy("version: 1\ndefault: deny\nmode: audit\nrules: []\n");
     assert_eq!(
         compile(&p, &listener("0.0.0.0:1", Some(1))).outcome,

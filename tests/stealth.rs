@@ -511,6 +511,27 @@ fn ten_thousand_merging_prefixes_compile_and_drop() {
 }
 
 #[test]
+fn a_filter_of_thousands_of_instructions_is_accepted_by_the_kernel() {
+    let dir = TempDir::new("stealth-1500");
+    // 1,500 scattered /32s: a search tree of ~3,000 comparisons with `ja` islands,
+    // close to the kernel's 4096-instruction limit, on a dual-stack listener.
+    let set = set_file(
+        &dir,
+        (0..1_500u32).map(|i| {
+            let x = i.wrapping_mul(2_654_435_761) & 0x00ff_ffff;
+            Ipv4Addr::from(0x0a00_0000 | x).to_string()
+        }),
+    );
+    let policy = blocklist_policy(&dir, &set);
+    let mut s = Server::start("dualstack_server", &policy, &["[::]:0"]);
+    assert_eq!(visit(LO2, s.at(LO)), dropped(), "listed 127.0.0.2");
+    assert_eq!(visit(LO, s.at(LO)), served(DUAL), "unlisted 127.0.0.1");
+    assert_eq!(visit(LO6, s.at(LO6)), served(DUAL), "unlisted ::1");
+    let err = s.stop();
+    assert_full_stealth(&err);
+}
+
+#[test]
 fn ten_thousand_scattered_prefixes_fall_back_to_accept_time_reset() {
     let dir = TempDir::new("stealth-10k-scattered");
     // 10,000 distinct /32s spread over 10/8: 20,000 boundaries, far beyond 4096.

@@ -36,7 +36,13 @@ when given and not root; a rule on an unknown fact makes the filter partial.
 gid, group, program, mode, refused (whether the library would refuse the call:
 a deny outside audit mode), unknown (facts the rules need but were not given),
 and for a stealth listen: stealth {outcome (filter, accept-all, too-large,
-audit-mode, refused), instructions, partial}.";
+audit-mode, refused), instructions, partial}; for a stealth accept: stealth {syn:
+dropped, passes or no-filter}.
+
+For `--call accept` under a stealth policy, a second line says what the filter of a
+listener on --local does with this peer's SYN (run in a userspace BPF interpreter):
+  stealth: the listener's filter drops this SYN: no SYN-ACK, the peer's connect times out
+  stealth: the SYN passes the listener's filter; refused at accept (reset)";
 
 /// The socket call to decide.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -116,14 +122,24 @@ pub fn main(a: Args) -> ExitCode {
     let unknown = unknown_needed(&policy, call, &facts);
     let refused = decision.verdict == Verdict::Deny && policy.mode() == Mode::Enforce;
     // What the library would attach at this listen (stealth), when it would try.
-    let stealth = match (call, a.local) {
-        (Call::Listen, Some(local)) if policy.stealth() && !refused => Some(compile_listener(
+    let compile = |local| {
+        compile_listener(
             &policy,
             local,
             a.user.as_ref().map(|u| u.id),
             a.group.as_ref().map(|g| g.id),
             a.program.as_deref(),
-        )),
+        )
+    };
+    let stealth = match (call, a.local) {
+        (Call::Listen, Some(local)) if policy.stealth() && !refused => Some(compile(local)),
+        _ => None,
+    };
+    // For an accept: what the listener's filter does with this peer's SYN.
+    let syn = match (call, a.remote, a.local) {
+        (Call::Accept, Some(remote), Some(local)) if policy.stealth() => {
+            syn_verdict(&compile(local), remote, local)
+        }
         _ => None,
     };
     let stealth = StealthView {
@@ -131,6 +147,7 @@ pub fn main(a: Args) -> ExitCode {
         local_given: a.local.is_some(),
         refused,
         compiled: stealth,
+        syn,
     };
     if a.json {
         say(json(
@@ -168,6 +185,37 @@ pub(crate) fn compile_listener(
     )
 }
 
+/// What the listener's filter does with a SYN from `remote` to `local`: `Some(true)`
+/// passes, `Some(false)` dropped, `None` when there is no filter or the peer cannot
+/// reach such a listener (an IPv6 peer and an IPv4 listener).
+fn syn_verdict(c: &bpf::Compiled, remote: SocketAddr, local: SocketAddr) -> Option<SynView> {
+    let prog = match &c.outcome {
+        bpf::Outcome::Filter(f) => f,
+        _ => return Some(SynView::NoFilter(outcome_text(c))),
+    };
+    let v4 = |a: SocketAddr| a.ip().to_canonical().is_ipv4();
+    let reachable = match local {
+        SocketAddr::V4(_) => v4(remote),
+        SocketAddr::V6(l) if l.ip().is_unspecified() => true,
+        SocketAddr::V6(_) => v4(remote) == v4(local),
+    };
+    if !reachable {
+        return None;
+    }
+    let (pkt, off) = bpf::syn_packet(remote, local);
+    Some(match bpf::run(prog, &pkt, off) {
+        Ok(0) => SynView::Dropped,
+        Ok(_) => SynView::Passes,
+        Err(e) => SynView::NoFilter(format!("the filter cannot be run: {e}")),
+    })
+}
+
+enum SynView {
+    Dropped,
+    Passes,
+    NoFilter(String),
+}
+
 /// The outcome's short name for JSON.
 pub(crate) fn outcome_name(c: &bpf::Compiled) -> &'static str {
     match c.outcome {
@@ -193,10 +241,31 @@ struct StealthView {
     local_given: bool,
     refused: bool,
     compiled: Option<bpf::Compiled>,
+    /// For an accept under a stealth policy: the listener's filter and this SYN.
+    syn: Option<SynView>,
 }
 
 impl StealthView {
     fn text(&self) {
+        match &self.syn {
+            Some(SynView::Dropped) => say(
+                "stealth: the listener's filter drops this SYN: no SYN-ACK, the peer's \
+                 connect times out",
+            ),
+            Some(SynView::Passes) if self.refused => {
+                say("stealth: the SYN passes the listener's filter; refused at accept (reset)")
+            }
+            Some(SynView::Passes) => say("stealth: the SYN passes the listener's filter"),
+            Some(SynView::NoFilter(why)) => say(format_args!(
+                "stealth: {why}{}",
+                if self.refused {
+                    "; refused at accept (reset)"
+                } else {
+                    ""
+                }
+            )),
+            None => {}
+        }
         if !self.wanted {
             return;
         }
@@ -218,6 +287,15 @@ impl StealthView {
     }
 
     fn json(&self) -> Option<serde_json::Value> {
+        if let Some(syn) = &self.syn {
+            return Some(serde_json::json!({
+                "syn": match syn {
+                    SynView::Dropped => "dropped",
+                    SynView::Passes => "passes",
+                    SynView::NoFilter(_) => "no-filter",
+                }
+            }));
+        }
         if !self.wanted || (!self.refused && self.compiled.is_none()) {
             return None;
         }

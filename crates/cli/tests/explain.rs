@@ -486,22 +486,110 @@ fn stealth_json_and_no_stealth_lines_without_stealth() {
         engine_insns(STEALTH, "0.0.0.0:21", None)
     );
     assert_eq!(v["stealth"]["partial"].as_array().map(Vec::len), Some(1));
-    // An accept under the same policy, and a listen without stealth: as before.
+    // A connect under the same policy, and a listen or accept without stealth: as
+    // before.
     let o = explain_stealth(
         STEALTH,
-        &[
-            "--call",
-            "accept",
-            "--remote",
-            "10.1.1.1:4000",
-            "--local",
-            "0.0.0.0:21",
-            "--json",
-        ],
+        &["--call", "connect", "--remote", "10.1.1.1:4000", "--json"],
     );
     let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
     assert!(v.get("stealth").is_none(), "{o:?}");
     let plain = STEALTH.replace("stealth: true\n", "");
     let o = explain_stealth(&plain, &["--call", "listen", "--local", "0.0.0.0:21"]);
     assert!(!o.stdout.contains("stealth"), "{o:?}");
+    let o = explain_stealth(
+        &plain,
+        &[
+            "--call",
+            "accept",
+            "--remote",
+            "8.8.8.8:1",
+            "--local",
+            "0.0.0.0:21",
+        ],
+    );
+    assert!(!o.stdout.contains("stealth"), "{o:?}");
+}
+
+#[test]
+fn stealth_accept_says_what_the_filter_does_with_the_syn() {
+    let second = |args: &[&str]| {
+        let o = explain_stealth(STEALTH, args);
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with("stealth: "))
+            .unwrap_or_else(|| panic!("no stealth line: {o:?}"))
+            .to_owned()
+    };
+    // Refused by default: dropped before the handshake, on IPv4 and dual-stack.
+    for local in ["0.0.0.0:21", "[::]:21"] {
+        assert_eq!(
+            second(&["--call", "accept", "--remote", "8.8.8.8:5000", "--local", local]),
+            "stealth: the listener's filter drops this SYN: no SYN-ACK, the peer's connect times out",
+            "{local}"
+        );
+    }
+    assert_eq!(
+        second(&[
+            "--call",
+            "accept",
+            "--remote",
+            "[2001:db9::1]:5000",
+            "--local",
+            "[::]:21"
+        ]),
+        "stealth: the listener's filter drops this SYN: no SYN-ACK, the peer's connect times out"
+    );
+    // Allowed.
+    assert_eq!(
+        second(&[
+            "--call",
+            "accept",
+            "--remote",
+            "[2001:db8::1]:5000",
+            "--local",
+            "[::]:21"
+        ]),
+        "stealth: the SYN passes the listener's filter"
+    );
+    // A users rule may allow it when the user is unknown: left to accept.
+    assert_eq!(
+        second(&[
+            "--call",
+            "accept",
+            "--remote",
+            "192.168.1.1:5000",
+            "--local",
+            "0.0.0.0:21"
+        ]),
+        "stealth: the SYN passes the listener's filter; refused at accept (reset)"
+    );
+    assert_eq!(
+        second(&[
+            "--call",
+            "accept",
+            "--remote",
+            "[::ffff:192.168.1.1]:5000",
+            "--local",
+            "[::]:21",
+            "--user",
+            "1000",
+        ]),
+        "stealth: the SYN passes the listener's filter"
+    );
+    let o = explain_stealth(
+        STEALTH,
+        &[
+            "--call",
+            "accept",
+            "--remote",
+            "8.8.8.8:5000",
+            "--local",
+            "0.0.0.0:21",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("valid JSON");
+    assert_eq!(v["refused"], true);
+    assert_eq!(v["stealth"]["syn"], "dropped", "{o:?}");
 }

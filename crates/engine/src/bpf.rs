@@ -946,10 +946,15 @@ pub fn run(prog: &[SockFilter], net: &[u8], data_off: usize) -> Result<u32, Stri
 }
 
 /// A minimal TCP SYN from `src` to `dst` as the filter sees it: the network header
-/// bytes followed by the TCP header, and the offset of the TCP header. An IPv4 pair
-/// (or v4-mapped IPv6 addresses) makes an IPv4 packet, otherwise IPv6.
+/// bytes followed by the TCP header, and the offset of the TCP header. An IPv4 source
+/// (or a v4-mapped one) to an IPv4, v4-mapped or unspecified destination (a wildcard
+/// listener) makes an IPv4 packet, as on a dual-stack socket; anything else IPv6.
 pub fn syn_packet(src: SocketAddr, dst: SocketAddr) -> (Vec<u8>, usize) {
     let (s, d) = (src.ip().to_canonical(), dst.ip().to_canonical());
+    let d = match d {
+        IpAddr::V6(a) if a.is_unspecified() && s.is_ipv4() => IpAddr::V4(0.into()),
+        d => d,
+    };
     let mut p = Vec::new();
     match (s, d) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {

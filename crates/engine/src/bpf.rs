@@ -240,11 +240,26 @@ fn widen<T: Copy + Into<u128>>(v: &[(T, T)]) -> Vec<(u128, u128)> {
     v.iter().map(|&(a, b)| (a.into(), b.into())).collect()
 }
 
-/// A check, or `None` when it always holds; `Err(())` when it never does.
-fn check(field: Field, ranges: Vec<(u128, u128)>) -> Result<Option<Check>, ()> {
+/// Why a field test cannot be part of a filter.
+enum NoCheck {
+    /// It never holds: the rule cannot match.
+    Never,
+    /// It alone needs more than [`MAX_INSNS`] instructions (at least this many).
+    TooLarge(usize),
+}
+
+/// A check, or `None` when it always holds.
+fn check<T: Copy + Into<u128>>(field: Field, ranges: &[(T, T)]) -> Result<Option<Check>, NoCheck> {
     if ranges.is_empty() {
-        return Err(());
+        return Err(NoCheck::Never);
     }
+    // n disjoint, non-adjacent ranges leave 2n-1 alternating intervals to tell apart:
+    // at least 2n-2 comparisons. Known too large before copying a huge set.
+    let least = 2 * ranges.len() - 2;
+    if least > MAX_INSNS {
+        return Err(NoCheck::TooLarge(least));
+    }
+    let ranges = widen(ranges);
     if ranges.len() == 1 && ranges[0] == (0, field.max()) {
         return Ok(None);
     }
@@ -252,7 +267,14 @@ fn check(field: Field, ranges: Vec<(u128, u128)>) -> Result<Option<Check>, ()> {
 }
 
 /// The residual accept rules for one family section (`v6` false: IPv4 packets).
-fn residual(policy: &Policy, l: &Listener<'_>, v6: bool, partial: &mut Vec<String>) -> Vec<RRule> {
+/// `Err(n)`: a rule that can match needs a test of at least `n` > [`MAX_INSNS`]
+/// instructions.
+fn residual(
+    policy: &Policy,
+    l: &Listener<'_>,
+    v6: bool,
+    partial: &mut Vec<String>,
+) -> Result<Vec<RRule>, usize> {
     let local_ip = l.local.ip().to_canonical();
     let local_known = !local_ip.is_unspecified();
     let port_known = l.local.port() != 0;
@@ -288,10 +310,12 @@ fn residual(policy: &Policy, l: &Listener<'_>, v6: bool, partial: &mut Vec<Strin
         }
         let mut checks = Vec::new();
         let mut never = false;
-        let mut add = |c: Result<Option<Check>, ()>| match c {
+        let mut too_large = None;
+        let mut add = |c: Result<Option<Check>, NoCheck>| match c {
             Ok(Some(c)) => checks.push(c),
             Ok(None) => {}
-            Err(()) => never = true,
+            Err(NoCheck::Never) => never = true,
+            Err(NoCheck::TooLarge(n)) => too_large = Some(n),
         };
         if let Some(ps) = r.local_ports() {
             if port_known {
@@ -299,11 +323,11 @@ fn residual(policy: &Policy, l: &Listener<'_>, v6: bool, partial: &mut Vec<Strin
                     continue;
                 }
             } else {
-                add(check(Field::DstPort, widen(ps.ranges())));
+                add(check(Field::DstPort, ps.ranges()));
             }
         }
         if let Some(ps) = r.remote_ports() {
-            add(check(Field::SrcPort, widen(ps.ranges())));
+            add(check(Field::SrcPort, ps.ranges()));
         }
         if let Some(s) = r.local() {
             if local_known {
@@ -311,16 +335,16 @@ fn residual(policy: &Policy, l: &Listener<'_>, v6: bool, partial: &mut Vec<Strin
                     continue;
                 }
             } else if v6 {
-                add(check(Field::Dst6, s.v6_ranges().to_vec()));
+                add(check(Field::Dst6, s.v6_ranges()));
             } else {
-                add(check(Field::Dst4, widen(s.v4_ranges())));
+                add(check(Field::Dst4, s.v4_ranges()));
             }
         }
         if let Some(s) = r.remote() {
             if v6 {
-                add(check(Field::Src6, s.v6_ranges().to_vec()));
+                add(check(Field::Src6, s.v6_ranges()));
             } else {
-                add(check(Field::Src4, widen(s.v4_ranges())));
+                add(check(Field::Src4, s.v4_ranges()));
             }
         }
         if never {
@@ -351,13 +375,16 @@ fn residual(policy: &Policy, l: &Listener<'_>, v6: bool, partial: &mut Vec<Strin
                 continue;
             }
         }
+        if let Some(n) = too_large {
+            return Err(n);
+        }
         let unconditional = checks.is_empty();
         out.push(RRule { allow, checks });
         if unconditional {
             break; // nothing after it is reachable in this section
         }
     }
-    out
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------
@@ -751,15 +778,21 @@ pub fn compile(policy: &Policy, l: &Listener<'_>) -> Compiled {
         SocketAddr::V4(_) => false,
         SocketAddr::V6(s) => s.ip().to_ipv4_mapped().is_none(),
     };
-    let r4 = if v4 {
-        residual(policy, l, false, &mut partial)
-    } else {
-        Vec::new()
+    let mut section = |on: bool, v6: bool| {
+        if on {
+            residual(policy, l, v6, &mut partial)
+        } else {
+            Ok(Vec::new())
+        }
     };
-    let r6 = if v6 {
-        residual(policy, l, true, &mut partial)
-    } else {
-        Vec::new()
+    let (r4, r6) = match (section(v4, false), section(v6, true)) {
+        (Ok(r4), Ok(r6)) => (r4, r6),
+        (Err(n), _) | (_, Err(n)) => {
+            return Compiled {
+                outcome: Outcome::TooLarge { insns: n },
+                partial,
+            }
+        }
     };
     // Whether a section can drop anything: a deny rule, or a deny default that is
     // reachable (no unconditional rule before it).

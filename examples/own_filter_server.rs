@@ -2,10 +2,15 @@
 //! like a program that filters its own traffic. With `stealth: true`, sockexit must
 //! keep that filter (and fall back to accept-time checks), not replace it.
 //!
-//! Usage: `own_filter_server [ADDR] [--max N]` (default `127.0.0.1:0`).
+//! Usage: `own_filter_server [ADDR] [--max N] [--no-filter] [--unbound]` (default
+//! `127.0.0.1:0`).
 //!
 //! The filter accepts every packet (`ret 0xffffffff`) but is 2 instructions long so it
 //! can be recognised: `ld #1; ret #0xffffffff`.
+//!
+//! - `--no-filter`: attach none (then `filter=N` shows what sockexit attached).
+//! - `--unbound`: skip `bind`, so `listen` binds the socket to a kernel-chosen port on
+//!   every address of ADDR's family (the library sees port 0 at listen).
 //!
 //! Stdout: `listening ADDR filter=N` once ready, N the socket's filter length read back
 //! with `SO_GET_FILTER` after listen (2 when the program's own filter was kept),
@@ -25,9 +30,12 @@ const BANNER: &[u8] = b"220 own filter\r\n";
 fn main() {
     let mut addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
     let mut max: Option<u64> = None;
+    let (mut filter, mut bind) = (true, true);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--no-filter" => filter = false,
+            "--unbound" => bind = false,
             "--max" => {
                 max = Some(
                     args.next()
@@ -39,7 +47,7 @@ fn main() {
             s => addr = s.parse().unwrap_or_else(|_| usage()),
         }
     }
-    let listener = match listener_with_filter(&addr) {
+    let listener = match listener_with_filter(&addr, filter, bind) {
         Ok(l) => l,
         Err((what, e)) => fail(what, &e),
     };
@@ -67,8 +75,13 @@ fn main() {
     println!("served {served}");
 }
 
-/// socket + SO_REUSEADDR + bind + SO_ATTACH_FILTER + listen. The error names the step.
-fn listener_with_filter(addr: &SocketAddr) -> Result<TcpListener, (&'static str, Error)> {
+/// socket + SO_REUSEADDR + bind + SO_ATTACH_FILTER + listen, the middle two as asked.
+/// The error names the step.
+fn listener_with_filter(
+    addr: &SocketAddr,
+    filter: bool,
+    bind: bool,
+) -> Result<TcpListener, (&'static str, Error)> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -98,39 +111,41 @@ fn listener_with_filter(addr: &SocketAddr) -> Result<TcpListener, (&'static str,
     }
     let (ss, len) = raw(addr);
     // SAFETY: ss holds a sockaddr of len bytes and outlives the call.
-    if unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
+    if bind && unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
         return Err(("bind", Error::last_os_error()));
     }
-    let mut prog = [
-        libc::sock_filter {
-            code: 0x00, // ld #k
-            jt: 0,
-            jf: 0,
-            k: 1,
-        },
-        libc::sock_filter {
-            code: 0x06, // ret #k
-            jt: 0,
-            jf: 0,
-            k: 0xffff_ffff,
-        },
-    ];
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_mut_ptr(),
-    };
-    // SAFETY: fprog points at prog, which outlives the call; the kernel copies it.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(("setsockopt SO_ATTACH_FILTER", Error::last_os_error()));
+    if filter {
+        let mut prog = [
+            libc::sock_filter {
+                code: 0x00, // ld #k
+                jt: 0,
+                jf: 0,
+                k: 1,
+            },
+            libc::sock_filter {
+                code: 0x06, // ret #k
+                jt: 0,
+                jf: 0,
+                k: 0xffff_ffff,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: fprog points at prog, which outlives the call; the kernel copies it.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(("setsockopt SO_ATTACH_FILTER", Error::last_os_error()));
+        }
     }
     // SAFETY: listen(2) takes plain integers.
     if unsafe { libc::listen(fd, 128) } < 0 {

@@ -440,6 +440,83 @@ rules:
 }
 
 #[test]
+fn wildcard_listener_judges_the_destination_address_in_the_filter() {
+    let dir = TempDir::new("stealth-dst");
+    let policy = dir.write(
+        "policy.yaml",
+        r#"version: 1
+default: deny
+stealth: true
+audit: { log: off }
+rules:
+  - { name: listen, action: allow, calls: [listen] }
+  - { name: via-lo, action: allow, calls: [accept], local: [127.0.0.1] }
+"#,
+    );
+    let s = Server::start("banner_server", &policy, &["0.0.0.0:0"]);
+    let lo3 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+    assert_eq!(visit(LO, s.at(LO)), served(BANNER), "to 127.0.0.1");
+    assert_eq!(visit(LO, s.at(lo3)), dropped(), "to 127.0.0.3");
+}
+
+#[test]
+fn unbound_listener_judges_the_destination_port_in_the_filter() {
+    let dir = TempDir::new("stealth-dport");
+    // listen() on an unbound socket: the port is chosen by the kernel after the
+    // filter is compiled, so the filter itself reads the destination port. Only the
+    // kernel's ephemeral range is allowed, so a filter reading the wrong bytes (the
+    // random sequence number next to the port) would drop some of several SYNs.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u16>());
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999));
+    let policy = dir.write(
+        "policy.yaml",
+        &format!(
+            r#"version: 1
+default: deny
+stealth: true
+audit: {{ log: off }}
+rules:
+  - {{ name: listen, action: allow, calls: [listen] }}
+  - {{ name: lo-ephemeral, action: allow, calls: [accept], remote: [127.0.0.1], local_ports: ["{}-{}"] }}
+"#,
+            range.0, range.1
+        ),
+    );
+    let mut s = Server::start(
+        "own_filter_server",
+        &policy,
+        &["0.0.0.0:0", "--no-filter", "--unbound"],
+    );
+    let attached: usize = s
+        .extra
+        .strip_prefix("filter=")
+        .and_then(|n| n.parse().ok())
+        .expect("filter=N");
+    assert_eq!(
+        attached > 0,
+        filters_allowed(),
+        "sockexit's filter: {}",
+        s.extra
+    );
+    assert!((range.0..=range.1).contains(&s.addr.port()), "{}", s.addr);
+    for i in 0..8 {
+        assert_eq!(
+            visit(LO, s.at(LO)),
+            served(b"220 own filter\r\n"),
+            "127.0.0.1, connection {i}"
+        );
+    }
+    assert_eq!(visit(LO2, s.at(LO)), dropped(), "127.0.0.2");
+    let err = s.stop();
+    assert_full_stealth(&err);
+}
+
+#[test]
 fn source_port_rule_is_enforced_by_the_filter() {
     let dir = TempDir::new("stealth-port");
     // The client's source port is fixed before the policy names it.

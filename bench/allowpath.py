@@ -150,6 +150,11 @@ def main():
         print(f"  {fn:40} {c:8.2f} {ir:14,.0f}")
     if not rows:
         print("  (none)")
+    alloc = re.compile(r"(^|_)(malloc|calloc|realloc|free|memalign|posix_memalign|aligned_alloc|mmap|munmap|brk|sbrk)$|__rust_(alloc|dealloc|realloc)")
+    lock = re.compile(r"pthread_(mutex|rwlock|spin|cond|once)|__lll_lock|futex|sem_(wait|post)")
+    n_alloc = sum(c for fn, c, _ in rows if alloc.search(fn or ""))
+    n_lock = sum(c for fn, c, _ in rows if lock.search(fn or ""))
+    print(f"\nallocations per connection: {n_alloc:.2f}; lock operations per connection: {n_lock:.2f}")
 
     print("\nsyscalls per connection, preloaded minus plain (strace -f -c):")
     plain = bench.clean_env()

@@ -515,40 +515,50 @@ http {{
         out = run([f"{self.bin}/execloop", str(count), "/bin/true"], env=env, timeout=300)
         return float(kv(out)["ns_per_exec"])
 
-    def child_env(self, policy):
+    def child_env(self, policy, lib=None):
         env = clean_env()
+        if lib or policy:
+            env["BENCH_CHILD_LD_PRELOAD"] = lib or self.lib
         if policy:
-            env["BENCH_CHILD_LD_PRELOAD"] = self.lib
             env["BENCH_CHILD_POLICY"] = policy
         return env
 
     def item_exec(self):
-        variants = [("plain", None)]
+        # (name, policy, preload, description). "null" and "empty" are the breakdown:
+        # what any small preload costs, and what this library costs before any rule.
+        self.pol_empty = self.write(
+            "policy-empty.yaml",
+            "version: 1\ndefault: deny\naudit: { log: off }\nrules: []\n",
+        )
+        variants = [
+            ("plain", None, None, ""),
+            ("null", None, self.a.nullhook, "a do-nothing interposer (nullhook.so), for scale"),
+            ("empty", self.pol_empty, None, "an empty policy (`rules: []`): the library alone"),
+        ]
         if self.pol_example:
-            variants.append(("example", self.pol_example))
+            variants.append(("example", self.pol_example, None, "policy.example.yaml"))
         else:
             self.notes.append("policy.example.yaml is missing: exec/RSS rows with it skipped")
-        variants.append(("100k", self.pol_allow))
-        for _, pol in variants[1:]:
-            self.assert_loads(pol)
+        variants.append(("100k", self.pol_allow, None, "20 rules + 100k-prefix set"))
+        for _, pol, _, _ in variants:
+            if pol:
+                self.assert_loads(pol)
         counts = {}
-        for name, pol in variants:
-            one = self.execloop(5, self.child_env(pol)) / 1e6
+        for name, pol, lib, _ in variants:
+            one = self.execloop(5, self.child_env(pol, lib)) / 1e6
             # Keep a round under ~20 s even if a big policy makes every exec slow.
             counts[name] = max(50, min(self.a.execs, int(20_000 / max(one, 0.01))))
         ns = {v[0]: [] for v in variants}
+        nv = len(variants)
         for rnd in range(self.a.exec_rounds):
-            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
-            for name, pol in order:
-                ns[name].append(self.execloop(counts[name], self.child_env(pol)))
-        for name, pol in variants[1:]:
+            order = variants[rnd % nv :] + variants[: rnd % nv]
+            for name, pol, lib, _ in order:
+                ns[name].append(self.execloop(counts[name], self.child_env(pol, lib)))
+        for name, pol, lib, what in variants[1:]:
             extra = [(s - p) / 1e6 for p, s in zip(ns["plain"], ns[name])]
             e = median(extra)
             target = "≤ 0.5 ms" if name == "example" else ""
             verdict = ("PASS" if e <= 0.5 else "FAIL") if name == "example" else ""
-            what = (
-                "policy.example.yaml" if name == "example" else "20 rules + 100k-prefix set"
-            )
             self.row(
                 "4",
                 f"exec overhead: /bin/true × {counts[name]} (plain × {counts['plain']}), {what}",
@@ -557,7 +567,7 @@ http {{
                 f"+{e:.3f} ms",
                 target,
                 verdict,
-                f"extra per exec, per-round range {min(extra):.3f}–{max(extra):.3f} ms",
+                f"extra per exec (median of {self.a.exec_rounds} interleaved rounds), per-round range {min(extra):.3f}–{max(extra):.3f} ms",
             )
 
     # --- 5: memory ----------------------------------------------------------------

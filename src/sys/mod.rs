@@ -352,19 +352,63 @@ pub fn v6_only(fd: c_int) -> bool {
 }
 
 /// The effective uid and gid, each only when this process cannot change it any more:
-/// real, effective and saved ids equal, and not root (a root server may still drop
-/// privileges before it accepts). `None` means "may change".
+/// real, effective and saved ids equal, not root (a root server may still drop
+/// privileges before it accepts), and no `CAP_SETUID`/`CAP_SETGID` in the permitted
+/// capability set. `None` means "may change".
 pub fn fixed_ids() -> (Option<u32>, Option<u32>) {
+    let (set_uid, set_gid) = may_set_ids();
     let (mut r, mut e, mut s) = (0, 0, 0);
-    if syscall!(getresuid(&mut r, &mut e, &mut s)).is_err() || e == 0 || r != e || s != e {
+    if set_uid || syscall!(getresuid(&mut r, &mut e, &mut s)).is_err() || e == 0 || r != e || s != e
+    {
         return (None, None);
     }
     let uid = e;
     let (mut r, mut e, mut s) = (0, 0, 0);
-    if syscall!(getresgid(&mut r, &mut e, &mut s)).is_err() || r != e || s != e {
+    if set_gid || syscall!(getresgid(&mut r, &mut e, &mut s)).is_err() || r != e || s != e {
         return (Some(uid), None);
     }
     (Some(uid), Some(e))
+}
+
+/// Whether `CAP_SETUID` / `CAP_SETGID` are in this process's permitted set
+/// (`capget(2)`, version 3); both `true` when that cannot be read.
+fn may_set_ids() -> (bool, bool) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SETGID: u32 = 6;
+    const CAP_SETUID: u32 = 7;
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // capget writes two Data entries for version 3, which `d` holds.
+    match syscall!(syscall(
+        libc::SYS_capget,
+        &mut h as *mut Header,
+        d.as_mut_ptr()
+    )) {
+        Ok(_) => (
+            d[0].permitted & (1 << CAP_SETUID) != 0,
+            d[0].permitted & (1 << CAP_SETGID) != 0,
+        ),
+        Err(_) => (true, true),
+    }
 }
 
 fn to_libc(f: &SockFilter) -> libc::sock_filter {

@@ -589,12 +589,13 @@ fn ten_thousand_merging_prefixes_compile_and_drop() {
 
 #[test]
 fn a_filter_of_thousands_of_instructions_is_accepted_by_the_kernel() {
-    let dir = TempDir::new("stealth-1500");
-    // 1,500 scattered /32s: a search tree of ~3,000 comparisons with `ja` islands,
-    // close to the kernel's 4096-instruction limit, on a dual-stack listener.
+    let dir = TempDir::new("stealth-3400");
+    // 3,400 scattered host addresses: a search tree ending in `jeq` chains, with `ja`
+    // islands, about 3,950 instructions on a dual-stack listener: close to the
+    // kernel's limit of 4,096.
     let set = set_file(
         &dir,
-        (0..1_500u32).map(|i| {
+        (0..3_400u32).map(|i| {
             let x = i.wrapping_mul(2_654_435_761) & 0x00ff_ffff;
             Ipv4Addr::from(0x0a00_0000 | x).to_string()
         }),

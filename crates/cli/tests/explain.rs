@@ -459,10 +459,10 @@ fn stealth_too_large_set_is_reported() {
     );
     let o = explain_stealth(&policy, &["--call", "listen", "--local", "0.0.0.0:80"]);
     let l = o.stdout.lines().nth(1).unwrap_or_default();
-    // 10,000 separate addresses need at least 19,998 comparisons.
+    // 10,000 separate addresses need at least 9,999 comparisons.
     assert!(
         l.starts_with(
-            "stealth: no filter: too large (19998+ instructions, the kernel allows 4096)"
+            "stealth: no filter: too large (9999+ instructions, the kernel allows 4096)"
         ),
         "{o:?}"
     );

@@ -253,9 +253,9 @@ fn check<T: Copy + Into<u128>>(field: Field, ranges: &[(T, T)]) -> Result<Option
     if ranges.is_empty() {
         return Err(NoCheck::Never);
     }
-    // n disjoint, non-adjacent ranges leave 2n-1 alternating intervals to tell apart:
-    // at least 2n-2 comparisons. Known too large before copying a huge set.
-    let least = 2 * ranges.len() - 2;
+    // n disjoint, non-adjacent ranges each need a comparison of their own (a `jeq`
+    // for a single value, else a boundary): known too large before copying a huge set.
+    let least = ranges.len() - 1;
     if least > MAX_INSNS {
         return Err(NoCheck::TooLarge(least));
     }
@@ -679,8 +679,12 @@ fn emit_level(
     }
     let (code, k) = field.load(d);
     a.stmt(code, k)?;
-    lv.tree(a, &pieces)
+    lv.tree(a, &pieces, 1 << 32)
 }
+
+/// Longest chain of `jeq` tests used instead of a subtree (more would lengthen the
+/// path a packet runs for little saving).
+const CHAIN: usize = 8;
 
 /// One word of a set test: where its tree leads.
 struct Level<'s> {
@@ -704,10 +708,26 @@ impl Level<'_> {
         }
     }
 
-    /// A balanced tree of `jge` over the pieces' start values; A holds the word.
-    /// Sub-word tests are emitted next to the node that leads to them, so those jumps
-    /// stay short.
-    fn tree(&self, a: &mut Asm, pieces: &[(u32, Piece)]) -> Result<(), Overflow> {
+    /// A balanced tree of `jge` over the pieces' start values; A holds the word, and
+    /// is below `end` here. Sub-word tests are emitted next to the node that leads to
+    /// them, so those jumps stay short. Where the pieces left are a few single values
+    /// among gaps (a list of host addresses), a chain of `jeq` is shorter: one test
+    /// per value instead of two boundaries.
+    fn tree(&self, a: &mut Asm, pieces: &[(u32, Piece)], end: u64) -> Result<(), Overflow> {
+        if let Some(points) = points_only(pieces, end) {
+            if points.len() <= CHAIN && points.len() + 1 < pieces.len() {
+                for (i, &v) in points.iter().enumerate() {
+                    if i + 1 == points.len() {
+                        a.jump(op::JMP | op::JEQ | op::K, v, self.yes, self.no)?;
+                    } else {
+                        let next = a.label();
+                        a.jump(op::JMP | op::JEQ | op::K, v, self.yes, next)?;
+                        a.place(next);
+                    }
+                }
+                return Ok(());
+            }
+        }
         let mid = pieces.len() / 2;
         let (left, right) = pieces.split_at(mid);
         let side = |a: &mut Asm, s: &[(u32, Piece)]| match s {
@@ -721,18 +741,34 @@ impl Level<'_> {
         let (jf, lf) = side(a, left);
         let (jt, rt) = side(a, right);
         a.jump(op::JMP | op::JGE | op::K, right[0].0, jt, jf)?;
-        for (l, s) in [(lf, left), (rt, right)] {
+        let split = u64::from(right[0].0);
+        for (l, s, e) in [(lf, left, split), (rt, right, end)] {
             if let Some(l) = l {
                 a.place(l);
                 if s.len() == 1 {
                     self.leaf(a, s[0].1)?;
                 } else {
-                    self.tree(a, s)?;
+                    self.tree(a, s, e)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The values of the in-pieces when every in-piece is a single value and no piece
+/// needs the next word; `end` bounds the last piece.
+fn points_only(pieces: &[(u32, Piece)], end: u64) -> Option<Vec<u32>> {
+    let mut points = Vec::new();
+    for (i, &(start, p)) in pieces.iter().enumerate() {
+        let next = pieces.get(i + 1).map_or(end, |n| u64::from(n.0));
+        match p {
+            Piece::Out => {}
+            Piece::In if next == u64::from(start) + 1 => points.push(start),
+            _ => return None,
+        }
+    }
+    Some(points)
 }
 
 /// One family's rules in order, then the default. Never falls through.

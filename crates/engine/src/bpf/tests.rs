@@ -484,3 +484,21 @@ fn hundreds_of_random_rules_agree_with_engine() {
     }
     assert!(largest > 1000, "some program needs islands: {largest}");
 }
+
+#[test]
+fn host_address_lists_compile_to_jeq_chains_and_agree() {
+    // 2,500 scattered IPv4 hosts (about 1.2 instructions a host) and 50 IPv6 hosts.
+    let mut rng = Rng(5);
+    let mut nets: Vec<String> = (0..2500)
+        .map(|_| Ipv4Addr::from(rng.next() as u32).to_string())
+        .collect();
+    nets.extend((0..50).map(|_| Ipv6Addr::from(((rng.next() as u128) << 64) | 7).to_string()));
+    let p = big_policy(nets.into_iter(), "deny", "allow");
+    let l = listener("0.0.0.0:80", Some(1));
+    let n = compile(&p, &l).insns().expect("fits");
+    assert!(n < 3100, "{n} instructions for 2,500 hosts");
+    let (_, d) = agree(&p, &l, 30_000, true, &[1]);
+    assert!(d > 1000, "boundary samples are dropped: {d}");
+    let l = listener("[::]:80", Some(1));
+    agree(&p, &l, 30_000, true, &[1]);
+}

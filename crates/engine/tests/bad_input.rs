@@ -91,6 +91,21 @@ fn bad_cidr_and_bad_address() {
         rule("    remote: [\"2001:db8::/129\"]\n"),
         ":6:14: key `remote`: rule `r`: `2001:db8::/129` is not an IP address, CIDR prefix or @set",
     );
+    for bad in [
+        "10.0.0.0/+8",
+        "10.0.0.0/ 8",
+        "/8",
+        "10.0.0.0/8/8",
+        "10.0.0.0/0008",
+        "1.2.3/24",
+    ] {
+        refused(
+            rule(&format!("    remote: [\"{bad}\"]\n")),
+            &format!(
+                ":6:13: key `remote`: rule `r`: `{bad}` is not an IP address, CIDR prefix or @set"
+            ),
+        );
+    }
     refused(
         rule("    remote: [lan]\n"),
         ":6:14: key `remote`: rule `r`: `lan` is not an IP address, CIDR prefix or @set",

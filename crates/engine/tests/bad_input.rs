@@ -102,7 +102,7 @@ fn bad_cidr_and_bad_address() {
         refused(
             rule(&format!("    remote: [\"{bad}\"]\n")),
             &format!(
-                ":6:13: key `remote`: rule `r`: `{bad}` is not an IP address, CIDR prefix or @set"
+                ":6:14: key `remote`: rule `r`: `{bad}` is not an IP address, CIDR prefix or @set"
             ),
         );
     }

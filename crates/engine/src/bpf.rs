@@ -501,8 +501,8 @@ impl Asm {
     }
 
     /// A label within reach of the jump at item `i` (position `p`) that leads to
-    /// `target`: an existing `ja target`, else a new one where nothing falls through,
-    /// else a new one right after the jump.
+    /// `target`: an existing `ja target`, else a new one where nothing falls through
+    /// (at the latest such point, with some slack), at worst right after the jump.
     fn island(&mut self, i: usize, p: usize, target: Label, lab: &[usize], at: &[usize]) -> Label {
         let reach = p + 256; // last position a jump at p can reach
         let fresh = self.label();
@@ -519,11 +519,10 @@ impl Asm {
                     break;
                 }
             }
-            let falls = match o {
-                Op::Stmt { code, .. } => code & 0x07 != op::RET,
-                Op::Ja(_) => false,
-                Op::Jump { jt, jf, .. } => lab[jt] == at[j] + 1 || lab[jf] == at[j] + 1,
-            };
+            // Only a statement other than a return runs on into the next instruction:
+            // a conditional jump names both its targets (labels), so an island right
+            // after it moves a target one further, still correct.
+            let falls = matches!(o, Op::Stmt { code, .. } if code & 0x07 != op::RET);
             // Prefer islands well before the limit: later insertions between a jump
             // and its island must not push it out of reach again at once.
             if !falls && at[j] < reach && (barrier.is_none() || at[j] + SLACK < reach) {

@@ -148,6 +148,43 @@ rules:
 """
 
 
+def range_image(prefixes):
+    """The compiled form of a set (bench/c/setload.c documents the layout): sorted,
+    merged, inclusive ranges, as the engine keeps them in memory, plus a checksum."""
+    import struct
+
+    v4, v6 = [], []
+    for p in prefixes:
+        n = ipaddress.ip_network(p)
+        (v4 if n.version == 4 else v6).append((int(n.network_address), int(n.broadcast_address)))
+
+    def merge(v):
+        out = []
+        for lo, hi in sorted(v):
+            if out and lo <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(hi, out[-1][1]))
+            else:
+                out.append((lo, hi))
+        return out
+
+    v4, v6 = merge(v4), merge(v6)
+    m64 = (1 << 64) - 1
+    words = []
+    for lo, hi in v6:
+        words += [lo & m64, lo >> 64, hi & m64, hi >> 64]
+    h = 0xCBF29CE484222325
+    for lo, hi in v4:
+        h = ((h ^ ((lo << 32) | hi)) * 0x100000001B3) & m64
+    for w in words:
+        h = ((h ^ w) * 0x100000001B3) & m64
+    return (
+        struct.pack("<QQ", len(v4), len(v6))
+        + b"".join(struct.pack("<II", lo, hi) for lo, hi in v4)
+        + struct.pack(f"<{len(words)}Q", *words)
+        + struct.pack("<Q", h)
+    )
+
+
 def libwrap_inputs(n, seed=11):
     """n /24 networks (none covering 127.0.0.1), as libwrap lines and as CIDRs."""
     rnd = random.Random(seed)
@@ -220,10 +257,11 @@ class Bench:
     def prepare(self):
         log(f"work dir {self.tmp}")
         t = time.time()
+        self.prefixes = gen_prefixes(100_000)
         self.blocklist = self.write(
             "blocklist.txt",
             "# 100,000 prefixes, none covering 127.0.0.0/8 or ::1\n"
-            + "\n".join(gen_prefixes(100_000))
+            + "\n".join(self.prefixes)
             + "\n",
         )
         self.pol_allow = self.write("policy-20-allow.yaml", policy_20(self.blocklist))
@@ -513,7 +551,8 @@ http {{
 
     def execloop(self, count, env):
         out = run([f"{self.bin}/execloop", str(count), "/bin/true"], env=env, timeout=300)
-        return float(kv(out)["ns_per_exec"])
+        r = kv(out)
+        return float(r["ns_per_exec"]), float(r["cpu_ns_per_exec"])
 
     def child_env(self, policy, lib=None):
         env = clean_env()
@@ -545,17 +584,21 @@ http {{
                 self.assert_loads(pol)
         counts = {}
         for name, pol, lib, _ in variants:
-            one = self.execloop(5, self.child_env(pol, lib)) / 1e6
+            one = self.execloop(5, self.child_env(pol, lib))[0] / 1e6
             # Keep a round under ~20 s even if a big policy makes every exec slow.
             counts[name] = max(50, min(self.a.execs, int(20_000 / max(one, 0.01))))
         ns = {v[0]: [] for v in variants}
+        cpu = {v[0]: [] for v in variants}
         nv = len(variants)
         for rnd in range(self.a.exec_rounds):
             order = variants[rnd % nv :] + variants[: rnd % nv]
             for name, pol, lib, _ in order:
-                ns[name].append(self.execloop(counts[name], self.child_env(pol, lib)))
+                w, c = self.execloop(counts[name], self.child_env(pol, lib))
+                ns[name].append(w)
+                cpu[name].append(c)
         for name, pol, lib, what in variants[1:]:
             extra = [(s - p) / 1e6 for p, s in zip(ns["plain"], ns[name])]
+            cextra = [(s - p) / 1e6 for p, s in zip(cpu["plain"], cpu[name])]
             e = median(extra)
             target = "≤ 0.5 ms" if name == "example" else ""
             verdict = ("PASS" if e <= 0.5 else "FAIL") if name == "example" else ""
@@ -567,7 +610,51 @@ http {{
                 f"+{e:.3f} ms",
                 target,
                 verdict,
-                f"extra per exec (median of {self.a.exec_rounds} interleaved rounds), per-round range {min(extra):.3f}–{max(extra):.3f} ms",
+                f"wall clock, extra per exec (median of {self.a.exec_rounds} interleaved rounds), "
+                f"per-round range {min(extra):.3f}–{max(extra):.3f} ms; CPU time of the started "
+                f"program: +{median(cextra):.3f} ms ({median(cpu['plain']) / 1e6:.3f} → {median(cpu[name]) / 1e6:.3f} ms)",
+            )
+
+    # --- proposal: what a 100k-prefix set could cost per exec ----------------------
+
+    def item_setload(self):
+        """Not a measurement of sockexit: the per-exec cost of two designs for loading
+        the 100k-prefix set (BENCHMARKS.md, "Exec overhead of a big set")."""
+        image = self.path("blocklist.img")
+        with open(image, "wb") as f:
+            f.write(range_image(self.prefixes))
+        prog = f"{self.bin}/setload"
+        variants = [
+            ("none", ["none", self.blocklist]),
+            ("read", ["read", self.blocklist]),
+            ("image", ["image", image]),
+        ]
+        for _, args in variants:
+            run([prog] + args, timeout=60)  # each must succeed before it is timed
+        ns = {v[0]: [] for v in variants}
+        cpu = {v[0]: [] for v in variants}
+        for rnd in range(self.a.exec_rounds):
+            order = variants[rnd % 3 :] + variants[: rnd % 3]
+            for name, args in order:
+                out = run([f"{self.bin}/execloop", str(self.a.execs), prog] + args, timeout=300)
+                ns[name].append(float(kv(out)["ns_per_exec"]))
+                cpu[name].append(float(kv(out)["cpu_ns_per_exec"]))
+        for name, what in (
+            ("read", f"read the {os.path.getsize(self.blocklist):,}-byte text set into memory (read eagerly, compile lazily)"),
+            ("image", f"mmap + fully verify a {os.path.getsize(image):,}-byte compiled range image"),
+        ):
+            extra = [(x - b) / 1e6 for b, x in zip(ns["none"], ns[name])]
+            cextra = [(x - b) / 1e6 for b, x in zip(cpu["none"], cpu[name])]
+            self.row(
+                "P",
+                f"proposal, not sockexit: per-exec cost to {what}",
+                f"{median(ns['none']) / 1e6:.3f} ms/exec",
+                f"{median(ns[name]) / 1e6:.3f} ms/exec",
+                f"+{median(extra):.3f} ms",
+                "",
+                "",
+                f"bench/c/setload.c under execloop; wall clock, per-round range {min(extra):.3f}–{max(extra):.3f} ms; "
+                f"CPU time of the started program +{median(cextra):.3f} ms",
             )
 
     # --- 5: memory ----------------------------------------------------------------
@@ -715,7 +802,12 @@ def main():
     ap.add_argument("--engine-decide", required=True, help="the engine-decide binary")
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
     ap.add_argument("--nullhook", required=True, help="nullhook.so (bench/c/nullhook.c)")
-    ap.add_argument("--only", default="conn,nginx,exec,rss,libwrap")
+    ap.add_argument(
+        "--only",
+        default="conn,nginx,exec,rss,libwrap",
+        help="comma-separated items: conn, nginx, exec, rss, libwrap; setload (the "
+        "big-set loading proposal) runs only when named",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny counts: check the script, not the numbers")
     ap.add_argument("--markdown", help="also write the report to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
@@ -728,7 +820,7 @@ def main():
     else:
         a.conns, a.rounds = 20_000, 15
         a.nginx_rounds, a.wrk_secs, a.wrk_conns = 7, 4, 8
-        a.execs, a.exec_rounds, a.rss_runs = 500, 5, 5
+        a.execs, a.exec_rounds, a.rss_runs = 500, 7, 5
         a.wrap_sizes, a.wrap_rounds = [10, 1000, 10000], 3
     only = set(a.only.split(","))
     m0 = machine()
@@ -742,6 +834,7 @@ def main():
             ("exec", b.item_exec),
             ("rss", b.item_rss),
             ("libwrap", b.item_libwrap),
+            ("setload", b.item_setload),
         ):
             if key in only:
                 log(f"--- {key}")

@@ -461,9 +461,7 @@ fn stealth_too_large_set_is_reported() {
     let l = o.stdout.lines().nth(1).unwrap_or_default();
     // 10,000 separate addresses need at least 9,999 comparisons.
     assert!(
-        l.starts_with(
-            "stealth: no filter: too large (9999+ instructions, the kernel allows 4096)"
-        ),
+        l.starts_with("stealth: no filter: too large (9999+ instructions, the kernel allows 4096)"),
         "{o:?}"
     );
     let o = explain_stealth(

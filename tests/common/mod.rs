@@ -15,20 +15,46 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The preload library built alongside this test.
+/// The preload library, built (or brought up to date) on first use, together with the
+/// sample programs (so `cargo test --test NAME` works on its own too).
+///
+/// `cargo test` does not build a `cdylib`-only library for integration tests: without
+/// this, a fresh clone would have no `libsockexit.so`, and a working tree would test a
+/// stale one. One `cargo build` per test binary, a no-op when nothing changed.
 pub fn lib_path() -> PathBuf {
-    let p = profile_dir().join("libsockexit.so");
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_lib).clone()
+}
+
+fn build_lib() -> PathBuf {
+    let profile = profile_dir();
+    let target_dir = profile.parent().expect("target/<profile>");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "sockexit", "--lib", "--examples"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build for libsockexit.so");
     assert!(
-        p.exists(),
-        "{} not built; run `cargo build` first",
-        p.display()
+        out.status.success(),
+        "cargo build -p sockexit --lib --examples failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let p = profile.join("libsockexit.so");
+    assert!(p.exists(), "{} missing after cargo build", p.display());
     p
 }
 
-/// A Cargo example binary (`examples/<name>.rs`), built by `cargo test`.
+/// A Cargo example binary (`examples/<name>.rs`), built with the library.
 pub fn example_path(name: &str) -> PathBuf {
-    let p = profile_dir().join("examples").join(name);
+    let p = lib_path()
+        .parent()
+        .expect("profile dir")
+        .join("examples")
+        .join(name);
     assert!(p.exists(), "example {} not built at {}", name, p.display());
     p
 }

@@ -74,7 +74,12 @@ pub fn install(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let exe = bin.join("sockexit");
-    std::fs::copy(BIN, &exe).unwrap();
+    // A hard link, not a copy: a copy holds a write descriptor that a child forked by
+    // another test thread at that moment inherits until it execs, and exec'ing a file
+    // open for writing fails with ETXTBSY. Copy only across filesystems.
+    if std::fs::hard_link(BIN, &exe).is_err() {
+        std::fs::copy(BIN, &exe).unwrap();
+    }
     exe
 }
 

@@ -82,7 +82,7 @@ fn main() {
     }
 
     let mut served = 0u64;
-    while max.map_or(true, |m| served < m) {
+    while max.is_none_or(|m| served < m) {
         let mut area = [GUARD; AREA];
         let mut len: libc::socklen_t = match buf {
             AddrBuf::Len(n) => n as libc::socklen_t,

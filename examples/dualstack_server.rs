@@ -49,7 +49,7 @@ fn main() {
     }
 
     let mut served = 0u64;
-    while max.map_or(true, |m| served < m) {
+    while max.is_none_or(|m| served < m) {
         let (mut conn, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => match e.raw_os_error() {

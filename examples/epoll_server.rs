@@ -81,7 +81,7 @@ fn main() {
 
     let mut served = 0u64;
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
-    'run: while max.map_or(true, |m| served < m) {
+    'run: while max.is_none_or(|m| served < m) {
         // SAFETY: events is a writable array of the announced length.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
         if n < 0 {

@@ -82,7 +82,7 @@ fn main() {
     println!("listening {local}");
 
     let mut served = 0u64;
-    while max.map_or(true, |m| served < m) {
+    while max.is_none_or(|m| served < m) {
         let (conn, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => match e.raw_os_error() {

@@ -60,7 +60,7 @@ fn main() {
         Err(e) => fail("getsockname", &e),
     }
     let mut served = 0u64;
-    while max.map_or(true, |m| served < m) {
+    while max.is_none_or(|m| served < m) {
         let (mut conn, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => match e.raw_os_error() {

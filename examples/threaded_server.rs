@@ -51,7 +51,7 @@ fn main() {
 
     let mut workers = Vec::new();
     let mut served = 0u64;
-    while max.map_or(true, |m| served < m) {
+    while max.is_none_or(|m| served < m) {
         let (conn, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => match e.raw_os_error() {

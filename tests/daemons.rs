@@ -835,7 +835,7 @@ impl Nginx {
     /// One allowed `GET /` that must return exactly the page; every eighth client comes
     /// over IPv6 from ::1.
     fn get(&self, i: usize) -> Result<(), String> {
-        let mut s = if i % 8 == 0 {
+        let mut s = if i.is_multiple_of(8) {
             allowed_client_v6(self.port)
         } else {
             allowed_client(self.port)

@@ -723,7 +723,7 @@ fn epoll_burst_of_200_alternating_peers() {
             std::thread::spawn(move || {
                 (0..PER_THREAD)
                     .map(|i| {
-                        let allowed = (t * PER_THREAD + i) % 2 == 0;
+                        let allowed = (t * PER_THREAD + i).is_multiple_of(2);
                         let src = if allowed { LO } else { DOT2 };
                         (allowed, talk(src, addr, None))
                     })

@@ -784,7 +784,22 @@ def machine():
     rustc = "?"
     if shutil.which("rustc"):
         rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    rev = "?"
+    if shutil.which("git"):
+        g = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        if g.returncode == 0:
+            rev = g.stdout.strip()
+            d = subprocess.run(
+                ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--",
+                 "src", "crates", "Cargo.toml", "Cargo.lock"],
+                capture_output=True, text=True,
+            ).stdout.strip()
+            if d:
+                rev += " + uncommitted changes in " + ", ".join(
+                    sorted({line[3:].split("/")[0] for line in d.splitlines()})
+                )
     return {
+        "rev": rev,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "glibc": glibc,
         "rustc": rustc,
@@ -849,7 +864,7 @@ def main():
     m1 = machine()
     report = [
         f"Run {m0['date']} on {m0['nproc']} × {m0['cpu']}, Linux {m0['kernel']}, "
-        f"{m0['glibc']}, {m0['rustc']}; "
+        f"{m0['glibc']}, {m0['rustc']}; sockexit {m0['rev']}; "
         f"load average {m0['load']} at start, {m1['load']} at end."
         + (" QUICK MODE: counts too small for real numbers." if a.quick else ""),
         "",

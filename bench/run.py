@@ -876,6 +876,9 @@ def main():
         a.execs, a.exec_rounds, a.rss_runs = 500, 7, 5
         a.wrap_sizes, a.wrap_rounds = [10, 1000, 10000], 3
     only = set(a.only.split(","))
+    known = {"conn", "nginx", "exec", "rss", "libwrap", "setload", "decide"}
+    if only - known:
+        ap.error(f"unknown item(s) {', '.join(sorted(only - known))}; known: {', '.join(sorted(known))}")
     m0 = machine()
     b = Bench(a)
     failed = []

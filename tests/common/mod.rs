@@ -48,6 +48,41 @@ fn build_lib() -> PathBuf {
     p
 }
 
+/// The `sockexit` command, built beside the library (as `sockexit run` expects it).
+pub fn cli_path() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let lib = lib_path();
+            let profile = lib.parent().expect("profile dir").to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "sockexit-cli",
+                "--bin",
+                "sockexit",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", profile.parent().expect("target dir"));
+            if profile.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let out = cmd
+                .output()
+                .expect("run cargo build for the sockexit command");
+            assert!(
+                out.status.success(),
+                "cargo build -p sockexit-cli failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            profile.join("sockexit")
+        })
+        .clone()
+}
+
 /// A Cargo example binary (`examples/<name>.rs`), built with the library.
 pub fn example_path(name: &str) -> PathBuf {
     let p = lib_path()

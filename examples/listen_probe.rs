@@ -18,7 +18,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::exit;
 
 mod common;
-use common::fail;
+use common::{fail, raw_addr};
 
 fn main() {
     let arg = match std::env::args().nth(1) {
@@ -45,35 +45,12 @@ fn ip_listen(addr: &SocketAddr) -> SocketAddr {
     let fd = check("socket", unsafe_socket(family));
     // SAFETY: fd is a fresh socket we own.
     let l = unsafe { TcpListener::from_raw_fd(fd) };
-    // SAFETY: sockaddr_storage is plain data, all-zero valid, and large and aligned
-    // enough to be viewed as sockaddr_in/sockaddr_in6; it outlives the bind call.
+    let (ss, len) = raw_addr(addr);
+    // SAFETY: ss holds a sockaddr of len bytes and outlives the bind call.
     unsafe {
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 =
-                    &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
         check(
             "bind",
-            libc::bind(
-                fd,
-                (&ss as *const libc::sockaddr_storage).cast(),
-                len as libc::socklen_t,
-            ),
+            libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len),
         );
         check("listen", libc::listen(fd, 16));
     }

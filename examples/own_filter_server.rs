@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::exit;
 
 mod common;
-use common::fail;
+use common::{fail, raw_addr};
 
 const BANNER: &[u8] = b"220 own filter\r\n";
 
@@ -109,7 +109,7 @@ fn listener_with_filter(
     if r < 0 {
         return Err(("setsockopt SO_REUSEADDR", Error::last_os_error()));
     }
-    let (ss, len) = raw(addr);
+    let (ss, len) = raw_addr(addr);
     // SAFETY: ss holds a sockaddr of len bytes and outlives the call.
     if bind && unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) } < 0 {
         return Err(("bind", Error::last_os_error()));
@@ -173,34 +173,6 @@ fn filter_len(fd: i32) -> Result<u32, Error> {
         return Err(Error::last_os_error());
     }
     Ok(n)
-}
-
-fn raw(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match a {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
 }
 
 fn usage() -> ! {

@@ -4,8 +4,11 @@
 //! completes and the connection is reset. Allowed peers are served as before.
 
 mod common;
+#[path = "../examples/common/mod.rs"]
+mod sample;
 
 use common::{example_path, preloaded, TempDir};
+use sample::raw_addr;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -134,7 +137,7 @@ fn bound_socket(src: IpAddr, sport: u16) -> OwnedFd {
     assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
     // SAFETY: a fresh socket we own from here on.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let (ss, len) = raw(&SocketAddr::new(src, sport));
+    let (ss, len) = raw_addr(&SocketAddr::new(src, sport));
     // SAFETY: ss holds a sockaddr of len bytes and outlives the call.
     let r = unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     assert_eq!(r, 0, "bind {src}: {}", std::io::Error::last_os_error());
@@ -155,7 +158,7 @@ fn visit_with(sock: OwnedFd, dst: SocketAddr) -> Seen {
 /// cannot deadlock) then half-close.
 fn visit_sending(sock: OwnedFd, dst: SocketAddr, data: &[u8]) -> Seen {
     let fd = sock.as_raw_fd();
-    let (ss, len) = raw(&dst);
+    let (ss, len) = raw_addr(&dst);
     // SAFETY: ss holds a sockaddr of len bytes and outlives the call.
     let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     if r < 0 {
@@ -216,34 +219,6 @@ impl Drop for Joined {
             let _ = h.join();
         }
     }
-}
-
-fn raw(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match a {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
 }
 
 /// Whether this process may attach a socket filter. Stock kernels allow any process;

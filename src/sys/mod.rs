@@ -411,6 +411,15 @@ fn may_set_ids() -> (bool, bool) {
     }
 }
 
+fn from_libc(f: &libc::sock_filter) -> SockFilter {
+    SockFilter {
+        code: f.code,
+        jt: f.jt,
+        jf: f.jf,
+        k: f.k,
+    }
+}
+
 fn to_libc(f: &SockFilter) -> libc::sock_filter {
     libc::sock_filter {
         code: f.code,
@@ -487,16 +496,7 @@ pub fn attached_filter(fd: c_int) -> io::Result<AttachedFilter> {
         Err(e) => return Err(e),
     }
     buf.truncate(len as usize);
-    Ok(AttachedFilter::Classic(
-        buf.iter()
-            .map(|f| SockFilter {
-                code: f.code,
-                jt: f.jt,
-                jf: f.jf,
-                k: f.k,
-            })
-            .collect(),
-    ))
+    Ok(AttachedFilter::Classic(buf.iter().map(from_libc).collect()))
 }
 
 // ---------------------------------------------------------------------------------

@@ -23,29 +23,9 @@ pub fn profile_dir() -> PathBuf {
 /// stale one. One `cargo build` per test binary, a no-op when nothing changed.
 pub fn lib_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build_lib).clone()
-}
-
-fn build_lib() -> PathBuf {
-    let profile = profile_dir();
-    let target_dir = profile.parent().expect("target/<profile>");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "sockexit", "--lib", "--examples"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("run cargo build for libsockexit.so");
-    assert!(
-        out.status.success(),
-        "cargo build -p sockexit --lib --examples failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = profile.join("libsockexit.so");
-    assert!(p.exists(), "{} missing after cargo build", p.display());
-    p
+    BUILT
+        .get_or_init(|| cargo_build(&["-p", "sockexit", "--lib", "--examples"], "libsockexit.so"))
+        .clone()
 }
 
 /// The `sockexit` command, built beside the library (as `sockexit run` expects it).
@@ -53,34 +33,38 @@ pub fn cli_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let lib = lib_path();
-            let profile = lib.parent().expect("profile dir").to_path_buf();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args([
-                "build",
-                "--quiet",
-                "-p",
-                "sockexit-cli",
-                "--bin",
-                "sockexit",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", profile.parent().expect("target dir"));
-            if profile.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd
-                .output()
-                .expect("run cargo build for the sockexit command");
-            assert!(
-                out.status.success(),
-                "cargo build -p sockexit-cli failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            profile.join("sockexit")
+            lib_path(); // `run` refuses to start without the library beside it
+            cargo_build(&["-p", "sockexit-cli", "--bin", "sockexit"], "sockexit")
         })
         .clone()
+}
+
+/// `cargo build ARGS` into this test's own target directory and profile; returns the
+/// path of `artifact` in the profile directory.
+fn cargo_build(args: &[&str], artifact: &str) -> PathBuf {
+    let profile = profile_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "CARGO_TARGET_DIR",
+            profile.parent().expect("target/<profile>"),
+        );
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = profile.join(artifact);
+    assert!(p.exists(), "{} missing after cargo build", p.display());
+    p
 }
 
 /// A Cargo example binary (`examples/<name>.rs`), built with the library.

@@ -5,7 +5,8 @@
 //! names. Shared by `libsockexit.so` (the hooks) and the `sockexit` command.
 //!
 //! API CONTRACT (other crates code against these names; keep them stable):
-//! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_str_with`]
+//! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_bytes_with`]
+//! - [`Snapshot::read`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
 //! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::audit`]
 //! - [`Error`] whose `Display` is `FILE[:LINE:COLUMN]: [key `K`: ]message`
@@ -19,10 +20,12 @@ pub mod bpf;
 mod glob;
 mod policy;
 mod ranges;
+mod snapshot;
 
 pub use glob::Glob;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use ranges::{AddrSet, PortSet};
+pub use snapshot::Snapshot;
 
 /// The socket call being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -327,23 +330,7 @@ impl Policy {
 
     /// Load from a file with explicit options.
     pub fn load_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Policy, Error> {
-        let too_big = std::fs::metadata(path)
-            .map(|m| m.len() > MAX_POLICY_BYTES as u64)
-            .unwrap_or(false);
-        if too_big {
-            return Err(Error {
-                file: path.to_path_buf(),
-                location: None,
-                key: None,
-                message: format!("policy is larger than {MAX_POLICY_BYTES} bytes"),
-            });
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error {
-            file: path.to_path_buf(),
-            location: None,
-            key: None,
-            message: e.to_string(),
-        })?;
+        let bytes = policy::read_policy_bytes(path)?;
         Self::from_bytes_with(&bytes, path, opts)
     }
 
@@ -354,7 +341,7 @@ impl Policy {
         origin: &Path,
         opts: &LoadOptions<'_>,
     ) -> Result<Policy, Error> {
-        policy::compile(bytes, origin, opts)
+        policy::compile(bytes, origin, opts, policy::SetFiles::Disk)
     }
 
     /// Decide one call. No allocation, no I/O; facts are pulled lazily.

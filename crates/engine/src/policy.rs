@@ -567,39 +567,72 @@ fn short_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-fn read_set_file(
+/// The policy file's bytes, refusing a file over [`MAX_POLICY_BYTES`] before reading it.
+pub(crate) fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, Error> {
+    let err = |message: String| Error {
+        file: path.to_path_buf(),
+        location: None,
+        key: None,
+        message,
+    };
+    let too_big = std::fs::metadata(path)
+        .map(|m| m.len() > MAX_POLICY_BYTES as u64)
+        .unwrap_or(false);
+    if too_big {
+        return Err(err(format!(
+            "policy is larger than {MAX_POLICY_BYTES} bytes"
+        )));
+    }
+    std::fs::read(path).map_err(|e| err(e.to_string()))
+}
+
+/// How [`compile`] gets the contents of `sets: { NAME: { file: PATH } }`.
+pub(crate) enum SetFiles<'a> {
+    /// Read and parse each file now (`Policy::load`).
+    Disk,
+    /// Read each file into the list and leave its set empty: the I/O of a
+    /// [`crate::Snapshot`], whose parsing comes later.
+    Capture(&'a mut Vec<(PathBuf, Vec<u8>)>),
+    /// Parse the bytes captured earlier; no I/O.
+    Replay(&'a [(PathBuf, Vec<u8>)]),
+}
+
+/// The bytes of one set file, with the same limits and errors whoever reads it.
+fn read_set_bytes(
     ctx: &Ctx<'_>,
     set: &str,
     at: Option<(usize, usize)>,
     path: &Path,
-) -> Result<AddrSet, Error> {
+) -> Result<Vec<u8>, Error> {
+    let cannot = |e: std::io::Error| {
+        ctx.err(
+            at,
+            Some(set),
+            format!("cannot read set file {}: {e}", path.display()),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if meta.len() > MAX_SET_FILE_BYTES {
+        return Err(Error {
+            file: path.to_path_buf(),
+            location: None,
+            key: None,
+            message: format!("set file is larger than {MAX_SET_FILE_BYTES} bytes"),
+        });
+    }
+    std::fs::read(path).map_err(cannot)
+}
+
+/// A set file's text (one address or prefix per line, `#` comments) as a set; errors
+/// name the set file, line and column.
+fn parse_set_text(path: &Path, bytes: &[u8]) -> Result<AddrSet, Error> {
     let ferr = |loc, msg: String| Error {
         file: path.to_path_buf(),
         location: loc,
         key: None,
         message: msg,
     };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        ctx.err(
-            at,
-            Some(set),
-            format!("cannot read set file {}: {e}", path.display()),
-        )
-    })?;
-    if meta.len() > MAX_SET_FILE_BYTES {
-        return Err(ferr(
-            None,
-            format!("set file is larger than {MAX_SET_FILE_BYTES} bytes"),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| {
-        ctx.err(
-            at,
-            Some(set),
-            format!("cannot read set file {}: {e}", path.display()),
-        )
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
             .filter(|&&b| b == b'\n')
@@ -632,6 +665,7 @@ pub(crate) fn compile(
     bytes: &[u8],
     origin: &Path,
     opts: &LoadOptions<'_>,
+    mut files: SetFiles<'_>,
 ) -> Result<Policy, Error> {
     let ctx = Ctx { file: origin };
     if bytes.len() > MAX_POLICY_BYTES {
@@ -749,7 +783,30 @@ pub(crate) fn compile(
                 }
                 b.build()
             }
-            RawSet::File(f) => read_set_file(&ctx, name, loc(s), &base.join(f))?,
+            RawSet::File(f) => {
+                let path = base.join(f);
+                match &mut files {
+                    SetFiles::Disk => {
+                        parse_set_text(&path, &read_set_bytes(&ctx, name, loc(s), &path)?)?
+                    }
+                    SetFiles::Capture(into) => {
+                        let bytes = read_set_bytes(&ctx, name, loc(s), &path)?;
+                        into.push((path, bytes));
+                        AddrSetBuilder::default().build()
+                    }
+                    SetFiles::Replay(from) => match from.iter().find(|(p, _)| *p == path) {
+                        Some((_, bytes)) => parse_set_text(&path, bytes)?,
+                        // Only if the policy bytes differ from the captured ones.
+                        None => {
+                            return Err(ctx.err(
+                                loc(s),
+                                Some(name),
+                                format!("set file {} was not read with the policy", path.display()),
+                            ))
+                        }
+                    },
+                }
+            }
         };
         if set.is_empty() {
             warnings.push(Warning {

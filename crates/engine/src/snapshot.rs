@@ -1,0 +1,164 @@
+//! A policy read now and compiled later: [`Snapshot`].
+//!
+//! A 100,000-line set file takes milliseconds to parse, and `libsockexit.so` loads the
+//! policy in every process it is preloaded into — every child of a wrapped service,
+//! most of which never open a socket. A snapshot splits the load in two:
+//!
+//! 1. [`Snapshot::read`] does **all the I/O**: the policy file, every set file it
+//!    names, every user and group name it resolves. It validates everything but the
+//!    contents of set files. Done at start-up, before the program can `chroot`,
+//!    drop privileges, install a seccomp filter, change directory or clear its
+//!    environment.
+//! 2. [`Snapshot::compile`] parses the captured bytes into the same [`Policy`] that
+//!    [`Policy::load`] would have built from the same files, **without any I/O**, so it
+//!    gives the same answer wherever and whenever it runs.
+
+use crate::policy::{self, SetFiles};
+use crate::{AuditConfig, Error, LoadOptions, Mode, NameResolver, Needs, Policy};
+use crate::{Call, FilesResolver};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+/// A policy whose files have been read but whose set files are not parsed yet.
+#[derive(Debug)]
+pub struct Snapshot {
+    origin: PathBuf,
+    policy: Vec<u8>,
+    set_files: Vec<(PathBuf, Vec<u8>)>,
+    users: Vec<(String, Option<u32>)>,
+    groups: Vec<(String, Option<u32>)>,
+    /// The policy compiled with every file set empty: what does not depend on the
+    /// contents of set files (mode, audit, needs, stealth) is already final here.
+    outline: Policy,
+}
+
+/// Records every name lookup so that [`Snapshot::compile`] can replay it.
+struct Recording<'a> {
+    inner: &'a dyn NameResolver,
+    users: RefCell<Vec<(String, Option<u32>)>>,
+    groups: RefCell<Vec<(String, Option<u32>)>>,
+}
+
+impl NameResolver for Recording<'_> {
+    fn user(&self, name: &str) -> Option<u32> {
+        let id = self.inner.user(name);
+        self.users.borrow_mut().push((name.to_owned(), id));
+        id
+    }
+    fn group(&self, name: &str) -> Option<u32> {
+        let id = self.inner.group(name);
+        self.groups.borrow_mut().push((name.to_owned(), id));
+        id
+    }
+}
+
+/// Answers from a recording; a name it never saw does not exist.
+struct Replay<'a> {
+    users: &'a [(String, Option<u32>)],
+    groups: &'a [(String, Option<u32>)],
+}
+
+fn find(list: &[(String, Option<u32>)], name: &str) -> Option<u32> {
+    list.iter().find(|(n, _)| n == name).and_then(|(_, id)| *id)
+}
+
+impl NameResolver for Replay<'_> {
+    fn user(&self, name: &str) -> Option<u32> {
+        find(self.users, name)
+    }
+    fn group(&self, name: &str) -> Option<u32> {
+        find(self.groups, name)
+    }
+}
+
+impl Snapshot {
+    /// Read a policy file and everything it names, resolving names with
+    /// [`FilesResolver`].
+    pub fn read(path: &Path) -> Result<Snapshot, Error> {
+        Self::read_with(
+            path,
+            &LoadOptions {
+                resolver: &FilesResolver::default(),
+            },
+        )
+    }
+
+    /// Read a policy file and everything it names. Fails with the same errors as
+    /// [`Policy::load_with`], except errors inside set files, which
+    /// [`Snapshot::compile`] reports.
+    pub fn read_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Snapshot, Error> {
+        let policy = policy::read_policy_bytes(path)?;
+        let rec = Recording {
+            inner: opts.resolver,
+            users: RefCell::default(),
+            groups: RefCell::default(),
+        };
+        let mut set_files = Vec::new();
+        let outline = policy::compile(
+            &policy,
+            path,
+            &LoadOptions { resolver: &rec },
+            SetFiles::Capture(&mut set_files),
+        )?;
+        Ok(Snapshot {
+            origin: path.to_path_buf(),
+            policy,
+            set_files,
+            users: rec.users.into_inner(),
+            groups: rec.groups.into_inner(),
+            outline,
+        })
+    }
+
+    /// Parse the captured bytes into the policy. No I/O: the result is what
+    /// [`Policy::load_with`] returns for the files as they were when the snapshot was
+    /// read, including the errors of set files (with file, line and column).
+    pub fn compile(&self) -> Result<Policy, Error> {
+        let replay = Replay {
+            users: &self.users,
+            groups: &self.groups,
+        };
+        policy::compile(
+            &self.policy,
+            &self.origin,
+            &LoadOptions { resolver: &replay },
+            SetFiles::Replay(&self.set_files),
+        )
+    }
+
+    /// Total size of the set files read, the part [`Snapshot::compile`] parses.
+    pub fn set_file_bytes(&self) -> usize {
+        self.set_files.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// The policy file.
+    pub fn path(&self) -> &Path {
+        &self.origin
+    }
+
+    /// What the rules for `call` can look at (final: it does not depend on the
+    /// contents of set files).
+    pub fn needs(&self, call: Call) -> Needs {
+        self.outline.needs(call)
+    }
+
+    /// `mode:`
+    pub fn mode(&self) -> Mode {
+        self.outline.mode()
+    }
+
+    /// `stealth:`
+    pub fn stealth(&self) -> bool {
+        self.outline.stealth()
+    }
+
+    /// `audit:`
+    pub fn audit(&self) -> &AuditConfig {
+        self.outline.audit()
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.outline.rule_count()
+    }
+}

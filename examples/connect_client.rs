@@ -1,13 +1,16 @@
 //! A TCP client that reports exactly what `connect(2)` told it, so tests (and people)
 //! can see the errno a program under the preload gets.
 //!
-//! Usage: `connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] ADDR`
+//! Usage: `connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] [--after FILE] ADDR`
 //!
 //! - `ADDR`: `IP:PORT` or `[IPv6]:PORT`.
 //! - `--nonblock`: non-blocking socket; `EINPROGRESS` is waited out with `poll` (5 s)
 //!   and the result read from `SO_ERROR`, as event loops do.
 //! - `--bind SRC`: bind to this source IP (port 0) before connecting, e.g. `127.0.0.2`.
 //! - `--send TEXT`: write TEXT after connecting. `--no-read`: do not read.
+//! - `--after FILE`: print `waiting`, then wait (at most 20 s) until FILE exists before
+//!   opening the socket: a test can change the world between the program's start
+//!   (when the preload reads its policy) and its first socket call.
 //!
 //! Stdout, one line: `ok DATA` where DATA is what was read until EOF or a 3 s silence
 //! (ASCII-escaped, e.g. `ok 220 sockexit banner\r\n`), or `error ERRNO-NAME ERRNO`
@@ -30,6 +33,7 @@ fn main() {
     let mut bind: Option<IpAddr> = None;
     let mut send: Option<String> = None;
     let mut dest: Option<SocketAddr> = None;
+    let mut after: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -43,11 +47,22 @@ fn main() {
                 )
             }
             "--send" => send = Some(args.next().unwrap_or_else(|| usage())),
+            "--after" => after = Some(args.next().unwrap_or_else(|| usage()).into()),
             s if s.starts_with('-') => usage(),
             s => dest = Some(s.parse().unwrap_or_else(|_| usage())),
         }
     }
     let dest = dest.unwrap_or_else(|| usage());
+    if let Some(file) = after {
+        println!("waiting");
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            if std::time::Instant::now() > until {
+                fail("--after", &Error::from(ErrorKind::TimedOut));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     let family = if dest.is_ipv4() {
         libc::AF_INET
@@ -152,6 +167,8 @@ fn wait_connected(fd: i32) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] ADDR");
+    eprintln!(
+        "usage: connect_client [--nonblock] [--bind SRC] [--send TEXT] [--no-read] [--after FILE] ADDR"
+    );
     exit(2)
 }

@@ -13,7 +13,7 @@
 //! takes it over, so no fork can leave it stuck.
 
 use crate::sys::logfile::{self, Ident};
-use sockexit_engine::{AuditEvents, AuditLog, Call, Mode, Policy, Verdict};
+use sockexit_engine::{AuditConfig, AuditEvents, AuditLog, Call, Mode, Verdict};
 use std::ffi::CString;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -349,7 +349,7 @@ static AUDIT: OnceLock<Audit> = OnceLock::new();
 /// `SOCKEXIT_SYSLOG_SOCKET` (an absolute path; ignored in setuid/AT_SECURE processes
 /// like every `SOCKEXIT_*` variable) replaces `/dev/log`, so tests can receive the
 /// datagrams. Whoever can set it can already set `SOCKEXIT_POLICY`.
-pub fn init(policy: &Policy) {
+pub fn init(cfg: &AuditConfig) {
     let st = Some(crate::state::state());
     let program = st.and_then(|s| s.program.as_deref());
     let mut pj = LineBuf::<{ PROGRAM_MAX + 2 }>::new();
@@ -358,7 +358,6 @@ pub fn init(policy: &Policy) {
         None => pj.push(b"null"),
     }
     let program_json = pj.bytes().unwrap_or(b"null").to_vec();
-    let cfg = policy.audit();
     let target = match &cfg.log {
         AuditLog::Off => return,
         AuditLog::Stderr => Target::Stderr,

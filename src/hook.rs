@@ -1,10 +1,12 @@
 //! What each interposed call does, in safe Rust: decide, then act on the verdict.
 //!
 //! The allowed fast path takes no lock and allocates nothing, so it is safe in a child
-//! of a multi-threaded `fork()` and from a signal handler.
+//! of a multi-threaded `fork()` and from a signal handler. The one exception is the
+//! first IP call of a process whose policy has big set files: it compiles them
+//! (allocating, but taking no lock: see [`crate::state::Loaded::Deferred`]).
 
 use crate::facts::LazyFacts;
-use crate::state::{state, Loaded};
+use crate::state::state;
 use crate::sys::{self, c_int, Dest, PeerBuf};
 use sockexit_engine::{AuditEvents, Call, Mode, Verdict};
 use std::cell::Cell;
@@ -43,12 +45,9 @@ impl Drop for Guard {
 /// through (audit mode lets everything through).
 fn check(call: Call, fd: c_int, remote: Option<SocketAddr>) -> bool {
     let st = state();
-    let policy = match &st.loaded {
-        Loaded::Policy(p) => p,
-        Loaded::Failed { allow } => {
-            log::debug!("{} refused: no valid policy (fail closed)", call.as_str());
-            return *allow;
-        }
+    let Some(policy) = st.policy() else {
+        log::debug!("{} refused: no valid policy (fail closed)", call.as_str());
+        return st.on_error_allow;
     };
     let mut facts = LazyFacts::new(fd, remote, st.program.as_deref());
     let d = policy.decide(call, &mut facts);
@@ -151,7 +150,7 @@ pub fn listen(fd: c_int, backlog: c_int) -> c_int {
         return -1;
     }
     if ip {
-        if let Loaded::Policy(p) = &state().loaded {
+        if let Some(p) = state().policy() {
             if p.stealth() {
                 crate::stealth::on_listen(fd, p);
             }

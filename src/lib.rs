@@ -31,9 +31,9 @@ fn init() {
             log::error!("internal error (call refused): {info}");
         }));
         let st = state::state();
-        if let state::Loaded::Policy(p) = &st.loaded {
+        if let Some(cfg) = st.audit_config() {
             if st.audit_enabled {
-                audit::init(p);
+                audit::init(cfg);
             }
         }
     });

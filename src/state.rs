@@ -1,27 +1,88 @@
 //! Configuration from the environment and the loaded policy, built once at load time.
+//!
+//! Everything is *read* at load time: the environment, the policy, every set file,
+//! every user and group name. Only the parsing of big set files waits for the first
+//! IP call ([`Loaded::Deferred`]), so a child that never opens a socket does not pay
+//! for a 100,000-line block list, and nothing the program does after start-up
+//! (`chroot`, seccomp, `chdir`, `clearenv`) can change which policy it runs under.
 
 use crate::sys;
-use sockexit_engine::{AuditLog, Call, Policy};
+use once_cell::race::OnceBox;
+use sockexit_engine::{AuditConfig, AuditLog, Call, Policy, Snapshot};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Where the policy lives when `SOCKEXIT_POLICY` is unset or untrusted.
 pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
 
+/// Set files larger than this (in total) are parsed at the first IP call rather than
+/// at start-up: about 4,000 prefixes, 0.4 ms of parsing that every started process
+/// would pay whether or not it ever opens a socket (BENCHMARKS.md, item 4). Smaller
+/// ones are compiled at once, so their errors show at start-up.
+pub const DEFER_SET_BYTES: usize = 64 * 1024;
+
 /// The outcome of loading the policy.
 pub enum Loaded {
-    /// A valid policy.
+    /// A valid policy, compiled at start-up.
     Policy(Policy),
+    /// Read at start-up (every file, every name: nothing is read later, so a later
+    /// chroot, seccomp filter, chdir or cleared environment changes nothing), its big
+    /// set files compiled at the first IP call, before that call is decided.
+    Deferred {
+        snapshot: Snapshot,
+        /// Lock-free and race-tolerant: a thread that finds it empty compiles and
+        /// publishes, a racing thread's copy is dropped. No lock to leave held in a
+        /// `fork()` child, nothing to wait on in a signal handler.
+        compiled: OnceBox<Option<Policy>>,
+    },
     /// Loading failed: refuse every IP call unless `SOCKEXIT_ON_ERROR=allow`.
-    Failed { allow: bool },
+    Failed,
 }
 
 /// Everything the hooks need, immutable after load.
 pub struct State {
     pub loaded: Loaded,
+    /// `SOCKEXIT_ON_ERROR=allow`, read at load time like every other variable.
+    pub on_error_allow: bool,
     /// `/proc/self/exe`, read at load time when rules or audit lines need it.
     pub program: Option<Vec<u8>>,
     pub audit_enabled: bool,
+}
+
+impl State {
+    /// The policy to decide with, compiling a deferred one on first use; `None` when
+    /// there is none (the caller fails closed unless [`State::on_error_allow`]).
+    pub fn policy(&self) -> Option<&Policy> {
+        match &self.loaded {
+            Loaded::Policy(p) => Some(p),
+            Loaded::Deferred { snapshot, compiled } => compiled
+                .get_or_init(|| match snapshot.compile() {
+                    Ok(p) => {
+                        log::debug!(
+                            "policy {}: {} bytes of set files compiled",
+                            snapshot.path().display(),
+                            snapshot.set_file_bytes()
+                        );
+                        Box::new(Some(p))
+                    }
+                    Err(e) => {
+                        log_failure(&e, self.on_error_allow);
+                        Box::new(None)
+                    }
+                })
+                .as_ref(),
+            Loaded::Failed => None,
+        }
+    }
+
+    /// The audit settings, known at load time even when the sets are deferred.
+    pub fn audit_config(&self) -> Option<&AuditConfig> {
+        match &self.loaded {
+            Loaded::Policy(p) => Some(p.audit()),
+            Loaded::Deferred { snapshot, .. } => Some(snapshot.audit()),
+            Loaded::Failed => None,
+        }
+    }
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -46,38 +107,65 @@ pub fn env_var(name: &str) -> Option<String> {
     }
 }
 
+fn log_failure(e: &dyn std::fmt::Display, allow: bool) {
+    log::error!(
+        "cannot load policy: {e}; {}",
+        if allow {
+            "SOCKEXIT_ON_ERROR=allow: every call is allowed"
+        } else {
+            "failing closed: every IP accept, connect and listen is refused"
+        }
+    );
+}
+
 fn load() -> State {
+    let on_error_allow = env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow");
     let path = env_var("SOCKEXIT_POLICY")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
-    let loaded = match Policy::load(&path) {
-        Ok(p) => {
-            log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
-            Loaded::Policy(p)
-        }
-        Err(e) => {
-            let allow = env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow");
-            log::error!(
-                "cannot load policy: {e}; {}",
-                if allow {
-                    "SOCKEXIT_ON_ERROR=allow: every call is allowed"
-                } else {
-                    "failing closed: every IP accept, connect and listen is refused"
-                }
+    let loaded = match Snapshot::read(&path) {
+        Ok(snap) if snap.set_file_bytes() > DEFER_SET_BYTES => {
+            log::debug!(
+                "policy {} read: {} rules, {} bytes of set files to compile at the first IP call",
+                path.display(),
+                snap.rule_count(),
+                snap.set_file_bytes()
             );
-            Loaded::Failed { allow }
+            Loaded::Deferred {
+                snapshot: snap,
+                compiled: OnceBox::new(),
+            }
+        }
+        Ok(snap) => match snap.compile() {
+            Ok(p) => {
+                log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
+                Loaded::Policy(p)
+            }
+            Err(e) => {
+                log_failure(&e, on_error_allow);
+                Loaded::Failed
+            }
+        },
+        Err(e) => {
+            log_failure(&e, on_error_allow);
+            Loaded::Failed
         }
     };
-    let (needs_program, audit_enabled) = match &loaded {
-        Loaded::Policy(p) => (
-            [Call::Accept, Call::Connect, Call::Listen]
-                .iter()
-                .any(|c| p.needs(*c).program),
-            p.audit().log != AuditLog::Off,
-        ),
-        Loaded::Failed { .. } => (false, false),
+    let needs = |c| match &loaded {
+        Loaded::Policy(p) => p.needs(c),
+        Loaded::Deferred { snapshot, .. } => snapshot.needs(c),
+        Loaded::Failed => Default::default(),
     };
+    let needs_program = [Call::Accept, Call::Connect, Call::Listen]
+        .into_iter()
+        .any(|c| needs(c).program);
+    let audit_log = match &loaded {
+        Loaded::Policy(p) => Some(&p.audit().log),
+        Loaded::Deferred { snapshot, .. } => Some(&snapshot.audit().log),
+        Loaded::Failed => None,
+    };
+    let audit_enabled = audit_log.is_some_and(|l| *l != AuditLog::Off);
     let program = if needs_program || audit_enabled {
         use std::os::unix::ffi::OsStringExt;
         sys::exe_path().map(|s| s.into_vec())
@@ -86,6 +174,7 @@ fn load() -> State {
     };
     State {
         loaded,
+        on_error_allow,
         program,
         audit_enabled,
     }

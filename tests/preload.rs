@@ -875,6 +875,153 @@ rules:
     );
 }
 
+/// A set file of `n` prefixes in 10.0.0.0/8 (none of them loopback) plus `extra`
+/// lines, big enough (> 64 KiB) that the library parses it at the first IP call, not
+/// at start-up.
+fn big_set_file(dir: &TempDir, extra: &[&str]) -> PathBuf {
+    let mut text = String::from("# generated: 10.x.y.0/24 networks\n");
+    for i in 0..6000u32 {
+        text.push_str(&format!("10.{}.{}.0/24\n", i >> 8, i & 255));
+    }
+    for l in extra {
+        text.push_str(l);
+        text.push('\n');
+    }
+    assert!(
+        text.len() > 64 * 1024,
+        "the set must be big enough to be deferred"
+    );
+    dir.write("drop.txt", &text)
+}
+
+/// `default: allow`, and the big set refused on every call.
+const BIG_SET_POLICY: &str = r#"version: 1
+default: allow
+audit: { log: stderr, events: deny }
+sets:
+  drop: { file: drop.txt }
+rules:
+  - { name: drop-listed, action: deny, remote: ["@drop"] }
+"#;
+
+/// Debug lines of the library that say the big set was deferred and then compiled.
+fn deferred_and_compiled(stderr: &str) -> bool {
+    stderr.contains("bytes of set files to compile at the first IP call")
+        && stderr.contains("bytes of set files compiled")
+}
+
+#[test]
+fn big_set_file_is_enforced_from_the_first_call() {
+    let dir = TempDir::new("bigset");
+    big_set_file(&dir, &["127.0.0.2", "127.0.0.3/32"]);
+    let policy = write_policy(&dir, BIG_SET_POLICY);
+
+    // connect as the process's first IP call: the set is compiled, then decides it.
+    let guarded = TcpListener::bind("127.0.0.3:0").expect("listener on 127.0.0.3");
+    guarded.set_nonblocking(true).unwrap();
+    let target = guarded.local_addr().unwrap().to_string();
+    let mut cmd = sample("connect_client", &policy, &["--no-read", &target]);
+    cmd.env("SOCKEXIT_LOG", "debug");
+    let (first, f) = run(cmd);
+    assert_eq!(first, "error EACCES 13", "{f:?}");
+    assert!(
+        matches!(guarded.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "the refused connect reached 127.0.0.3"
+    );
+    assert!(deferred_and_compiled(&f.stderr), "{}", f.stderr);
+    let audit: Vec<&str> = f.stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(audit.len(), 1, "one audit line:\n{}", f.stderr);
+    assert!(
+        audit[0].contains(r#""rule":"drop-listed""#)
+            && audit[0].contains(&format!(r#""remote":"{target}""#)),
+        "{}",
+        audit[0]
+    );
+
+    // accept: a listed peer is reset unseen, an unlisted one served.
+    let (mut srv, addr) = server("banner_server", &policy, &["127.0.0.1:0", "--max", "1"]);
+    assert_refused(&talk(DOT2, addr, None), "127.0.0.2 in the big set");
+    let r = talk(LO, addr, None);
+    assert_served(&r, BANNER, "127.0.0.1 not in the big set");
+    let f = srv.wait();
+    assert!(f.status.success(), "{f:?}");
+    assert_eq!(seen(&f.stdout, "accepted ").len(), 1, "{f:?}");
+}
+
+#[test]
+fn big_set_file_is_read_at_start_and_later_changes_change_nothing() {
+    let dir = TempDir::new("bigset-start");
+    let set = big_set_file(&dir, &["127.0.0.3/32"]);
+    let policy = write_policy(&dir, BIG_SET_POLICY);
+    let guarded = TcpListener::bind("127.0.0.3:0").expect("listener on 127.0.0.3");
+    guarded.set_nonblocking(true).unwrap();
+    let target = guarded.local_addr().unwrap().to_string();
+    let go = dir.path().join("go");
+    let go_arg = go.to_string_lossy().into_owned();
+    let mut p = Proc::start(sample(
+        "connect_client",
+        &policy,
+        &["--no-read", "--after", &go_arg, &target],
+    ));
+    assert_eq!(p.line(), "waiting");
+    // After start, before the first socket call: the set file vanishes (as after a
+    // chroot) and the policy is replaced by one that allows everything. The process
+    // keeps the policy it started with.
+    std::fs::remove_file(&set).unwrap();
+    write_policy(&dir, "version: 1\ndefault: allow\nrules: []\n");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(p.line(), "error EACCES 13");
+    let f = p.wait();
+    assert_eq!(f.status.code(), Some(1), "{f:?}");
+    assert!(
+        !f.stderr.contains("cannot load policy"),
+        "nothing was read late:\n{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn bad_line_in_a_big_set_file_fails_closed_at_the_first_ip_call() {
+    let dir = TempDir::new("bigset-bad");
+    let set = big_set_file(&dir, &["  10.300.0.0/16"]);
+    let policy = write_policy(&dir, BIG_SET_POLICY);
+    let bad_line = 6002; // the comment, 6000 prefixes, then the typo
+    let where_ = format!("{}:{bad_line}:3", set.display());
+    let open = TcpListener::bind((LO, 0)).expect("listener");
+    let open_addr = open.local_addr().unwrap().to_string();
+
+    // 127.0.0.1 is not in the set and the default is allow, but the set is broken:
+    // the call is refused, and the one message says where the set is broken.
+    let (first, f) = run(sample(
+        "connect_client",
+        &policy,
+        &["--no-read", &open_addr],
+    ));
+    assert_eq!(first, "error EACCES 13", "{f:?}");
+    let msgs: Vec<&str> = f
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("sockexit["))
+        .collect();
+    assert_eq!(msgs.len(), 1, "{}", f.stderr);
+    assert!(
+        msgs[0].contains(&where_) && msgs[0].contains("failing closed"),
+        "expected {where_} in {msgs:?}"
+    );
+
+    // listen too: a broken policy widens nothing.
+    let (first, f) = run(sample("banner_server", &policy, &["127.0.0.1:0"]));
+    assert_eq!(first, "error EACCES 13", "{f:?}");
+
+    // SOCKEXIT_ON_ERROR=allow opts out, and still says what is broken.
+    let mut cmd = sample("connect_client", &policy, &["--no-read", &open_addr]);
+    cmd.env("SOCKEXIT_ON_ERROR", "allow");
+    let (first, f) = run(cmd);
+    assert_eq!(first, "ok", "{f:?}");
+    assert!(f.stderr.contains(&where_), "{}", f.stderr);
+    assert!(open.accept().is_ok(), "the allowed connect never arrived");
+}
+
 #[test]
 fn unix_sockets_pass_through_a_deny_all_policy() {
     let dir = TempDir::new("unix");

@@ -549,8 +549,8 @@ http {{
 
     # --- 4: exec overhead -----------------------------------------------------------
 
-    def execloop(self, count, env):
-        out = run([f"{self.bin}/execloop", str(count), "/bin/true"], env=env, timeout=300)
+    def execloop(self, count, env, prog=("/bin/true",)):
+        out = run([f"{self.bin}/execloop", str(count), *prog], env=env, timeout=300)
         r = kv(out)
         return float(r["ns_per_exec"]), float(r["cpu_ns_per_exec"])
 
@@ -569,22 +569,32 @@ http {{
             "policy-empty.yaml",
             "version: 1\ndefault: deny\naudit: { log: off }\nrules: []\n",
         )
+        true = ("/bin/true",)
+        first = (f"{self.bin}/firstcall",)
+        # (name, policy, preload, description, program, baseline variant)
         variants = [
-            ("plain", None, None, ""),
-            ("null", None, self.a.nullhook, "a do-nothing interposer (nullhook.so), for scale"),
-            ("empty", self.pol_empty, None, "an empty policy (`rules: []`): the library alone"),
+            ("plain", None, None, "", true, None),
+            ("null", None, self.a.nullhook, "a do-nothing interposer (nullhook.so), for scale", true, "plain"),
+            ("empty", self.pol_empty, None, "an empty policy (`rules: []`): the library alone", true, "plain"),
         ]
         if self.pol_example:
-            variants.append(("example", self.pol_example, None, "policy.example.yaml"))
+            variants.append(("example", self.pol_example, None, "policy.example.yaml", true, "plain"))
         else:
             self.notes.append("policy.example.yaml is missing: exec/RSS rows with it skipped")
-        variants.append(("100k", self.pol_allow, None, "20 rules + 100k-prefix set"))
-        for _, pol, _, _ in variants:
-            if pol:
-                self.assert_loads(pol)
+        variants += [
+            ("100k", self.pol_allow, None,
+             "20 rules + 100k-prefix set (the set is read, not parsed: no IP call)", true, "plain"),
+            ("plain-first", None, None, "", first, None),
+            ("100k-first", self.pol_allow, None,
+             "20 rules + 100k-prefix set, a program that makes one connect (bench/c/firstcall.c): "
+             "the set is parsed at that call", first, "plain-first"),
+        ]
+        for v in variants:
+            if v[1]:
+                self.assert_loads(v[1])
         counts = {}
-        for name, pol, lib, _ in variants:
-            one = self.execloop(5, self.child_env(pol, lib))[0] / 1e6
+        for name, pol, lib, _, prog, _ in variants:
+            one = self.execloop(5, self.child_env(pol, lib), prog)[0] / 1e6
             # Keep a round under ~20 s even if a big policy makes every exec slow.
             counts[name] = max(50, min(self.a.execs, int(20_000 / max(one, 0.01))))
         ns = {v[0]: [] for v in variants}
@@ -592,27 +602,29 @@ http {{
         nv = len(variants)
         for rnd in range(self.a.exec_rounds):
             order = variants[rnd % nv :] + variants[: rnd % nv]
-            for name, pol, lib, _ in order:
-                w, c = self.execloop(counts[name], self.child_env(pol, lib))
+            for name, pol, lib, _, prog, _ in order:
+                w, c = self.execloop(counts[name], self.child_env(pol, lib), prog)
                 ns[name].append(w)
                 cpu[name].append(c)
-        for name, pol, lib, what in variants[1:]:
-            extra = [(s - p) / 1e6 for p, s in zip(ns["plain"], ns[name])]
-            cextra = [(s - p) / 1e6 for p, s in zip(cpu["plain"], cpu[name])]
+        for name, pol, lib, what, prog, base in variants:
+            if base is None:
+                continue
+            extra = [(s - p) / 1e6 for p, s in zip(ns[base], ns[name])]
+            cextra = [(s - p) / 1e6 for p, s in zip(cpu[base], cpu[name])]
             e = median(extra)
             target = "≤ 0.5 ms" if name == "example" else ""
             verdict = ("PASS" if e <= 0.5 else "FAIL") if name == "example" else ""
             self.row(
                 "4",
-                f"exec overhead: /bin/true × {counts[name]} (plain × {counts['plain']}), {what}",
-                f"{median(ns['plain']) / 1e6:.3f} ms/exec",
+                f"exec overhead: {os.path.basename(prog[0])} × {counts[name]} (plain × {counts[base]}), {what}",
+                f"{median(ns[base]) / 1e6:.3f} ms/exec",
                 f"{median(ns[name]) / 1e6:.3f} ms/exec",
                 f"+{e:.3f} ms",
                 target,
                 verdict,
                 f"wall clock, extra per exec (median of {self.a.exec_rounds} interleaved rounds), "
                 f"per-round range {min(extra):.3f}–{max(extra):.3f} ms; CPU time of the started "
-                f"program: +{median(cextra):.3f} ms ({median(cpu['plain']) / 1e6:.3f} → {median(cpu[name]) / 1e6:.3f} ms)",
+                f"program: +{median(cextra):.3f} ms ({median(cpu[base]) / 1e6:.3f} → {median(cpu[name]) / 1e6:.3f} ms)",
             )
 
     # --- proposal: what a 100k-prefix set could cost per exec ----------------------
@@ -702,21 +714,26 @@ http {{
         if self.pol_example:
             variants.append(("example", preload_env(self.lib, self.pol_example)))
         variants.append(("100k", preload_env(self.lib, self.pol_allow)))
+        variants.append(("100k-first", preload_env(self.lib, self.pol_allow)))
         for pol in (self.pol_example, self.pol_allow):
             if pol:
                 self.assert_loads(pol)
         res = {v[0]: [] for v in variants}
         for _ in range(self.a.rss_runs):
             for name, env in variants:
-                res[name].append(kv(run([f"{self.bin}/rssprobe"], env=env, timeout=60)))
+                # After one connect, the deferred set files are compiled.
+                prog = [f"{self.bin}/firstcall", "--rss"] if name.endswith("-first") else [f"{self.bin}/rssprobe"]
+                res[name].append(kv(run(prog, env=env, timeout=60)))
 
         def med(name, key):
             return median(int(r[key]) for r in res[name])
 
         for name, _ in variants[1:]:
-            what = (
-                "policy.example.yaml" if name == "example" else "20 rules + 100k-prefix set"
-            )
+            what = {
+                "example": "policy.example.yaml",
+                "100k": "20 rules + 100k-prefix set (read, not yet parsed)",
+                "100k-first": "20 rules + 100k-prefix set, after one connect (bench/c/firstcall.c --rss): parsed",
+            }[name]
             d_rss = med(name, "vmrss_kb") - med("plain", "vmrss_kb")
             d_anon = med(name, "anon_kb") - med("plain", "anon_kb")
             self.row(

@@ -46,7 +46,7 @@ fi
 
 bin=$target/bench-bin
 mkdir -p "$bin"
-for p in connrate execloop rssprobe setload; do
+for p in connrate execloop rssprobe firstcall setload; do
     gcc -O2 -g -Wall -Wextra -Werror -o "$bin/$p" "$repo/bench/c/$p.c"
 done
 gcc -O2 -g -Wall -Wextra -Werror -o "$bin/wrapbench" "$repo/bench/c/wrapbench.c" -lwrap

@@ -8,17 +8,19 @@
 
 use crate::sys;
 use once_cell::race::OnceBox;
-use sockexit_engine::{AuditConfig, AuditLog, Call, Policy, Snapshot};
+use sockexit_engine::{
+    AuditConfig, AuditLog, Call, FilesResolver, LoadOptions, Policy, Prepared, Snapshot,
+};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Where the policy lives when `SOCKEXIT_POLICY` is unset or untrusted.
 pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
 
-/// Set files larger than this (in total) are parsed at the first IP call rather than
-/// at start-up: about 4,000 prefixes, 0.4 ms of parsing that every started process
-/// would pay whether or not it ever opens a socket (BENCHMARKS.md, item 4). Smaller
-/// ones are compiled at once, so their errors show at start-up.
+/// A set file larger than this is parsed at the first IP call rather than at
+/// start-up: about 4,000 prefixes, 0.4 ms of parsing that every started process would
+/// pay whether or not it ever opens a socket (BENCHMARKS.md, item 4). Smaller ones are
+/// parsed at once, so their errors show at start-up.
 pub const DEFER_SET_BYTES: usize = 64 * 1024;
 
 /// The outcome of loading the policy.
@@ -124,8 +126,15 @@ fn load() -> State {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
-    let loaded = match Snapshot::read(&path) {
-        Ok(snap) if snap.set_file_bytes() > DEFER_SET_BYTES => {
+    let opts = LoadOptions {
+        resolver: &FilesResolver::default(),
+    };
+    let loaded = match Snapshot::read_deferring(&path, &opts, DEFER_SET_BYTES) {
+        Ok(Prepared::Compiled(p)) => {
+            log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
+            Loaded::Policy(p)
+        }
+        Ok(Prepared::Deferred(snap)) => {
             log::debug!(
                 "policy {} read: {} rules, {} bytes of set files to compile at the first IP call",
                 path.display(),
@@ -137,16 +146,6 @@ fn load() -> State {
                 compiled: OnceBox::new(),
             }
         }
-        Ok(snap) => match snap.compile() {
-            Ok(p) => {
-                log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
-                Loaded::Policy(p)
-            }
-            Err(e) => {
-                log_failure(&e, on_error_allow);
-                Loaded::Failed
-            }
-        },
         Err(e) => {
             log_failure(&e, on_error_allow);
             Loaded::Failed

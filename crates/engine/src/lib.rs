@@ -25,7 +25,7 @@ mod snapshot;
 pub use glob::Glob;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use ranges::{AddrSet, PortSet};
-pub use snapshot::Snapshot;
+pub use snapshot::{Prepared, Snapshot};
 
 /// The socket call being decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

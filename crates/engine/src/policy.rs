@@ -590,9 +590,13 @@ pub(crate) fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, Error> {
 pub(crate) enum SetFiles<'a> {
     /// Read and parse each file now (`Policy::load`).
     Disk,
-    /// Read each file into the list and leave its set empty: the I/O of a
-    /// [`crate::Snapshot`], whose parsing comes later.
-    Capture(&'a mut Vec<(PathBuf, Vec<u8>)>),
+    /// Read each file into the list: the I/O of a [`crate::Snapshot`]. Files of at
+    /// most `parse_up_to` bytes are parsed now too; bigger ones leave their set empty
+    /// until [`crate::Snapshot::compile`].
+    Capture {
+        into: &'a mut Vec<(PathBuf, Vec<u8>)>,
+        parse_up_to: usize,
+    },
     /// Parse the bytes captured earlier; no I/O.
     Replay(&'a [(PathBuf, Vec<u8>)]),
 }
@@ -789,10 +793,15 @@ pub(crate) fn compile(
                     SetFiles::Disk => {
                         parse_set_text(&path, &read_set_bytes(&ctx, name, loc(s), &path)?)?
                     }
-                    SetFiles::Capture(into) => {
+                    SetFiles::Capture { into, parse_up_to } => {
                         let bytes = read_set_bytes(&ctx, name, loc(s), &path)?;
+                        let set = if bytes.len() <= *parse_up_to {
+                            parse_set_text(&path, &bytes)?
+                        } else {
+                            AddrSetBuilder::default().build()
+                        };
                         into.push((path, bytes));
-                        AddrSetBuilder::default().build()
+                        set
                     }
                     SetFiles::Replay(from) => match from.iter().find(|(p, _)| *p == path) {
                         Some((_, bytes)) => parse_set_text(&path, bytes)?,

@@ -19,6 +19,15 @@ use crate::{Call, FilesResolver};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+/// What [`Snapshot::read_deferring`] gives.
+#[derive(Debug)]
+pub enum Prepared {
+    /// No set file was big enough to defer: the policy, compiled.
+    Compiled(Policy),
+    /// Some set files wait for [`Snapshot::compile`].
+    Deferred(Snapshot),
+}
+
 /// A policy whose files have been read but whose set files are not parsed yet.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -87,6 +96,32 @@ impl Snapshot {
     /// [`Policy::load_with`], except errors inside set files, which
     /// [`Snapshot::compile`] reports.
     pub fn read_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Snapshot, Error> {
+        Self::read_parsing(path, opts, 0)
+    }
+
+    /// Read a policy file and everything it names, and parse set files of at most
+    /// `defer_over` bytes at once: when no set file is bigger, the result is the
+    /// compiled [`Policy`] (one parse, errors now), else a snapshot whose
+    /// [`Snapshot::compile`] parses the big ones.
+    pub fn read_deferring(
+        path: &Path,
+        opts: &LoadOptions<'_>,
+        defer_over: usize,
+    ) -> Result<Prepared, Error> {
+        let snap = Self::read_parsing(path, opts, defer_over)?;
+        if snap.set_files.iter().any(|(_, b)| b.len() > defer_over) {
+            Ok(Prepared::Deferred(snap))
+        } else {
+            // Every set file was parsed: the outline is the whole policy.
+            Ok(Prepared::Compiled(snap.outline))
+        }
+    }
+
+    fn read_parsing(
+        path: &Path,
+        opts: &LoadOptions<'_>,
+        parse_up_to: usize,
+    ) -> Result<Snapshot, Error> {
         let policy = policy::read_policy_bytes(path)?;
         let rec = Recording {
             inner: opts.resolver,
@@ -98,7 +133,10 @@ impl Snapshot {
             &policy,
             path,
             &LoadOptions { resolver: &rec },
-            SetFiles::Capture(&mut set_files),
+            SetFiles::Capture {
+                into: &mut set_files,
+                parse_up_to,
+            },
         )?;
         Ok(Snapshot {
             origin: path.to_path_buf(),
@@ -126,7 +164,7 @@ impl Snapshot {
         )
     }
 
-    /// Total size of the set files read, the part [`Snapshot::compile`] parses.
+    /// Total size of the set files read.
     pub fn set_file_bytes(&self) -> usize {
         self.set_files.iter().map(|(_, b)| b.len()).sum()
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use sockexit_engine::{Call, Error, LoadOptions, NameResolver, Policy, Snapshot};
+use sockexit_engine::{Call, Error, LoadOptions, NameResolver, Policy, Prepared, Snapshot};
 use std::cell::Cell;
 use std::path::Path;
 
@@ -282,4 +282,42 @@ fn io_and_policy_errors_fail_at_read_with_the_same_error_as_load() {
     // No policy at all.
     let gone = dir.path().join("nope.yaml");
     assert_eq!(read(&gone).unwrap_err(), load_file(&gone).unwrap_err());
+}
+
+#[test]
+fn read_deferring_parses_small_set_files_at_once_and_defers_big_ones() {
+    let dir = TempDir::new("snap-defer");
+    let path = write_policy(&dir); // drop.txt ≈ 80 KB, partners.txt 32 bytes
+    let eager = load_file(&path).unwrap();
+    let opts = LoadOptions {
+        resolver: &TestUsers,
+    };
+    let big = std::fs::metadata(dir.path().join("drop.txt"))
+        .unwrap()
+        .len() as usize;
+
+    // Every file at or under the limit: one parse, the whole policy.
+    match Snapshot::read_deferring(&path, &opts, big).unwrap() {
+        Prepared::Compiled(p) => {
+            let f = || accept("[2001:db8:bad::1]:5", "[::]:443");
+            assert_eq!(decide(&p, Call::Accept, f()), (DENY, "drop-listed".into()));
+            assert_eq!(p.warnings(), eager.warnings());
+        }
+        Prepared::Deferred(_) => panic!("nothing is over the limit"),
+    }
+    // drop.txt over the limit: deferred, and a bad line in it shows only at compile...
+    dir.write(
+        "drop.txt",
+        std::fs::read_to_string(dir.path().join("drop.txt")).unwrap() + "bad\n",
+    );
+    let snap = match Snapshot::read_deferring(&path, &opts, 1024).unwrap() {
+        Prepared::Deferred(s) => s,
+        Prepared::Compiled(_) => panic!("drop.txt is over the limit"),
+    };
+    assert_eq!(snap.compile().unwrap_err().location, Some((5003, 1)));
+    // ... while a bad line in a small file fails the read itself.
+    dir.write("partners.txt", "198.51.100.0/24\nbad\n");
+    let e = Snapshot::read_deferring(&path, &opts, 1024).unwrap_err();
+    assert_eq!(e.file, dir.path().join("partners.txt"));
+    assert_eq!(e.location, Some((2, 1)));
 }

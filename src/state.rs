@@ -9,7 +9,7 @@
 use crate::sys;
 use once_cell::race::OnceBox;
 use sockexit_engine::{
-    AuditConfig, AuditLog, Call, FilesResolver, LoadOptions, Policy, Prepared, Snapshot,
+    AuditConfig, AuditLog, Call, FilesResolver, LoadOptions, Needs, Policy, Prepared, Snapshot,
 };
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -79,10 +79,26 @@ impl State {
 
     /// The audit settings, known at load time even when the sets are deferred.
     pub fn audit_config(&self) -> Option<&AuditConfig> {
-        match &self.loaded {
+        self.loaded.audit()
+    }
+}
+
+impl Loaded {
+    /// `audit:` — final at load time, deferred sets or not.
+    fn audit(&self) -> Option<&AuditConfig> {
+        match self {
             Loaded::Policy(p) => Some(p.audit()),
             Loaded::Deferred { snapshot, .. } => Some(snapshot.audit()),
             Loaded::Failed => None,
+        }
+    }
+
+    /// What the rules for `call` can look at — final at load time too.
+    fn needs(&self, call: Call) -> Needs {
+        match self {
+            Loaded::Policy(p) => p.needs(call),
+            Loaded::Deferred { snapshot, .. } => snapshot.needs(call),
+            Loaded::Failed => Needs::default(),
         }
     }
 }
@@ -151,20 +167,10 @@ fn load() -> State {
             Loaded::Failed
         }
     };
-    let needs = |c| match &loaded {
-        Loaded::Policy(p) => p.needs(c),
-        Loaded::Deferred { snapshot, .. } => snapshot.needs(c),
-        Loaded::Failed => Default::default(),
-    };
     let needs_program = [Call::Accept, Call::Connect, Call::Listen]
         .into_iter()
-        .any(|c| needs(c).program);
-    let audit_log = match &loaded {
-        Loaded::Policy(p) => Some(&p.audit().log),
-        Loaded::Deferred { snapshot, .. } => Some(&snapshot.audit().log),
-        Loaded::Failed => None,
-    };
-    let audit_enabled = audit_log.is_some_and(|l| *l != AuditLog::Off);
+        .any(|c| loaded.needs(c).program);
+    let audit_enabled = loaded.audit().is_some_and(|a| a.log != AuditLog::Off);
     let program = if needs_program || audit_enabled {
         use std::os::unix::ffi::OsStringExt;
         sys::exe_path().map(|s| s.into_vec())

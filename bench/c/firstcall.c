@@ -12,24 +12,9 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include "procmem.h"
 #include <sys/socket.h>
 #include <unistd.h>
-
-static long field(const char *path, const char *name) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(name);
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, name, n) == 0 && line[n] == ':') {
-            sscanf(line + n + 1, "%ld", &v);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
 
 int main(int argc, char **argv) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -48,16 +33,7 @@ int main(int argc, char **argv) {
     }
     close(fd);
     if (argc > 1 && strcmp(argv[1], "--rss") == 0) {
-        long rss = field("/proc/self/status", "VmRSS");
-        long pc = field("/proc/self/smaps_rollup", "Private_Clean");
-        long pd = field("/proc/self/smaps_rollup", "Private_Dirty");
-        long pss = field("/proc/self/smaps_rollup", "Pss");
-        long anon = field("/proc/self/smaps_rollup", "Anonymous");
-        if (rss < 0 || pc < 0 || pd < 0 || pss < 0 || anon < 0) {
-            fprintf(stderr, "firstcall: cannot read /proc/self\n");
-            return 2;
-        }
-        printf("vmrss_kb=%ld private_kb=%ld pss_kb=%ld anon_kb=%ld\n", rss, pc + pd, pss, anon);
+        return procmem_report("firstcall");
     }
     return 0;
 }

@@ -6,35 +6,8 @@
  * heap, stacks and written data pages, the part no other process can ever share,
  * unlike the library's code, which is private here only because no other process
  * happens to map it at the same time). */
-#include <stdio.h>
-#include <string.h>
-
-static long field(const char *path, const char *name) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(name);
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, name, n) == 0 && line[n] == ':') {
-            sscanf(line + n + 1, "%ld", &v);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
+#include "procmem.h"
 
 int main(void) {
-    long rss = field("/proc/self/status", "VmRSS");
-    long pc = field("/proc/self/smaps_rollup", "Private_Clean");
-    long pd = field("/proc/self/smaps_rollup", "Private_Dirty");
-    long pss = field("/proc/self/smaps_rollup", "Pss");
-    long anon = field("/proc/self/smaps_rollup", "Anonymous");
-    if (rss < 0 || pc < 0 || pd < 0 || pss < 0 || anon < 0) {
-        fprintf(stderr, "rssprobe: cannot read /proc/self\n");
-        return 2;
-    }
-    printf("vmrss_kb=%ld private_kb=%ld pss_kb=%ld anon_kb=%ld\n", rss, pc + pd, pss, anon);
-    return 0;
+    return procmem_report("rssprobe");
 }

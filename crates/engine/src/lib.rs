@@ -6,7 +6,7 @@
 //!
 //! API CONTRACT (other crates code against these names; keep them stable):
 //! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_bytes_with`]
-//! - [`Snapshot::read`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
+//! - [`Snapshot::read_deferring`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
 //! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::audit`]
 //! - [`Error`] whose `Display` is `FILE[:LINE:COLUMN]: [key `K`: ]message`

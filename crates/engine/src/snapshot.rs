@@ -4,7 +4,7 @@
 //! policy in every process it is preloaded into — every child of a wrapped service,
 //! most of which never open a socket. A snapshot splits the load in two:
 //!
-//! 1. [`Snapshot::read`] does **all the I/O**: the policy file, every set file it
+//! 1. [`Snapshot::read_with`] does **all the I/O**: the policy file, every set file it
 //!    names, every user and group name it resolves. It validates everything but the
 //!    contents of set files. Done at start-up, before the program can `chroot`,
 //!    drop privileges, install a seccomp filter, change directory or clear its
@@ -14,8 +14,8 @@
 //!    gives the same answer wherever and whenever it runs.
 
 use crate::policy::{self, SetFiles};
+use crate::Call;
 use crate::{AuditConfig, Error, LoadOptions, Mode, NameResolver, Needs, Policy};
-use crate::{Call, FilesResolver};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -81,17 +81,6 @@ impl NameResolver for Replay<'_> {
 }
 
 impl Snapshot {
-    /// Read a policy file and everything it names, resolving names with
-    /// [`FilesResolver`].
-    pub fn read(path: &Path) -> Result<Snapshot, Error> {
-        Self::read_with(
-            path,
-            &LoadOptions {
-                resolver: &FilesResolver::default(),
-            },
-        )
-    }
-
     /// Read a policy file and everything it names. Fails with the same errors as
     /// [`Policy::load_with`], except errors inside set files, which
     /// [`Snapshot::compile`] reports.

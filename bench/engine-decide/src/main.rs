@@ -10,18 +10,17 @@
 //!
 //! Prints one line: `load_ms=L calls=N ns_per_call=X verdict=V rule=R`.
 //!
-//! usage: engine-decide --proto POLICY CALL REMOTE LOCAL MIN_CALLS MIN_MS
-//!   Builds the two prototype strategies of `proto.rs`, checks that they give exactly
-//!   `Policy::decide`'s verdict and rule on thousands of generated peers (accept,
-//!   connect and listen), then times all three on the given call. Prints one line:
-//!   `checked=N current_ns=A peer_once_ns=B bucketed_ns=B2 dispatch_ns=C intervals=I
-//!   lists=L build_ms=T verdict=V rule=R`.
-
-mod proto;
+//! usage: engine-decide --walk POLICY CALL REMOTE LOCAL MIN_CALLS MIN_MS
+//!   Checks that `Policy::decide` (with the address dispatch the engine builds for long
+//!   or big policies) gives exactly the verdict and rule of `Policy::decide_walk` (the
+//!   plain first-match walk) on thousands of generated peers (accept, connect and
+//!   listen), then times both on the given call. Prints one line: `checked=N walk_ns=A
+//!   decide_ns=B intervals=I classes=C table_kb=K load_ms=L verdict=V rule=R`
+//!   (intervals=0 when the policy has no dispatch table).
 
 use sockexit_engine::{Call, Facts, Policy, Verdict};
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -115,11 +114,9 @@ fn time(min_calls: u64, min_ms: f64, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() * 1e9 / n as f64
 }
 
-fn run_proto(args: &[String]) -> Result<String, String> {
+fn run_walk(args: &[String]) -> Result<String, String> {
     let [policy, call, remote, local, min_calls, min_ms] = args else {
-        return Err(
-            "usage: engine-decide --proto POLICY CALL REMOTE LOCAL MIN_CALLS MIN_MS".into(),
-        );
+        return Err("usage: engine-decide --walk POLICY CALL REMOTE LOCAL MIN_CALLS MIN_MS".into());
     };
     let call = match call.as_str() {
         "accept" => Call::Accept,
@@ -129,12 +126,9 @@ fn run_proto(args: &[String]) -> Result<String, String> {
     };
     let min_calls: u64 = min_calls.parse().map_err(|e| format!("MIN_CALLS: {e}"))?;
     let min_ms: f64 = min_ms.parse().map_err(|e| format!("MIN_MS: {e}"))?;
-    let p = Policy::load(Path::new(policy)).map_err(|e| format!("cannot load policy: {e}"))?;
     let t = Instant::now();
-    let once = proto::PeerOnce::new(&p, false);
-    let bucketed = proto::PeerOnce::new(&p, true);
-    let disp = proto::Dispatch::new(&p);
-    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let p = Policy::load(Path::new(policy)).map_err(|e| format!("cannot load policy: {e}"))?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let facts = |remote: Option<SocketAddr>, local: Option<SocketAddr>| Facts {
         remote,
         local,
@@ -143,33 +137,29 @@ fn run_proto(args: &[String]) -> Result<String, String> {
         program: Some("/usr/sbin/benchd".into()),
     };
 
-    // Same verdict and rule as the engine, or no number.
+    // The same verdict and rule both ways, or no number.
     let locals: [Option<SocketAddr>; 3] = [
         addr("127.0.0.1:8080")?,
         addr("10.0.0.5:21")?,
         addr("[::1]:443")?,
     ];
     let mut checked = 0u64;
-    for (k, peer) in proto::sample_peers(&p, 4000).into_iter().enumerate() {
+    for (k, peer) in sample_peers(&p, 4000).into_iter().enumerate() {
         let local = locals[k % locals.len()];
         for c in [Call::Accept, Call::Connect, Call::Listen] {
             let remote = if c == Call::Listen { None } else { Some(peer) };
-            let want = p.decide(c, &mut facts(remote, local));
-            let got1 = once.decide(c, &mut facts(remote, local));
-            let got2 = disp.decide(c, &mut facts(remote, local));
-            let got3 = bucketed.decide(c, &mut facts(remote, local));
-            for (what, got) in [("peer-once", got1), ("dispatch", got2), ("bucketed", got3)] {
-                if got != (want.verdict, want.rule) {
-                    return Err(format!(
-                        "{what} differs from Policy::decide for {} {peer} (local {local:?}): \
-                         {}/{} instead of {}/{}",
-                        c.as_str(),
-                        got.0.as_str(),
-                        got.1,
-                        want.verdict.as_str(),
-                        want.rule
-                    ));
-                }
+            let want = p.decide_walk(c, &mut facts(remote, local));
+            let got = p.decide(c, &mut facts(remote, local));
+            if got != want {
+                return Err(format!(
+                    "decide differs from decide_walk for {} {peer} (local {local:?}): \
+                     {}/{} instead of {}/{}",
+                    c.as_str(),
+                    got.verdict.as_str(),
+                    got.rule,
+                    want.verdict.as_str(),
+                    want.rule
+                ));
             }
             checked += 1;
         }
@@ -177,32 +167,67 @@ fn run_proto(args: &[String]) -> Result<String, String> {
 
     let mut f = facts(addr(remote)?, addr(local)?);
     let want = p.decide(call, &mut f);
-    let current = time(min_calls, min_ms, || {
+    let walk = time(min_calls, min_ms, || {
+        black_box(p.decide_walk(black_box(call), black_box(&mut f)).verdict);
+    });
+    let decide = time(min_calls, min_ms, || {
         black_box(p.decide(black_box(call), black_box(&mut f)).verdict);
     });
-    let peer_once = time(min_calls, min_ms, || {
-        black_box(once.decide(black_box(call), black_box(&mut f)).0);
-    });
-    let bucket = time(min_calls, min_ms, || {
-        black_box(bucketed.decide(black_box(call), black_box(&mut f)).0);
-    });
-    let dispatch = time(min_calls, min_ms, || {
-        black_box(disp.decide(black_box(call), black_box(&mut f)).0);
-    });
-    let (intervals, lists) = disp.size();
+    let (intervals, classes, bytes) = p.dispatch_size().unwrap_or((0, 0, 0));
     Ok(format!(
-        "checked={checked} current_ns={current:.2} peer_once_ns={peer_once:.2} \
-         bucketed_ns={bucket:.2} dispatch_ns={dispatch:.2} intervals={intervals} lists={lists} build_ms={build_ms:.1} \
-         verdict={} rule={}",
+        "checked={checked} walk_ns={walk:.2} decide_ns={decide:.2} intervals={intervals} \
+         classes={classes} table_kb={:.0} load_ms={load_ms:.1} verdict={} rule={}",
+        bytes as f64 / 1024.0,
         want.verdict.as_str(),
         want.rule
     ))
 }
 
+/// Peers to compare `decide` and `decide_walk` on: every set boundary (each side of it), plus
+/// loopback and a spread of other addresses, on a few ports.
+fn sample_peers(p: &Policy, limit: usize) -> Vec<SocketAddr> {
+    let mut ips: Vec<IpAddr> = vec![
+        "127.0.0.1".parse().unwrap(),
+        "::1".parse().unwrap(),
+        "::ffff:127.0.0.1".parse().unwrap(),
+        "10.0.0.1".parse().unwrap(),
+        "192.168.1.5".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+        "0.0.0.0".parse().unwrap(),
+        "255.255.255.255".parse().unwrap(),
+    ];
+    for r in p.rules() {
+        for s in [r.remote(), r.local()].into_iter().flatten() {
+            let v4 = s.v4_ranges();
+            let step = (v4.len() / (limit / 8).max(1)).max(1);
+            for &(lo, hi) in v4.iter().step_by(step) {
+                for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
+                    ips.push(IpAddr::from(x.to_be_bytes()));
+                }
+            }
+            let v6 = s.v6_ranges();
+            let step = (v6.len() / (limit / 8).max(1)).max(1);
+            for &(lo, hi) in v6.iter().step_by(step) {
+                for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
+                    ips.push(IpAddr::from(x.to_be_bytes()));
+                }
+            }
+        }
+    }
+    let ports = [21u16, 22, 25, 53, 80, 443, 445, 5432, 40000];
+    let mut out = Vec::new();
+    for (k, ip) in ips.into_iter().enumerate() {
+        for j in 0..3 {
+            out.push(SocketAddr::new(ip, ports[(k * 3 + j) % ports.len()]));
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
-        Some("--proto") => run_proto(&args[1..]),
+        Some("--walk") => run_walk(&args[1..]),
         _ => run(&args),
     };
     match res {

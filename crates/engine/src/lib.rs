@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub mod bpf;
+mod dispatch;
 mod glob;
 mod policy;
 mod ranges;
@@ -305,6 +306,8 @@ pub struct Policy {
     /// Rule indexes per call (accept, connect, listen), in policy order.
     by_call: [Vec<u32>; 3],
     needs: [Needs; 3],
+    /// Rules that can still match, by peer address (big or long policies only).
+    dispatch: Option<dispatch::Dispatch>,
     warnings: Vec<Warning>,
     path: PathBuf,
 }
@@ -345,7 +348,38 @@ impl Policy {
     }
 
     /// Decide one call. No allocation, no I/O; facts are pulled lazily.
+    ///
+    /// The first rule for `call` that matches decides, else `default:`. For policies
+    /// with many rules or big sets, `accept` and `connect` first look the peer up in
+    /// an address dispatch table and check only the rules that can still match it
+    /// (see `docs/engine.md`); the result is always that of [`Policy::decide_walk`].
+    #[inline]
     pub fn decide(&self, call: Call, facts: &mut dyn FactSource) -> Decision<'_> {
+        if let Some(d) = self.dispatch.as_ref().filter(|d| d.covers(call)) {
+            if let Some(r) = facts.remote() {
+                let ip = r.ip().to_canonical();
+                for &c in d.candidates(call, ip) {
+                    let rule = &self.rules[(c & !dispatch::IN_REMOTE) as usize];
+                    if rule.matches_peer(call, r, ip, c & dispatch::IN_REMOTE != 0, facts) {
+                        return Decision {
+                            verdict: rule.action(),
+                            rule: rule.name(),
+                        };
+                    }
+                }
+                return Decision {
+                    verdict: self.default,
+                    rule: "default",
+                };
+            }
+        }
+        self.decide_walk(call, facts)
+    }
+
+    /// The reference decision: every rule for `call`, in policy order, no dispatch
+    /// table. Always the same result as [`Policy::decide`] (tested on generated
+    /// policies); for tests and benchmarks.
+    pub fn decide_walk(&self, call: Call, facts: &mut dyn FactSource) -> Decision<'_> {
         for &i in &self.by_call[call_index(call)] {
             let r = &self.rules[i as usize];
             if r.matches(call, facts) {
@@ -359,6 +393,15 @@ impl Policy {
             verdict: self.default,
             rule: "default",
         }
+    }
+
+    /// Size of the address dispatch table, if one was built: (intervals over both
+    /// families, distinct candidate classes, heap bytes).
+    pub fn dispatch_size(&self) -> Option<(usize, usize, usize)> {
+        self.dispatch.as_ref().map(|d| {
+            let (n, c) = d.size();
+            (n, c, d.heap_bytes())
+        })
     }
 
     /// What the rules for `call` can look at.

@@ -218,28 +218,65 @@ impl Rule {
 
     /// Evaluate cheap fields first and ask for each fact only when a field needs it.
     pub(crate) fn matches(&self, call: Call, f: &mut dyn crate::FactSource) -> bool {
-        if self.remote.is_some()
-            || self.remote_ports.is_some()
-            || (self.families.is_some() && call != Call::Listen)
-        {
+        if self.needs_remote(call) {
             let Some(r) = f.remote() else { return false };
-            let ip = r.ip().to_canonical();
-            if let Some(fam) = self.families {
-                if call != Call::Listen && fam & family_bit(ip) == 0 {
-                    return false;
-                }
-            }
-            if let Some(p) = &self.remote_ports {
-                if !p.contains(r.port()) {
-                    return false;
-                }
-            }
-            if let Some(s) = &self.remote {
-                if !s.contains(ip) {
-                    return false;
-                }
+            if !self.remote_ok(call, r, r.ip().to_canonical(), false) {
+                return false;
             }
         }
+        self.rest_ok(call, f)
+    }
+
+    /// [`Rule::matches`] with the peer already read (`ip` canonical). `in_remote`: the
+    /// caller knows `ip` is in this rule's `remote` set (the address dispatch found it
+    /// there), so that search is skipped.
+    #[inline]
+    pub(crate) fn matches_peer(
+        &self,
+        call: Call,
+        r: std::net::SocketAddr,
+        ip: std::net::IpAddr,
+        in_remote: bool,
+        f: &mut dyn crate::FactSource,
+    ) -> bool {
+        (!self.needs_remote(call) || self.remote_ok(call, r, ip, in_remote))
+            && self.rest_ok(call, f)
+    }
+
+    #[inline]
+    fn needs_remote(&self, call: Call) -> bool {
+        self.remote.is_some()
+            || self.remote_ports.is_some()
+            || (self.families.is_some() && call != Call::Listen)
+    }
+
+    #[inline]
+    fn remote_ok(
+        &self,
+        call: Call,
+        r: std::net::SocketAddr,
+        ip: std::net::IpAddr,
+        in_remote: bool,
+    ) -> bool {
+        if let Some(fam) = self.families {
+            if call != Call::Listen && fam & family_bit(ip) == 0 {
+                return false;
+            }
+        }
+        if let Some(p) = &self.remote_ports {
+            if !p.contains(r.port()) {
+                return false;
+            }
+        }
+        match &self.remote {
+            Some(s) if !in_remote => s.contains(ip),
+            _ => true,
+        }
+    }
+
+    /// Everything but the remote fields.
+    #[inline]
+    fn rest_ok(&self, call: Call, f: &mut dyn crate::FactSource) -> bool {
         if self.local.is_some()
             || self.local_ports.is_some()
             || (self.families.is_some() && call == Call::Listen)
@@ -286,9 +323,7 @@ impl Rule {
     fn needs(&self, call: Call) -> Needs {
         let fam = self.families.is_some();
         Needs {
-            remote: self.remote.is_some()
-                || self.remote_ports.is_some()
-                || (fam && call != Call::Listen),
+            remote: self.needs_remote(call),
             local: self.local.is_some()
                 || self.local_ports.is_some()
                 || (fam && call == Call::Listen),
@@ -1017,6 +1052,7 @@ pub(crate) fn compile(
             }
         }
     }
+    let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
     Ok(Policy {
         default,
         mode,
@@ -1025,6 +1061,7 @@ pub(crate) fn compile(
         rules,
         by_call,
         needs,
+        dispatch,
         warnings,
         path: PathBuf::from(origin),
     })

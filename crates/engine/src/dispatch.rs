@@ -1,0 +1,356 @@
+//! Dispatch on the peer address, for `accept` and `connect`.
+//!
+//! First match over the rules asks every rule in turn whether the peer is in its
+//! `remote` set, although for any one peer most rules cannot match. At compile time
+//! the address space of each family is cut at every boundary of every `remote` set; in
+//! each elementary interval every address is in exactly the same sets, so the interval
+//! can carry the ordered list of rules that can still match there: those without
+//! `remote`, and those whose `remote` holds the interval (for these the set search is
+//! already answered). Intervals with the same membership share a *class*, and each
+//! class one candidate list per call. A decision is one search for the peer's interval
+//! plus the remaining checks of those few candidates, in policy order: first-match
+//! semantics and the lazy facts are unchanged, only rules that cannot match are skipped.
+//!
+//! Built only where the walk is slow (many rules, or a big set), and only within fixed
+//! bounds; beyond them the policy decides by the plain walk, which is always correct.
+
+use crate::policy::Rule;
+use crate::Call;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+/// Flag bit of a candidate: the peer is in the rule's `remote` set.
+pub(crate) const IN_REMOTE: u32 = 1 << 31;
+
+/// Dispatch a call whose rules number at least this many...
+const MIN_RULES: usize = 8;
+/// ...or among whose `remote` sets one has at least this many ranges. Below both, the
+/// walk is as fast as the search (a few rules, small sets) and the table would only
+/// cost start-up time and memory.
+const MIN_RANGES: usize = 256;
+/// Classes are numbered in 16 bits (2 bytes per interval); a policy with more distinct
+/// memberships than that decides by the walk.
+const MAX_CLASSES: usize = 1 << 16;
+/// Candidate entries summed over classes and calls (4 bytes each): nested sets of many
+/// rules could otherwise need classes × rules entries. Beyond it: the walk.
+const MAX_CANDIDATES: usize = 1 << 20;
+
+/// The compiled dispatch of one policy.
+#[derive(Debug)]
+pub(crate) struct Dispatch {
+    v4: Table<u32>,
+    v6: Table<u128>,
+    /// Per call (accept, connect), per class: the class's range in `cands`. Empty for a
+    /// call that is not dispatched.
+    lists: [Vec<(u32, u32)>; 2],
+    /// Rule indexes in policy order, [`IN_REMOTE`] or-ed in.
+    cands: Vec<u32>,
+}
+
+impl Dispatch {
+    /// Whether `call` is dispatched.
+    #[inline]
+    pub(crate) fn covers(&self, call: Call) -> bool {
+        match call {
+            Call::Accept => !self.lists[0].is_empty(),
+            Call::Connect => !self.lists[1].is_empty(),
+            Call::Listen => false,
+        }
+    }
+
+    /// The candidates for a peer (`ip` canonical) of a `call` this dispatch covers.
+    #[inline]
+    pub(crate) fn candidates(&self, call: Call, ip: IpAddr) -> &[u32] {
+        let lists = &self.lists[usize::from(call == Call::Connect)];
+        let class = match ip {
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
+        };
+        let (s, e) = lists[usize::from(class)];
+        &self.cands[s as usize..e as usize]
+    }
+
+    /// Intervals (both families) and distinct classes, for reports.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let classes = self.lists.iter().map(Vec::len).max().unwrap_or(0);
+        (self.v4.starts.len() + self.v6.starts.len(), classes)
+    }
+
+    /// Heap bytes held (for reports).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes()
+            + self.v6.heap_bytes()
+            + self.lists.iter().map(|l| l.capacity() * 8).sum::<usize>()
+            + self.cands.capacity() * 4
+    }
+
+    /// Build for the calls where it pays (see [`MIN_RULES`], [`MIN_RANGES`]); `None`
+    /// when no call qualifies or a bound is exceeded.
+    pub(crate) fn build(rules: &[Rule], by_call: &[Vec<u32>; 3]) -> Option<Dispatch> {
+        let dispatched: [bool; 2] = [0, 1].map(|ci| {
+            let ids = &by_call[ci];
+            let sets = ids.iter().filter_map(|&i| rules[i as usize].remote());
+            let big = sets
+                .clone()
+                .any(|s| s.v4_ranges().len() + s.v6_ranges().len() >= MIN_RANGES);
+            sets.count() > 0 && (ids.len() >= MIN_RULES || big)
+        });
+        if dispatched == [false, false] {
+            return None;
+        }
+        // Number the rules whose `remote` set matters: membership bit k.
+        let mut bit = vec![None; rules.len()];
+        let mut members: Vec<&Rule> = Vec::new();
+        for (ci, _) in dispatched.iter().enumerate().filter(|d| *d.1) {
+            for &i in &by_call[ci] {
+                let r = &rules[i as usize];
+                if r.remote().is_some() && bit[i as usize].is_none() {
+                    bit[i as usize] = Some(members.len());
+                    members.push(r);
+                }
+            }
+        }
+        let mut classes = Classes::new(members.len());
+        let v4 = Table::build(
+            members
+                .iter()
+                .map(|r| r.remote().map_or(&[][..], |s| s.v4_ranges())),
+            &mut classes,
+        )?;
+        let v6 = Table::build(
+            members
+                .iter()
+                .map(|r| r.remote().map_or(&[][..], |s| s.v6_ranges())),
+            &mut classes,
+        )?;
+        let mut lists: [Vec<(u32, u32)>; 2] = Default::default();
+        let mut cands = Vec::new();
+        for ci in 0..2 {
+            if !dispatched[ci] {
+                continue;
+            }
+            for m in &classes.members {
+                let start = cands.len() as u32;
+                for &i in &by_call[ci] {
+                    match bit[i as usize] {
+                        None if rules[i as usize].remote().is_none() => cands.push(i),
+                        Some(k) if m[k / 64] >> (k % 64) & 1 == 1 => cands.push(i | IN_REMOTE),
+                        _ => {}
+                    }
+                }
+                if cands.len() > MAX_CANDIDATES {
+                    return None;
+                }
+                lists[ci].push((start, cands.len() as u32));
+            }
+        }
+        cands.shrink_to_fit();
+        Some(Dispatch {
+            v4,
+            v6,
+            lists,
+            cands,
+        })
+    }
+}
+
+/// An address as a key: IPv4 as `u32`, IPv6 as `u128`.
+trait Key: Copy + Ord + std::fmt::Debug {
+    const MIN: Self;
+    fn succ(self) -> Option<Self>;
+    /// The top `bits` bits (`bits` ≤ 16), as a bucket number.
+    fn top(self, bits: u32) -> usize;
+}
+
+impl Key for u32 {
+    const MIN: Self = 0;
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    #[inline]
+    fn top(self, bits: u32) -> usize {
+        self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
+    }
+}
+
+impl Key for u128 {
+    const MIN: Self = 0;
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    #[inline]
+    fn top(self, bits: u32) -> usize {
+        self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
+    }
+}
+
+/// One family's intervals: interval k runs from `starts[k]` to `starts[k + 1] - 1` (the
+/// last to the family's maximum); neighbours always differ in class.
+#[derive(Debug)]
+struct Table<T> {
+    starts: Box<[T]>,
+    class: Box<[u16]>,
+    /// `index[b]`: the first interval starting in bucket `b` or later (bucket = the
+    /// top `bits` bits), so a search looks only at the starts inside the peer's
+    /// bucket. About 8 starts per bucket, at most 2^16 buckets; none for small tables.
+    index: Box<[u32]>,
+    bits: u32,
+}
+
+impl<T: Key> Table<T> {
+    #[inline]
+    fn lookup(&self, x: T) -> u16 {
+        let k = if self.bits == 0 {
+            // starts[0] is the family's minimum: there is always an interval.
+            self.starts.partition_point(|&s| s <= x) - 1
+        } else {
+            let b = x.top(self.bits);
+            let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+            // Starts before `lo` are below this bucket, hence <= x; if none inside it
+            // is <= x, the interval is lo - 1 (lo >= 1 then: starts[0] = 0 is in
+            // bucket 0 and <= x).
+            lo + self.starts[lo..hi].partition_point(|&s| s <= x) - 1
+        };
+        self.class[k]
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.starts.len() * std::mem::size_of::<T>() + self.class.len() * 2 + self.index.len() * 4
+    }
+
+    /// Sweep the sorted boundaries of every member's ranges (sorted, disjoint,
+    /// non-adjacent: each boundary toggles one membership bit).
+    fn build<'a>(
+        sets: impl Iterator<Item = &'a [(T, T)]>,
+        classes: &mut Classes,
+    ) -> Option<Table<T>>
+    where
+        T: 'a,
+    {
+        let mut events: Vec<(T, u32)> = Vec::new();
+        for (k, ranges) in sets.enumerate() {
+            for &(lo, hi) in ranges {
+                events.push((lo, k as u32));
+                if let Some(n) = hi.succ() {
+                    events.push((n, k as u32));
+                }
+            }
+        }
+        // One sorted run per member: the stable sort merges runs.
+        events.sort_by_key(|e| e.0);
+        let mut member = vec![0u64; classes.words];
+        let mut starts = vec![T::MIN];
+        let mut class = vec![0u16];
+        // Most boundaries toggle one rule, and a few transitions recur (in and out of
+        // the big set): remembered here, they skip hashing the whole membership.
+        let mut recent = [(u16::MAX, u32::MAX, 0u16); 64];
+        let mut cur = 0u16;
+        let mut i = 0;
+        while i < events.len() {
+            let (pos, first) = events[i];
+            let mut n = 0;
+            while i < events.len() && events[i].0 == pos {
+                let k = events[i].1 as usize;
+                member[k / 64] ^= 1 << (k % 64);
+                i += 1;
+                n += 1;
+            }
+            let slot = (usize::from(cur) * 31 + first as usize) % recent.len();
+            let c = match recent[slot] {
+                (from, k, to) if n == 1 && from == cur && k == first => to,
+                _ => {
+                    let to = classes.id(&member)?;
+                    if n == 1 {
+                        recent[slot] = (cur, first, to);
+                    }
+                    to
+                }
+            };
+            cur = c;
+            if pos == T::MIN {
+                class[0] = c;
+            } else if class.last() != Some(&c) {
+                starts.push(pos);
+                class.push(c);
+            }
+        }
+        let bits = match starts.len() / 8 {
+            0..=63 => 0,
+            n => n.ilog2().min(16),
+        };
+        let mut index = Vec::new();
+        if bits > 0 {
+            index.reserve_exact((1 << bits) + 1);
+            let mut k = 0;
+            for b in 0..=(1usize << bits) {
+                while k < starts.len() && starts[k].top(bits) < b {
+                    k += 1;
+                }
+                index.push(k as u32);
+            }
+        }
+        Some(Table {
+            starts: starts.into_boxed_slice(),
+            class: class.into_boxed_slice(),
+            index: index.into_boxed_slice(),
+            bits,
+        })
+    }
+}
+
+/// Distinct memberships (bit sets over the member rules), numbered in order of first
+/// appearance; class 0 is the empty membership.
+struct Classes {
+    words: usize,
+    members: Vec<Box<[u64]>>,
+    ids: HashMap<Box<[u64]>, u16, BuildHasherDefault<Fx>>,
+}
+
+impl Classes {
+    fn new(n: usize) -> Classes {
+        let mut c = Classes {
+            words: n.div_ceil(64).max(1),
+            members: Vec::new(),
+            ids: HashMap::default(),
+        };
+        let empty = vec![0; c.words];
+        c.id(&empty);
+        c
+    }
+
+    fn id(&mut self, m: &[u64]) -> Option<u16> {
+        if let Some(&id) = self.ids.get(m) {
+            return Some(id);
+        }
+        if self.members.len() == MAX_CLASSES {
+            return None;
+        }
+        let id = self.members.len() as u16;
+        self.members.push(m.into());
+        self.ids.insert(m.into(), id);
+        Some(id)
+    }
+}
+
+/// A multiply-rotate hash (as in rustc's FxHasher): the keys are bit sets drawn from
+/// the policy, not from the network, so no flooding defence is needed, and SipHash
+/// would cost more than the rest of the sweep.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

@@ -57,24 +57,39 @@ impl State {
     pub fn policy(&self) -> Option<&Policy> {
         match &self.loaded {
             Loaded::Policy(p) => Some(p),
-            Loaded::Deferred { snapshot, compiled } => compiled
-                .get_or_init(|| match snapshot.compile() {
-                    Ok(p) => {
-                        log::debug!(
-                            "policy {}: {} bytes of set files compiled",
-                            snapshot.path().display(),
-                            snapshot.set_file_bytes()
-                        );
-                        Box::new(Some(p))
-                    }
-                    Err(e) => {
-                        log_failure(&e, self.on_error_allow);
-                        Box::new(None)
-                    }
-                })
-                .as_ref(),
+            Loaded::Deferred { snapshot, compiled } => match compiled.get() {
+                Some(p) => p.as_ref(),
+                None => self.compile_deferred(snapshot, compiled),
+            },
             Loaded::Failed => None,
         }
+    }
+
+    /// Once per process (per racing thread at most): out of line, so the hot path
+    /// through the hooks stays small.
+    #[cold]
+    #[inline(never)]
+    fn compile_deferred<'a>(
+        &self,
+        snapshot: &Snapshot,
+        compiled: &'a OnceBox<Option<Policy>>,
+    ) -> Option<&'a Policy> {
+        compiled
+            .get_or_init(|| match snapshot.compile() {
+                Ok(p) => {
+                    log::debug!(
+                        "policy {}: {} bytes of set files compiled",
+                        snapshot.path().display(),
+                        snapshot.set_file_bytes()
+                    );
+                    Box::new(Some(p))
+                }
+                Err(e) => {
+                    log_failure(&e, self.on_error_allow);
+                    Box::new(None)
+                }
+            })
+            .as_ref()
     }
 
     /// The audit settings, known at load time even when the sets are deferred.

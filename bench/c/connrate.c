@@ -1,10 +1,15 @@
 /* connrate: one process, loopback loop of socket/connect/accept/close.
  *
- * usage: connrate allow|refuse COUNT
+ * usage: connrate allow|refuse COUNT [peer|nopeer]
  *   allow   every accept must return a connection (the policy allows 127.0.0.1)
  *   refuse  the listening socket is non-blocking and every accept must return
  *           EAGAIN: the preloaded hook took the connection, refused it (reset) and
  *           found nothing else pending. Plain (no preload) the same loop accepts.
+ *   peer    (default) accept(fd, &addr, &len): the server asks for the peer's
+ *           address, as nginx, vsftpd, sshd, redis and Python's socket.accept do
+ *   nopeer  accept(fd, NULL, NULL), as libuv (Node.js) does; sockexit still needs
+ *           the peer, so with the library the kernel writes an address the plain
+ *           program never asked for
  *
  * Client sockets are closed with SO_LINGER {1,0} (RST) in both modes so no TIME_WAIT
  * state builds up over tens of thousands of connections to one port; the extra
@@ -40,8 +45,13 @@ static double clock_ns(clockid_t id) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: connrate allow|refuse COUNT\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: connrate allow|refuse COUNT [peer|nopeer]\n");
+        return 2;
+    }
+    int nopeer = argc == 4 && strcmp(argv[3], "nopeer") == 0;
+    if (argc == 4 && !nopeer && strcmp(argv[3], "peer") != 0) {
+        fprintf(stderr, "connrate: third argument must be peer or nopeer\n");
         return 2;
     }
     int refuse = strcmp(argv[1], "refuse") == 0;
@@ -87,8 +97,14 @@ int main(int argc, char **argv) {
         int c = socket(AF_INET, SOCK_STREAM, 0);
         if (c < 0) die("socket (client)");
         if (connect(c, (struct sockaddr *)&sa, sizeof sa) < 0) die("connect");
-        int a = accept(lfd, NULL, NULL);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int a = nopeer ? accept(lfd, NULL, NULL) : accept(lfd, (struct sockaddr *)&peer, &plen);
         if (a >= 0) {
+            if (!nopeer && (peer.ss_family != AF_INET || plen != sizeof(struct sockaddr_in))) {
+                fprintf(stderr, "connrate: accept returned no IPv4 peer address\n");
+                return 2;
+            }
             accepted++;
             close(a);
         } else if (refuse && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -101,7 +117,7 @@ int main(int argc, char **argv) {
     }
     double t1 = clock_ns(CLOCK_MONOTONIC);
     double c1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-    printf("mode=%s count=%ld accepted=%ld refused=%ld ns_per_conn=%.1f cpu_ns_per_conn=%.1f\n",
-           argv[1], count, accepted, refused, (t1 - t0) / count, (c1 - c0) / count);
+    printf("mode=%s%s count=%ld accepted=%ld refused=%ld ns_per_conn=%.1f cpu_ns_per_conn=%.1f\n",
+           argv[1], nopeer ? "-nopeer" : "", count, accepted, refused, (t1 - t0) / count, (c1 - c0) / count);
     return 0;
 }

@@ -41,9 +41,9 @@ const MAX_CANDIDATES: usize = 1 << 20;
 pub(crate) struct Dispatch {
     v4: Table<u32>,
     v6: Table<u128>,
-    /// Per call (accept, connect), per class: the class's range in `cands`. Empty for a
-    /// call that is not dispatched.
-    lists: [Vec<(u32, u32)>; 2],
+    /// Per call (accept, connect), per family (IPv4, IPv6), per class: the class's
+    /// range in `cands`. Empty for a call that is not dispatched.
+    lists: [[Vec<(u32, u32)>; 2]; 2],
     /// Rule indexes in policy order, [`IN_REMOTE`] or-ed in.
     cands: Vec<u32>,
 }
@@ -53,8 +53,8 @@ impl Dispatch {
     #[inline]
     pub(crate) fn covers(&self, call: Call) -> bool {
         match call {
-            Call::Accept => !self.lists[0].is_empty(),
-            Call::Connect => !self.lists[1].is_empty(),
+            Call::Accept => !self.lists[0][0].is_empty(),
+            Call::Connect => !self.lists[1][0].is_empty(),
             Call::Listen => false,
         }
     }
@@ -63,9 +63,9 @@ impl Dispatch {
     #[inline]
     pub(crate) fn candidates(&self, call: Call, ip: IpAddr) -> &[u32] {
         let lists = &self.lists[usize::from(call == Call::Connect)];
-        let class = match ip {
-            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
-            IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
+        let (lists, class) = match ip {
+            IpAddr::V4(a) => (&lists[0], self.v4.lookup(u32::from(a))),
+            IpAddr::V6(a) => (&lists[1], self.v6.lookup(u128::from(a))),
         };
         let (s, e) = lists[usize::from(class)];
         &self.cands[s as usize..e as usize]
@@ -73,7 +73,7 @@ impl Dispatch {
 
     /// Intervals (both families) and distinct classes, for reports.
     pub(crate) fn size(&self) -> (usize, usize) {
-        let classes = self.lists.iter().map(Vec::len).max().unwrap_or(0);
+        let classes = self.lists.iter().map(|l| l[0].len()).max().unwrap_or(0);
         (self.v4.starts.len() + self.v6.starts.len(), classes)
     }
 
@@ -81,7 +81,12 @@ impl Dispatch {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.v4.heap_bytes()
             + self.v6.heap_bytes()
-            + self.lists.iter().map(|l| l.capacity() * 8).sum::<usize>()
+            + self
+                .lists
+                .iter()
+                .flatten()
+                .map(|l| l.capacity() * 8)
+                .sum::<usize>()
             + self.cands.capacity() * 4
     }
 
@@ -124,25 +129,40 @@ impl Dispatch {
                 .map(|r| r.remote().map_or(&[][..], |s| s.v6_ranges())),
             &mut classes,
         )?;
-        let mut lists: [Vec<(u32, u32)>; 2] = Default::default();
+        // A class's list for a call and family: the rules that can still match there,
+        // in policy order. Left out besides those whose `remote` misses the interval:
+        // rules whose `families` excludes this family, and everything after a rule
+        // that is then sure to match (its `remote` holds the interval and it has no
+        // other field), which first match can never reach.
+        let mut lists: [[Vec<(u32, u32)>; 2]; 2] = Default::default();
         let mut cands = Vec::new();
         for ci in 0..2 {
             if !dispatched[ci] {
                 continue;
             }
-            for m in &classes.members {
-                let start = cands.len() as u32;
-                for &i in &by_call[ci] {
-                    match bit[i as usize] {
-                        None if rules[i as usize].remote().is_none() => cands.push(i),
-                        Some(k) if m[k / 64] >> (k % 64) & 1 == 1 => cands.push(i | IN_REMOTE),
-                        _ => {}
+            for (fi, (v4, v6)) in [(true, false), (false, true)].into_iter().enumerate() {
+                for m in &classes.members {
+                    let start = cands.len() as u32;
+                    for &i in &by_call[ci] {
+                        let r = &rules[i as usize];
+                        if r.families().is_some_and(|f| !(f.0 && v4 || f.1 && v6)) {
+                            continue;
+                        }
+                        let inside = match bit[i as usize] {
+                            None if r.remote().is_none() => false,
+                            Some(k) if m[k / 64] >> (k % 64) & 1 == 1 => true,
+                            _ => continue,
+                        };
+                        cands.push(if inside { i | IN_REMOTE } else { i });
+                        if r.peer_decides() && (inside || r.remote().is_none()) {
+                            break;
+                        }
                     }
+                    if cands.len() > MAX_CANDIDATES {
+                        return None;
+                    }
+                    lists[ci][fi].push((start, cands.len() as u32));
                 }
-                if cands.len() > MAX_CANDIDATES {
-                    return None;
-                }
-                lists[ci].push((start, cands.len() as u32));
             }
         }
         cands.shrink_to_fit();

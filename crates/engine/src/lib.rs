@@ -379,6 +379,7 @@ impl Policy {
     /// The reference decision: every rule for `call`, in policy order, no dispatch
     /// table. Always the same result as [`Policy::decide`] (tested on generated
     /// policies); for tests and benchmarks.
+    #[inline(never)]
     pub fn decide_walk(&self, call: Call, facts: &mut dyn FactSource) -> Decision<'_> {
         for &i in &self.by_call[call_index(call)] {
             let r = &self.rules[i as usize];

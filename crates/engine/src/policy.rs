@@ -243,6 +243,18 @@ impl Rule {
             && self.rest_ok(call, f)
     }
 
+    /// Whether the peer's address and family alone decide a match: no port, local,
+    /// user, group or program field (the address dispatch stops listing candidates
+    /// after such a rule once its `remote` and `families` are known to hold the peer).
+    pub(crate) fn peer_decides(&self) -> bool {
+        self.remote_ports.is_none()
+            && self.local.is_none()
+            && self.local_ports.is_none()
+            && self.users.is_none()
+            && self.groups.is_none()
+            && self.programs.is_none()
+    }
+
     #[inline]
     fn needs_remote(&self, call: Call) -> bool {
         self.remote.is_some()

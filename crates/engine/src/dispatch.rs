@@ -260,8 +260,13 @@ impl<T: Key> Table<T> {
         // One sorted run per member: the stable sort merges runs.
         events.sort_by_key(|e| e.0);
         let mut member = vec![0u64; classes.words];
-        let mut starts = vec![T::MIN];
-        let mut class = vec![0u16];
+        // Sized once for the worst case (every boundary starts an interval) and shrunk
+        // at the end: growing by doubling would leave freed blocks of every size in
+        // the heap of a process that compiles at its first call.
+        let mut starts = Vec::with_capacity(events.len() + 1);
+        let mut class = Vec::with_capacity(events.len() + 1);
+        starts.push(T::MIN);
+        class.push(0u16);
         // Most boundaries toggle one rule, and a few transitions recur (in and out of
         // the big set): remembered here, they skip hashing the whole membership.
         let mut recent = [(u16::MAX, u32::MAX, 0u16); 64];
@@ -295,6 +300,7 @@ impl<T: Key> Table<T> {
                 class.push(c);
             }
         }
+        drop(events);
         let bits = match starts.len() / 8 {
             0..=63 => 0,
             n => n.ilog2().min(16),

@@ -34,18 +34,22 @@ fn addr(s: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("bad address {s:?}: {e}"))
 }
 
+fn parse_call(s: &str) -> Result<Call, String> {
+    match s {
+        "accept" => Ok(Call::Accept),
+        "connect" => Ok(Call::Connect),
+        "listen" => Ok(Call::Listen),
+        other => Err(format!("unknown call {other:?}")),
+    }
+}
+
 fn run(args: &[String]) -> Result<String, String> {
     let [policy, call, remote, local, expect, min_calls, min_ms] = args else {
         return Err(
             "usage: engine-decide POLICY CALL REMOTE LOCAL allow|deny MIN_CALLS MIN_MS".into(),
         );
     };
-    let call = match call.as_str() {
-        "accept" => Call::Accept,
-        "connect" => Call::Connect,
-        "listen" => Call::Listen,
-        other => return Err(format!("unknown call {other:?}")),
-    };
+    let call = parse_call(call)?;
     let expect = match expect.as_str() {
         "allow" => Verdict::Allow,
         "deny" => Verdict::Deny,
@@ -118,12 +122,7 @@ fn run_walk(args: &[String]) -> Result<String, String> {
     let [policy, call, remote, local, min_calls, min_ms] = args else {
         return Err("usage: engine-decide --walk POLICY CALL REMOTE LOCAL MIN_CALLS MIN_MS".into());
     };
-    let call = match call.as_str() {
-        "accept" => Call::Accept,
-        "connect" => Call::Connect,
-        "listen" => Call::Listen,
-        other => return Err(format!("unknown call {other:?}")),
-    };
+    let call = parse_call(call)?;
     let min_calls: u64 = min_calls.parse().map_err(|e| format!("MIN_CALLS: {e}"))?;
     let min_ms: f64 = min_ms.parse().map_err(|e| format!("MIN_MS: {e}"))?;
     let t = Instant::now();

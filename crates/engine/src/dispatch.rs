@@ -183,27 +183,22 @@ trait Key: Copy + Ord + std::fmt::Debug {
     fn top(self, bits: u32) -> usize;
 }
 
-impl Key for u32 {
-    const MIN: Self = 0;
-    fn succ(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline]
-    fn top(self, bits: u32) -> usize {
-        self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
-    }
+macro_rules! impl_key {
+    ($($t:ty),*) => {$(
+        impl Key for $t {
+            const MIN: Self = 0;
+            fn succ(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            #[inline]
+            fn top(self, bits: u32) -> usize {
+                self.checked_shr(<$t>::BITS - bits).unwrap_or(0) as usize
+            }
+        }
+    )*};
 }
 
-impl Key for u128 {
-    const MIN: Self = 0;
-    fn succ(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    #[inline]
-    fn top(self, bits: u32) -> usize {
-        self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
-    }
-}
+impl_key!(u32, u128);
 
 /// One family's intervals: interval k runs from `starts[k]` to `starts[k + 1] - 1` (the
 /// last to the family's maximum); neighbours always differ in class.

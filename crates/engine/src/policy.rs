@@ -766,7 +766,12 @@ pub(crate) fn compile(
         None => return Err(ctx.err(None, Some("version"), "missing `version: 1`")),
     }
     let default = match &raw.default {
-        Some(d) => verdict(&ctx, d, "default")?,
+        Some(d) => keyword(
+            &ctx,
+            d,
+            "default",
+            [("allow", Verdict::Allow), ("deny", Verdict::Deny)],
+        )?,
         None => {
             return Err(ctx.err(
                 None,
@@ -777,17 +782,12 @@ pub(crate) fn compile(
     };
     let mode = match &raw.mode {
         None => Mode::Enforce,
-        Some(m) => match m.value.as_str() {
-            "enforce" => Mode::Enforce,
-            "audit" => Mode::Audit,
-            other => {
-                return Err(ctx.err(
-                    loc(m),
-                    Some("mode"),
-                    format!("`{other}` is not enforce or audit"),
-                ))
-            }
-        },
+        Some(m) => keyword(
+            &ctx,
+            m,
+            "mode",
+            [("enforce", Mode::Enforce), ("audit", Mode::Audit)],
+        )?,
     };
     let mut audit = AuditConfig::default();
     if let Some(a) = &raw.audit {
@@ -801,17 +801,12 @@ pub(crate) fn compile(
             };
         }
         if let Some(e) = &a.events {
-            audit.events = match e.value.as_str() {
-                "deny" => AuditEvents::Deny,
-                "all" => AuditEvents::All,
-                other => {
-                    return Err(ctx.err(
-                        loc(e),
-                        Some("events"),
-                        format!("`{other}` is not deny or all"),
-                    ))
-                }
-            };
+            audit.events = keyword(
+                &ctx,
+                e,
+                "events",
+                [("deny", AuditEvents::Deny), ("all", AuditEvents::All)],
+            )?;
         }
     }
 
@@ -1079,11 +1074,20 @@ pub(crate) fn compile(
     })
 }
 
-fn verdict(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Verdict, Error> {
-    match s.value.as_str() {
-        "allow" => Ok(Verdict::Allow),
-        "deny" => Ok(Verdict::Deny),
-        o => Err(ctx.err(loc(s), Some(key), format!("`{o}` is not allow or deny"))),
+/// One of two keywords (`mode`, `events`, `default`), or "`x` is not a or b" at its spot.
+fn keyword<T: Copy>(
+    ctx: &Ctx<'_>,
+    s: &Spanned<String>,
+    key: &str,
+    choices: [(&str, T); 2],
+) -> Result<T, Error> {
+    match choices.iter().find(|c| c.0 == s.value) {
+        Some(c) => Ok(c.1),
+        None => Err(ctx.err(
+            loc(s),
+            Some(key),
+            format!("`{}` is not {} or {}", s.value, choices[0].0, choices[1].0),
+        )),
     }
 }
 

@@ -1,0 +1,521 @@
+//! A raw policy document → the compiled [`Policy`]: top-level keys, sets, rules, and
+//! the per-call rule tables. Every error names the file, line, column and key.
+
+use super::files::{parse_net, parse_set_text, read_set_bytes, SetFiles};
+use super::lint::lint;
+use super::raw::{NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
+use super::rule::{Rule, ALL_CALLS, FAM_V4, FAM_V6};
+use super::yaml_error::{yaml_error, yaml_options};
+use super::{loc, Ctx, MAX_POLICY_BYTES};
+use crate::glob::Glob;
+use crate::ranges::{AddrSet, AddrSetBuilder, PortSet};
+use crate::{
+    AuditConfig, AuditEvents, AuditLog, Call, Error, LoadOptions, Mode, Needs, Policy, Verdict,
+    Warning,
+};
+use serde_saphyr::Spanned;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Line and column, when known.
+type At = Option<(usize, usize)>;
+
+pub(crate) fn compile(
+    bytes: &[u8],
+    origin: &Path,
+    opts: &LoadOptions<'_>,
+    files: SetFiles<'_>,
+) -> Result<Policy, Error> {
+    let ctx = Ctx { file: origin };
+    let text = policy_text(&ctx, bytes)?;
+    let raw: RawPolicy = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(origin, e))?;
+    let base = origin.parent().unwrap_or(Path::new("."));
+
+    check_version(&ctx, &raw)?;
+    let default = match &raw.default {
+        Some(d) => keyword(
+            &ctx,
+            d,
+            "default",
+            [("allow", Verdict::Allow), ("deny", Verdict::Deny)],
+        )?,
+        None => {
+            return Err(ctx.err(
+                None,
+                Some("default"),
+                "missing `default: allow|deny` (the verdict when no rule matches)",
+            ))
+        }
+    };
+    let mode = match &raw.mode {
+        None => Mode::Enforce,
+        Some(m) => keyword(
+            &ctx,
+            m,
+            "mode",
+            [("enforce", Mode::Enforce), ("audit", Mode::Audit)],
+        )?,
+    };
+    let audit = audit_config(&ctx, raw.audit.as_ref(), base)?;
+
+    let mut warnings = Vec::new();
+    let sets = compile_sets(&ctx, &raw, base, files, &mut warnings)?;
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for r in raw.rules.iter().flatten() {
+        rules.push(compile_rule(&ctx, r, &mut names, &sets, opts)?);
+    }
+
+    lint(&rules, default, &mut warnings);
+    let (by_call, needs) = index_by_call(&rules);
+    let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
+    Ok(Policy {
+        default,
+        mode,
+        stealth: raw.stealth.unwrap_or(false),
+        audit,
+        rules,
+        by_call,
+        needs,
+        dispatch,
+        warnings,
+        path: PathBuf::from(origin),
+    })
+}
+
+/// The policy as text: at most [`MAX_POLICY_BYTES`], UTF-8, and not empty (only
+/// comments counts as empty: a policy whose every line was commented out must not
+/// load as "no rules").
+fn policy_text<'b>(ctx: &Ctx<'_>, bytes: &'b [u8]) -> Result<&'b str, Error> {
+    if bytes.len() > MAX_POLICY_BYTES {
+        return Err(ctx.err(
+            None,
+            None,
+            format!("policy is larger than {MAX_POLICY_BYTES} bytes; put long address lists in set files"),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        ctx.err(Some((line, 1)), None, "policy is not valid UTF-8")
+    })?;
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Err(ctx.err(
+            None,
+            None,
+            "policy is empty: it needs at least `version: 1` and `default: allow|deny`",
+        ));
+    }
+    Ok(text)
+}
+
+fn check_version(ctx: &Ctx<'_>, raw: &RawPolicy) -> Result<(), Error> {
+    match &raw.version {
+        Some(v)
+            if matches!(&v.value, NumOrStr::Num(1))
+                || matches!(&v.value, NumOrStr::Str(s) if s == "1") =>
+        {
+            Ok(())
+        }
+        Some(v) => Err(ctx.err(
+            loc(v),
+            Some("version"),
+            format!(
+                "unsupported policy version {}; this sockexit reads version 1",
+                v.value
+            ),
+        )),
+        None => Err(ctx.err(None, Some("version"), "missing `version: 1`")),
+    }
+}
+
+/// `audit:`; a relative log path is relative to the policy's directory (`base`).
+fn audit_config(ctx: &Ctx<'_>, raw: Option<&RawAudit>, base: &Path) -> Result<AuditConfig, Error> {
+    let mut audit = AuditConfig::default();
+    let Some(a) = raw else { return Ok(audit) };
+    if let Some(l) = &a.log {
+        audit.log = match l.value.as_str() {
+            "off" => AuditLog::Off,
+            "stderr" => AuditLog::Stderr,
+            "syslog" => AuditLog::Syslog,
+            "" => return Err(ctx.err(loc(l), Some("log"), "empty audit log path")),
+            p => AuditLog::File(base.join(p)),
+        };
+    }
+    if let Some(e) = &a.events {
+        audit.events = keyword(
+            ctx,
+            e,
+            "events",
+            [("deny", AuditEvents::Deny), ("all", AuditEvents::All)],
+        )?;
+    }
+    Ok(audit)
+}
+
+/// `sets:`, each compiled once so rules naming it only copy its ranges.
+fn compile_sets(
+    ctx: &Ctx<'_>,
+    raw: &RawPolicy,
+    base: &Path,
+    mut files: SetFiles<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<HashMap<String, AddrSet>, Error> {
+    let mut sets = HashMap::new();
+    for (name, s) in raw.sets.iter().flatten() {
+        let set = match &s.value {
+            RawSet::List(items) => {
+                let mut b = AddrSetBuilder::default();
+                for sp in items {
+                    let it = &sp.value;
+                    let net = parse_net(it).ok_or_else(|| {
+                        ctx.err(
+                            loc(sp).or(loc(s)),
+                            Some(name),
+                            format!("set `{name}`: `{it}` is not an IP address or CIDR prefix"),
+                        )
+                    })?;
+                    b.add(net);
+                }
+                b.build()
+            }
+            RawSet::File(f) => set_file(ctx, name, loc(s), &base.join(f), &mut files)?,
+        };
+        if set.is_empty() {
+            warnings.push(Warning {
+                rule: None,
+                location: loc(s),
+                message: format!("set `{name}` is empty: rules naming only it match no address"),
+            });
+        }
+        sets.insert(name.clone(), set);
+    }
+    Ok(sets)
+}
+
+/// `{ file: PATH }`: read (or replay) and parse as `files` says.
+fn set_file(
+    ctx: &Ctx<'_>,
+    name: &str,
+    at: At,
+    path: &Path,
+    files: &mut SetFiles<'_>,
+) -> Result<AddrSet, Error> {
+    match files {
+        SetFiles::Disk => parse_set_text(path, &read_set_bytes(ctx, name, at, path)?),
+        SetFiles::Capture { into, parse_up_to } => {
+            let bytes = read_set_bytes(ctx, name, at, path)?;
+            let set = if bytes.len() <= *parse_up_to {
+                parse_set_text(path, &bytes)?
+            } else {
+                AddrSetBuilder::default().build()
+            };
+            into.push((path.to_path_buf(), bytes));
+            Ok(set)
+        }
+        SetFiles::Replay(from) => match from.iter().find(|(p, _)| p == path) {
+            Some((_, bytes)) => parse_set_text(path, bytes),
+            // Only if the policy bytes differ from the captured ones.
+            None => Err(ctx.err(
+                at,
+                Some(name),
+                format!("set file {} was not read with the policy", path.display()),
+            )),
+        },
+    }
+}
+
+/// One rule's context for errors: `rule `NAME`: ...` at the item, else at the rule.
+struct RuleCtx<'a> {
+    ctx: &'a Ctx<'a>,
+    name: &'a str,
+    at: At,
+    sets: &'a HashMap<String, AddrSet>,
+}
+
+impl RuleCtx<'_> {
+    fn err_at(&self, at: At, key: &str, msg: String) -> Error {
+        self.ctx.err(
+            at.or(self.at),
+            Some(key),
+            format!("rule `{}`: {msg}", self.name),
+        )
+    }
+
+    fn err(&self, key: &str, msg: String) -> Error {
+        self.err_at(self.at, key, msg)
+    }
+
+    fn calls(&self, v: &Option<Vec<String>>) -> Result<u8, Error> {
+        let Some(cs) = v else { return Ok(ALL_CALLS) };
+        let mut m = 0;
+        for c in cs {
+            m |= match c.as_str() {
+                "accept" => 1,
+                "connect" => 2,
+                "listen" => 4,
+                o => {
+                    return Err(self.err("calls", format!("`{o}` is not accept, connect or listen")))
+                }
+            };
+        }
+        if m == 0 {
+            return Err(self.err(
+                "calls",
+                "empty list: the rule would apply to nothing".into(),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// `remote` / `local`: addresses, prefixes and `@set`s.
+    fn addrs(&self, key: &str, v: &Option<Vec<Spanned<String>>>) -> Result<Option<AddrSet>, Error> {
+        let Some(items) = v else { return Ok(None) };
+        if items.is_empty() {
+            return Err(self.err(
+                key,
+                "empty list: write the field out or list addresses".into(),
+            ));
+        }
+        let mut b = AddrSetBuilder::default();
+        for sp in items {
+            let it = &sp.value;
+            if let Some(set) = it.strip_prefix('@') {
+                let s = self.sets.get(set).ok_or_else(|| {
+                    self.err_at(
+                        loc(sp),
+                        key,
+                        format!("unknown set `@{set}` (define it under `sets:`)"),
+                    )
+                })?;
+                b.extend(s);
+            } else {
+                b.add(parse_net(it).ok_or_else(|| {
+                    self.err_at(
+                        loc(sp),
+                        key,
+                        format!("`{it}` is not an IP address, CIDR prefix or @set"),
+                    )
+                })?);
+            }
+        }
+        Ok(Some(b.build()))
+    }
+
+    fn ports(
+        &self,
+        key: &str,
+        v: &Option<Vec<Spanned<NumOrStr>>>,
+    ) -> Result<Option<PortSet>, Error> {
+        let Some(items) = v else { return Ok(None) };
+        if items.is_empty() {
+            return Err(self.err(key, "empty list".into()));
+        }
+        let rs = items
+            .iter()
+            .map(|p| parse_port(&p.value).map_err(|m| self.err_at(loc(p), key, m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(PortSet::new(rs)))
+    }
+
+    /// `users` / `groups`: numeric ids as they are, names through `lookup`.
+    fn ids(
+        &self,
+        key: &str,
+        v: &Option<Vec<Spanned<NumOrStr>>>,
+        lookup: &dyn Fn(&str) -> Option<u32>,
+        what: &str,
+    ) -> Result<Option<Vec<u32>>, Error> {
+        let Some(items) = v else { return Ok(None) };
+        if items.is_empty() {
+            return Err(self.err(key, "empty list".into()));
+        }
+        let mut out = Vec::new();
+        for sp in items {
+            let at = loc(sp);
+            let id = match &sp.value {
+                NumOrStr::Num(n) => u32::try_from(*n)
+                    .map_err(|_| self.err_at(at, key, format!("{what} id {n} is out of range")))?,
+                NumOrStr::Str(s) => match s.parse::<u32>() {
+                    Ok(n) => n,
+                    Err(_) => lookup(s)
+                        .ok_or_else(|| self.err_at(at, key, format!("unknown {what} `{s}`")))?,
+                },
+            };
+            out.push(id);
+        }
+        Ok(Some(out))
+    }
+
+    fn programs(&self, v: &Option<Vec<String>>) -> Result<Option<Vec<Glob>>, Error> {
+        match v {
+            None => Ok(None),
+            Some(ps) if ps.is_empty() => Err(self.err("programs", "empty list".into())),
+            Some(ps) => ps
+                .iter()
+                .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+        }
+    }
+
+    fn families(&self, v: &Option<Vec<String>>) -> Result<Option<u8>, Error> {
+        let Some(fs) = v else { return Ok(None) };
+        if fs.is_empty() {
+            return Err(self.err("families", "empty list".into()));
+        }
+        let mut m = 0;
+        for f in fs {
+            m |= match f.as_str() {
+                "ipv4" => FAM_V4,
+                "ipv6" => FAM_V6,
+                o => return Err(self.err("families", format!("`{o}` is not ipv4 or ipv6"))),
+            };
+        }
+        Ok(Some(m))
+    }
+}
+
+/// One rule: its name (required, unique, not `default`), action and fields.
+fn compile_rule(
+    ctx: &Ctx<'_>,
+    r: &Spanned<RawRule>,
+    names: &mut HashSet<String>,
+    sets: &HashMap<String, AddrSet>,
+    opts: &LoadOptions<'_>,
+) -> Result<Rule, Error> {
+    let l = loc(r);
+    let rr = &r.value;
+    let name = match &rr.name {
+        Some(n) if !n.trim().is_empty() => n.clone(),
+        _ => return Err(ctx.err(l, Some("name"), "every rule needs a `name`")),
+    };
+    if name == "default" {
+        return Err(ctx.err(
+            l,
+            Some("name"),
+            "`default` is reserved for the policy's default verdict",
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.err(l, Some("name"), format!("duplicate rule name `{name}`")));
+    }
+    let rc = RuleCtx {
+        ctx,
+        name: &name,
+        at: l,
+        sets,
+    };
+    let action = match rr.action.as_deref() {
+        Some("allow") => Verdict::Allow,
+        Some("deny") => Verdict::Deny,
+        Some(o) => return Err(rc.err("action", format!("`{o}` is not allow or deny"))),
+        None => return Err(rc.err("action", "missing `action: allow|deny`".into())),
+    };
+    let calls = rc.calls(&rr.calls)?;
+    let rule = Rule {
+        remote: rc.addrs("remote", &rr.remote)?,
+        remote_ports: rc.ports("remote_ports", &rr.remote_ports)?,
+        local: rc.addrs("local", &rr.local)?,
+        local_ports: rc.ports("local_ports", &rr.local_ports)?,
+        users: rc.ids("users", &rr.users, &|s| opts.resolver.user(s), "user")?,
+        groups: rc.ids("groups", &rr.groups, &|s| opts.resolver.group(s), "group")?,
+        programs: rc.programs(&rr.programs)?,
+        families: rc.families(&rr.families)?,
+        name,
+        action,
+        calls,
+        location: l.unwrap_or((0, 0)),
+    };
+    Ok(rule)
+}
+
+/// Rule indexes per call (accept, connect, listen) in policy order, and what the
+/// rules of each call can ask for.
+fn index_by_call(rules: &[Rule]) -> ([Vec<u32>; 3], [Needs; 3]) {
+    let mut by_call: [Vec<u32>; 3] = Default::default();
+    let mut needs = [Needs::default(); 3];
+    for (ci, call) in [Call::Accept, Call::Connect, Call::Listen]
+        .into_iter()
+        .enumerate()
+    {
+        for (i, r) in rules.iter().enumerate() {
+            // A listen has no peer: a rule naming remote fields can never match it, so it
+            // is left out of the listen table (and of what listen needs to know).
+            let hopeless = call == Call::Listen && (r.remote.is_some() || r.remote_ports.is_some());
+            if r.applies_to(call) && !hopeless {
+                by_call[ci].push(i as u32);
+                let n = r.needs(call);
+                let a = &mut needs[ci];
+                a.remote |= n.remote;
+                a.local |= n.local;
+                a.uid |= n.uid;
+                a.gid |= n.gid;
+                a.program |= n.program;
+            }
+        }
+    }
+    (by_call, needs)
+}
+
+/// One of two keywords (`mode`, `events`, `default`), or "`x` is not a or b" at its spot.
+fn keyword<T: Copy>(
+    ctx: &Ctx<'_>,
+    s: &Spanned<String>,
+    key: &str,
+    choices: [(&str, T); 2],
+) -> Result<T, Error> {
+    match choices.iter().find(|c| c.0 == s.value) {
+        Some(c) => Ok(c.1),
+        None => Err(ctx.err(
+            loc(s),
+            Some(key),
+            format!("`{}` is not {} or {}", s.value, choices[0].0, choices[1].0),
+        )),
+    }
+}
+
+/// `21` or `"lo-hi"`, 1-65535 at both ends.
+fn parse_port(n: &NumOrStr) -> Result<(u16, u16), String> {
+    /// `range`: the whole "lo-hi" text when `v` is one end of it.
+    fn one(v: i64, range: Option<&str>) -> Result<u16, String> {
+        match (u16::try_from(v), range) {
+            (Ok(p), _) if p != 0 => Ok(p),
+            (_, None) => Err(format!("port {v} is out of range 1-65535")),
+            (_, Some(r)) => Err(format!(
+                "port range `{r}`: port {v} is out of range 1-65535"
+            )),
+        }
+    }
+    match n {
+        NumOrStr::Num(v) => one(*v, None).map(|p| (p, p)),
+        NumOrStr::Str(s) => {
+            let num = |t: &str| {
+                t.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{s}` is not a port or a \"lo-hi\" port range"))
+            };
+            match s.split_once('-') {
+                None => one(num(s)?, None).map(|p| (p, p)),
+                Some((a, b)) => {
+                    let (lo, hi) = (one(num(a)?, Some(s))?, one(num(b)?, Some(s))?);
+                    if lo > hi {
+                        Err(format!(
+                            "port range `{s}` is reversed (low end above high end)"
+                        ))
+                    } else {
+                        Ok((lo, hi))
+                    }
+                }
+            }
+        }
+    }
+}

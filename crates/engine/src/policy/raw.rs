@@ -1,0 +1,125 @@
+//! The policy as serde reads it (`Raw*`): every field optional, positions kept
+//! (`Spanned`) where an error must point at a value. Validation is `compile`'s job.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) version: Option<Spanned<NumOrStr>>,
+    pub(super) default: Option<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) stealth: Option<bool>,
+    pub(super) audit: Option<RawAudit>,
+    pub(super) sets: Option<BTreeMap<String, Spanned<RawSet>>>,
+    pub(super) rules: Option<Vec<Spanned<RawRule>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) log: Option<Spanned<String>>,
+    pub(super) events: Option<Spanned<String>>,
+}
+
+/// A set: an inline list of addresses, or `{ file: PATH }`. Written by hand instead of
+/// `#[serde(untagged)]` so an unknown key (`{ fil: x }`) is named in the error, items keep
+/// their line and column, and no value of arbitrary shape is ever buffered (an alias bomb
+/// fails on its first nested list instead of expanding).
+pub(super) enum RawSet {
+    List(Vec<Spanned<String>>),
+    File(String),
+}
+
+impl<'de> Deserialize<'de> for RawSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of addresses, or `{ file: PATH }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<RawSet, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<Spanned<String>>()? {
+                    v.push(x);
+                }
+                Ok(RawSet::List(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawSet, A::Error> {
+                use serde::de::Error as _;
+                let mut file = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k != "file" {
+                        return Err(A::Error::unknown_field(&k, &["file"]));
+                    }
+                    if file.is_some() {
+                        return Err(A::Error::duplicate_field("file"));
+                    }
+                    file = Some(m.next_value::<String>()?);
+                }
+                file.map(RawSet::File)
+                    .ok_or_else(|| A::Error::missing_field("file"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A port, port range, user or group: a YAML number or a string. Hand-written (not
+/// untagged) so a wrong type says what was expected.
+pub(super) enum NumOrStr {
+    Num(i64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for NumOrStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumOrStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, or text such as \"1024-65535\" or a name")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Num(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumOrStr, E> {
+                // Above i64::MAX: out of range for every use, reported as such.
+                Ok(NumOrStr::Num(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NumOrStr, E> {
+                Ok(NumOrStr::Str(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl std::fmt::Display for NumOrStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NumOrStr::Num(n) => write!(f, "{n}"),
+            NumOrStr::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub(super) name: Option<String>,
+    pub(super) action: Option<String>,
+    pub(super) calls: Option<Vec<String>>,
+
+    pub(super) remote: Option<Vec<Spanned<String>>>,
+    pub(super) remote_ports: Option<Vec<Spanned<NumOrStr>>>,
+    pub(super) local: Option<Vec<Spanned<String>>>,
+    pub(super) local_ports: Option<Vec<Spanned<NumOrStr>>>,
+    pub(super) users: Option<Vec<Spanned<NumOrStr>>>,
+    pub(super) groups: Option<Vec<Spanned<NumOrStr>>>,
+    pub(super) programs: Option<Vec<String>>,
+    pub(super) families: Option<Vec<String>>,
+}

@@ -8,7 +8,8 @@
 //! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_bytes_with`]
 //! - [`Snapshot::read_deferring`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
-//! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::audit`]
+//! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::blocking_accept`],
+//!   [`Policy::audit`]
 //! - [`Error`] whose `Display` is `FILE[:LINE:COLUMN]: [key `K`: ]message`
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -174,6 +175,29 @@ impl Mode {
     }
 }
 
+/// `blocking_accept:` — what a hooked `accept` on a *blocking* listening socket does
+/// after it refused a connection and no other connection is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockingAccept {
+    /// Return -1 with errno `ECONNABORTED` at once (the default): no refused peer can
+    /// freeze a server that `select`s or `poll`s and then accepts on a blocking socket.
+    #[default]
+    Return,
+    /// Wait for the next connection as the real call would, never longer than the
+    /// socket's `SO_RCVTIMEO` counted from the start of the call.
+    Wait,
+}
+
+impl BlockingAccept {
+    /// `"return"` or `"wait"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockingAccept::Return => "return",
+            BlockingAccept::Wait => "wait",
+        }
+    }
+}
+
 /// `audit.log:` target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditLog {
@@ -301,6 +325,7 @@ pub struct Policy {
     default: Verdict,
     mode: Mode,
     stealth: bool,
+    blocking_accept: BlockingAccept,
     audit: AuditConfig,
     rules: Vec<Rule>,
     /// Rule indexes per call (accept, connect, listen), in policy order.
@@ -418,6 +443,11 @@ impl Policy {
     /// `stealth:`
     pub fn stealth(&self) -> bool {
         self.stealth
+    }
+
+    /// `blocking_accept:` (default `return`)
+    pub fn blocking_accept(&self) -> BlockingAccept {
+        self.blocking_accept
     }
 
     /// `audit:`

@@ -15,7 +15,7 @@
 
 use crate::policy::{self, SetFiles};
 use crate::Call;
-use crate::{AuditConfig, Error, LoadOptions, Mode, NameResolver, Needs, Policy};
+use crate::{AuditConfig, BlockingAccept, Error, LoadOptions, Mode, NameResolver, Needs, Policy};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +37,7 @@ pub struct Snapshot {
     users: Vec<(String, Option<u32>)>,
     groups: Vec<(String, Option<u32>)>,
     /// The policy compiled with every file set empty: what does not depend on the
-    /// contents of set files (mode, audit, needs, stealth) is already final here.
+    /// contents of set files (mode, blocking_accept, audit, needs, stealth) is already final here.
     outline: Policy,
 }
 
@@ -177,6 +177,11 @@ impl Snapshot {
     /// `stealth:`
     pub fn stealth(&self) -> bool {
         self.outline.stealth()
+    }
+
+    /// `blocking_accept:`
+    pub fn blocking_accept(&self) -> BlockingAccept {
+        self.outline.blocking_accept()
     }
 
     /// `audit:`

@@ -38,12 +38,12 @@ fn unknown_key_in_a_rule_names_the_key_line_and_column() {
 fn unknown_key_at_top_level() {
     refused(
         format!("{HEAD}rulez:\n  - name: r\n"),
-        ":3:1: key `rulez`: unknown field `rulez`, expected one of version, default, mode, stealth, audit, sets, rules",
+        ":3:1: key `rulez`: unknown field `rulez`, expected one of version, default, mode, stealth, blocking_accept, audit, sets, rules",
     );
     // `defaults` for `default`: refused, not read as "no default".
     refused(
         "version: 1\ndefaults: allow\n",
-        ":2:1: key `defaults`: unknown field `defaults`, expected one of version, default, mode, stealth, audit, sets, rules",
+        ":2:1: key `defaults`: unknown field `defaults`, expected one of version, default, mode, stealth, blocking_accept, audit, sets, rules",
     );
 }
 
@@ -283,6 +283,22 @@ fn not_a_mapping() {
     refused(
         format!("{HEAD}rules: [ftp]\n"),
         ":3:9: expected a mapping (`key: value` lines) here",
+    );
+}
+
+#[test]
+fn bad_value_for_blocking_accept_names_line_column_and_key() {
+    let e = refused(
+        format!("{HEAD}blocking_accept: block\n"),
+        ":3:18: key `blocking_accept`: `block` is not return or wait",
+    );
+    assert_eq!(e.location, Some((3, 18)));
+    assert_eq!(e.key.as_deref(), Some("blocking_accept"));
+    // A list or a boolean is no keyword either: refused, never read as the default.
+    bad(format!("{HEAD}blocking_accept: [wait]\n"));
+    refused(
+        format!("{HEAD}blocking_accept: true\n"),
+        ":3:18: key `blocking_accept`: `true` is not return or wait",
     );
 }
 

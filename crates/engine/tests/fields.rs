@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use sockexit_engine::{AuditEvents, AuditLog, Call, Facts, Mode};
+use sockexit_engine::{AuditEvents, AuditLog, BlockingAccept, Call, Facts, Mode};
 
 fn one_rule(fields: &str) -> sockexit_engine::Policy {
     ok(&format!(
@@ -461,6 +461,20 @@ fn mode_stealth_and_audit_are_parsed_and_exposed() {
     let a = ok("version: 1\ndefault: deny\nmode: audit\n");
     assert_eq!(decide(&a, Call::Connect, connect("1.2.3.4:80")).0, DENY);
     assert_eq!(a.path(), std::path::Path::new(ORIGIN));
+}
+
+#[test]
+fn blocking_accept_is_parsed_and_defaults_to_return() {
+    assert_eq!(ok(HEAD).blocking_accept(), BlockingAccept::Return);
+    let w = ok(&format!("{HEAD}blocking_accept: wait\n"));
+    assert_eq!(w.blocking_accept(), BlockingAccept::Wait);
+    assert_eq!(w.blocking_accept().as_str(), "wait");
+    let r = ok(&format!("{HEAD}blocking_accept: return\n"));
+    assert_eq!(r.blocking_accept(), BlockingAccept::Return);
+    assert_eq!(r.blocking_accept().as_str(), "return");
+    assert_eq!(BlockingAccept::default(), BlockingAccept::Return);
+    // It does not change decisions either: acting on it is the hook's job.
+    assert_eq!(decide(&w, Call::Connect, connect("1.2.3.4:80")).0, DENY);
 }
 
 #[test]

@@ -23,6 +23,8 @@ const TOKENS: &[&str] = &[
     "default",
     "mode",
     "stealth",
+    "blocking_accept",
+    "wait",
     "audit",
     "log",
     "events",

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use sockexit_engine::{Call, Error, LoadOptions, NameResolver, Policy, Prepared, Snapshot};
+use sockexit_engine::{
+    BlockingAccept, Call, Error, LoadOptions, NameResolver, Policy, Prepared, Snapshot,
+};
 use std::cell::Cell;
 use std::path::Path;
 
@@ -59,6 +61,7 @@ fn write_policy(dir: &TempDir) -> std::path::PathBuf {
 default: deny
 mode: audit
 stealth: true
+blocking_accept: wait
 audit: { log: stderr, events: all }
 sets:
   drop: { file: drop.txt }
@@ -170,6 +173,9 @@ fn outline_settings_are_final_before_compiling() {
     let p = snap.compile().unwrap();
     assert_eq!(snap.mode(), p.mode());
     assert_eq!(snap.stealth(), p.stealth());
+    // A non-default value, so a snapshot that dropped it would show.
+    assert_eq!(snap.blocking_accept(), BlockingAccept::Wait);
+    assert_eq!(snap.blocking_accept(), p.blocking_accept());
     assert_eq!(snap.audit(), p.audit());
     assert_eq!(snap.rule_count(), p.rule_count());
     assert_eq!(snap.path(), path.as_path());
@@ -314,6 +320,8 @@ fn read_deferring_parses_small_set_files_at_once_and_defers_big_ones() {
         Prepared::Deferred(s) => s,
         Prepared::Compiled(_) => panic!("drop.txt is over the limit"),
     };
+    // The deferred snapshot already carries the settings the hooks act on at start-up.
+    assert_eq!(snap.blocking_accept(), BlockingAccept::Wait);
     assert_eq!(snap.compile().unwrap_err().location, Some((5003, 1)));
     // ... while a bad line in a small file fails the read itself.
     dir.write("partners.txt", "198.51.100.0/24\nbad\n");

@@ -10,8 +10,8 @@ use super::{loc, Ctx, MAX_POLICY_BYTES};
 use crate::glob::Glob;
 use crate::ranges::{AddrSet, AddrSetBuilder, PortSet};
 use crate::{
-    AuditConfig, AuditEvents, AuditLog, Call, Error, LoadOptions, Mode, Needs, Policy, Verdict,
-    Warning,
+    AuditConfig, AuditEvents, AuditLog, BlockingAccept, Call, Error, LoadOptions, Mode, Needs,
+    Policy, Verdict, Warning,
 };
 use serde_saphyr::Spanned;
 use std::collections::{HashMap, HashSet};
@@ -57,6 +57,18 @@ pub(crate) fn compile(
             [("enforce", Mode::Enforce), ("audit", Mode::Audit)],
         )?,
     };
+    let blocking_accept = match &raw.blocking_accept {
+        None => BlockingAccept::Return,
+        Some(b) => keyword(
+            &ctx,
+            b,
+            "blocking_accept",
+            [
+                ("return", BlockingAccept::Return),
+                ("wait", BlockingAccept::Wait),
+            ],
+        )?,
+    };
     let audit = audit_config(&ctx, raw.audit.as_ref(), base)?;
 
     let mut warnings = Vec::new();
@@ -74,6 +86,7 @@ pub(crate) fn compile(
         default,
         mode,
         stealth: raw.stealth.unwrap_or(false),
+        blocking_accept,
         audit,
         rules,
         by_call,
@@ -466,7 +479,7 @@ fn index_by_call(rules: &[Rule]) -> ([Vec<u32>; 3], [Needs; 3]) {
     (by_call, needs)
 }
 
-/// One of two keywords (`mode`, `events`, `default`), or "`x` is not a or b" at its spot.
+/// One of two keywords (`mode`, `blocking_accept`, `events`, `default`), or "`x` is not a or b" at its spot.
 fn keyword<T: Copy>(
     ctx: &Ctx<'_>,
     s: &Spanned<String>,

@@ -12,6 +12,7 @@ pub(super) struct RawPolicy {
     pub(super) default: Option<Spanned<String>>,
     pub(super) mode: Option<Spanned<String>>,
     pub(super) stealth: Option<bool>,
+    pub(super) blocking_accept: Option<Spanned<String>>,
     pub(super) audit: Option<RawAudit>,
     pub(super) sets: Option<BTreeMap<String, Spanned<RawSet>>>,
     pub(super) rules: Option<Vec<Spanned<RawRule>>>,

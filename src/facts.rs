@@ -2,11 +2,12 @@
 //! not see a syscall the policy never needed).
 
 use crate::sys::{self, c_int};
-use sockexit_engine::FactSource;
+use sockexit_engine::{Call, FactSource};
 use std::net::SocketAddr;
 
 /// Lazily gathered, per-call facts. Nothing here allocates.
 pub struct LazyFacts<'a> {
+    call: Call,
     fd: c_int,
     remote: Option<SocketAddr>,
     local: Option<Option<SocketAddr>>,
@@ -16,8 +17,14 @@ pub struct LazyFacts<'a> {
 impl<'a> LazyFacts<'a> {
     /// `fd` is the socket whose own address is "local": the accepted connection for
     /// accept (the address the peer actually reached), the socket itself otherwise.
-    pub fn new(fd: c_int, remote: Option<SocketAddr>, program: Option<&'a [u8]>) -> LazyFacts<'a> {
+    pub fn new(
+        call: Call,
+        fd: c_int,
+        remote: Option<SocketAddr>,
+        program: Option<&'a [u8]>,
+    ) -> LazyFacts<'a> {
         LazyFacts {
+            call,
             fd,
             remote,
             local: None,
@@ -56,5 +63,11 @@ impl FactSource for LazyFacts<'_> {
 
     fn program(&mut self) -> Option<&[u8]> {
         self.program
+    }
+
+    fn dual_stack(&mut self) -> bool {
+        // Asked only for a listen on [::]: then IPV6_V6ONLY decides whether the socket
+        // also listens on 0.0.0.0.
+        self.call == Call::Listen && !sys::v6_only(self.fd)
     }
 }

@@ -4,40 +4,44 @@
 //! of a multi-threaded `fork()` and from a signal handler. The one exception is the
 //! first IP call of a process whose policy has big set files: it compiles them
 //! (allocating, but taking no lock: see [`crate::state::Loaded::Deferred`]).
+//!
+//! Every call is judged, including one a signal handler makes while the same thread is
+//! inside a hook: the hooks keep no per-thread state across the real (blocking) call,
+//! and deciding is re-entrant. The only calls not judged are those made while the
+//! library itself is loading on this thread (its constructor), when there is no
+//! policy to judge with yet: an IP call then is refused.
 
 use crate::facts::LazyFacts;
 use crate::state::state;
-use crate::sys::{self, c_int, Dest, PeerBuf};
-use sockexit_engine::{AuditEvents, Call, Decision, Mode, Policy, Verdict};
+use crate::sys::{self, accept::Target, c_int, Addr};
+use sockexit_engine::{AuditEvents, BlockingAccept, Call, Judged, Mode, Policy, Verdict};
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 thread_local! {
-    /// Set while this thread is inside a hook: the library's own socket use (NSS user
-    /// lookups, syslog, ...) must reach the real functions, not recurse.
-    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread loads the library (policy, audit target): a socket call
+    /// that reaches a hook then (a signal handler) must not wait for the load.
+    static LOADING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether the current thread is already inside one of our hooks.
-pub fn in_hook() -> bool {
-    // try_with: during thread teardown TLS may be gone; treat as re-entrant (the
-    // thread is exiting, and recursing into the engine then is what we must avoid).
-    IN_HOOK.try_with(|c| c.get()).unwrap_or(true)
+/// Whether this thread is loading the library right now.
+fn loading() -> bool {
+    LOADING.with(|c| c.get())
 }
 
-/// Marks the thread as inside a hook until dropped (also on unwind).
-pub struct Guard(());
+/// Marks the thread as loading the library until dropped (also on unwind); nests.
+pub struct Loading(bool);
 
-impl Guard {
-    pub fn enter() -> Guard {
-        let _ = IN_HOOK.try_with(|c| c.set(true));
-        Guard(())
+impl Loading {
+    pub fn enter() -> Loading {
+        Loading(LOADING.with(|c| c.replace(true)))
     }
 }
 
-impl Drop for Guard {
+impl Drop for Loading {
     fn drop(&mut self) {
-        let _ = IN_HOOK.try_with(|c| c.set(false));
+        LOADING.with(|c| c.set(self.0));
     }
 }
 
@@ -48,16 +52,19 @@ impl Drop for Guard {
 /// through [`report`], kept out of line so the hooks' code stays a few cache lines
 /// (the kernel's TCP work between two calls evicts it).
 fn check(call: Call, fd: c_int, remote: Option<SocketAddr>) -> bool {
+    if loading() {
+        return refused_while_loading(call);
+    }
     let st = state();
     let Some(policy) = st.policy() else {
         return no_policy(call, st.on_error_allow);
     };
-    let mut facts = LazyFacts::new(fd, remote, st.program.as_deref());
-    let d = policy.decide(call, &mut facts);
-    if d.verdict == Verdict::Allow && policy.audit().events == AuditEvents::Deny {
+    let mut facts = LazyFacts::new(call, fd, remote, st.program.as_deref());
+    let j = policy.judge(call, &mut facts);
+    if j.decision.verdict == Verdict::Allow && policy.audit().events == AuditEvents::Deny {
         return true;
     }
-    report(call, policy, d, &mut facts, remote, st.audit_enabled)
+    report(call, policy, j, &mut facts, remote, st.audit_enabled)
 }
 
 #[cold]
@@ -67,6 +74,14 @@ fn no_policy(call: Call, on_error_allow: bool) -> bool {
     on_error_allow
 }
 
+#[cold]
+#[inline(never)]
+fn refused_while_loading(call: Call) -> bool {
+    // No logging either: the logger may be what is being set up.
+    let _ = call;
+    false
+}
+
 /// A refusal, or any decision when `audit.events: all`: the audit line, the debug
 /// log, and the verdict (audit mode lets everything through).
 #[cold]
@@ -74,13 +89,17 @@ fn no_policy(call: Call, on_error_allow: bool) -> bool {
 fn report(
     call: Call,
     policy: &Policy,
-    d: Decision<'_>,
+    j: Judged<'_>,
     facts: &mut LazyFacts<'_>,
     remote: Option<SocketAddr>,
     audit_enabled: bool,
 ) -> bool {
+    let d = j.decision;
+    // The addresses of the form that was judged: a connect to 0.0.0.0 is recorded as
+    // the loopback address it reaches.
+    let remote = j.remote.or(remote);
     if audit_enabled {
-        let local = facts.local_cached();
+        let local = j.local.or_else(|| facts.local_cached());
         crate::audit::record(&crate::audit::Event {
             call,
             verdict: d.verdict,
@@ -111,28 +130,93 @@ fn report(
     }
 }
 
-/// accept/accept4: take connections until one is allowed; refused ones are reset
-/// unseen. Returns the new fd, or -1 with the real call's errno (so a non-blocking
-/// socket reports EAGAIN exactly when the kernel does).
-pub fn accept(fd: c_int, flags: Option<c_int>, buf: &mut PeerBuf) -> c_int {
-    let _g = Guard::enter();
+/// accept/accept4: hand over the first allowed connection; refused ones are reset
+/// unseen. Never blocks longer than the real call would have (see [`after_refusal`]).
+/// Returns the new fd, or -1 with errno set.
+pub fn accept(fd: c_int, flags: Option<c_int>, target: &mut Target) -> c_int {
+    // Only under `blocking_accept: wait` is the call timed (SO_RCVTIMEO counts from
+    // its start); the default path reads no clock.
+    let started = wait_mode().then(Instant::now);
+    let mut deadline = None;
     loop {
-        let newfd = match sys::real_accept(fd, flags, buf) {
-            Ok(n) => n,
+        let (newfd, peer) = match target.accept(fd, flags) {
+            Ok(x) => x,
             Err(_) => return -1, // errno is still the real call's
         };
         let saved = sys::errno();
-        let Some(peer) = buf.socket_addr() else {
-            return newfd; // AF_UNIX and friends pass through untouched
-        };
         // If deciding panics, the connection must not stay open and unjudged.
         let conn = ResetOnDrop(newfd);
-        if check(Call::Accept, newfd, Some(peer)) {
+        let allowed = match peer {
+            Addr::Other => true, // AF_UNIX and friends pass through untouched
+            Addr::Ip(p) => check(Call::Accept, newfd, Some(p)),
+            Addr::Undecodable => false,
+        };
+        if allowed {
             std::mem::forget(conn);
             sys::set_errno(saved);
             return newfd;
         }
         drop(conn);
+        target.rewind();
+        if let Err(errno) = after_refusal(fd, started, &mut deadline) {
+            sys::set_errno(errno);
+            return -1;
+        }
+    }
+}
+
+/// Whether the policy says `blocking_accept: wait`.
+#[inline]
+fn wait_mode() -> bool {
+    !loading()
+        && state()
+            .policy()
+            .is_some_and(|p| p.blocking_accept() == BlockingAccept::Wait)
+}
+
+/// After a refused connection: whether to accept again (`Ok`), or the errno to return.
+///
+/// A connection already pending is taken at once. Otherwise the real call would have
+/// returned that connection, so the hook must not now wait for another: a
+/// select/poll-driven server with a blocking listener (xinetd, PostgreSQL, Python's
+/// socketserver) would freeze until an allowed peer came, and any refused peer could
+/// freeze it. A non-blocking listener gets `EAGAIN`, as from the real call. A blocking
+/// one gets `ECONNABORTED` (what the kernel reports for a connection that died in the
+/// queue; accept loops retry on it) — or, with `blocking_accept: wait`, the hook
+/// waits for the next connection, within what is left of `SO_RCVTIMEO` counted from
+/// the start of the call.
+#[cold]
+#[inline(never)]
+fn after_refusal(
+    fd: c_int,
+    started: Option<Instant>,
+    deadline: &mut Option<Option<Instant>>,
+) -> Result<(), c_int> {
+    if sys::pending(fd) {
+        return Ok(());
+    }
+    if sys::nonblocking(fd) {
+        return Err(libc::EAGAIN);
+    }
+    let Some(started) = started else {
+        return Err(libc::ECONNABORTED);
+    };
+    let deadline = *deadline.get_or_insert_with(|| sys::receive_timeout(fd).map(|t| started + t));
+    let Some(deadline) = deadline else {
+        return Ok(()); // no SO_RCVTIMEO: the real accept may block, as it would have
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(libc::EAGAIN);
+    }
+    let ms = left
+        .max(Duration::from_millis(1))
+        .as_millis()
+        .min(i32::MAX as u128) as c_int;
+    match sys::wait_readable(fd, ms) {
+        sys::Wait::Ready => Ok(()),
+        sys::Wait::TimedOut => Err(libc::EAGAIN),
+        sys::Wait::Failed => Err(sys::errno()),
     }
 }
 
@@ -144,40 +228,61 @@ impl Drop for ResetOnDrop {
     }
 }
 
-/// connect: whether to let it through. Never touches errno.
-pub fn connect(fd: c_int, dest: &Dest) -> bool {
-    let _g = Guard::enter();
-    match dest {
-        Dest::Ip(addr) => {
-            let saved = sys::errno();
-            let ok = check(Call::Connect, fd, Some(*addr));
-            sys::set_errno(saved);
-            ok
-        }
-        // Not an IP destination, or malformed: the kernel judges it.
-        Dest::Other | Dest::Invalid => true,
-    }
+/// connect (and a send that connects: TCP Fast Open): whether to let it through.
+/// Never touches errno.
+pub fn connect(fd: c_int, dest: SocketAddr) -> bool {
+    let saved = sys::errno();
+    let ok = check(Call::Connect, fd, Some(dest));
+    sys::set_errno(saved);
+    ok
 }
 
 /// listen: -1/EACCES when refused, else the real call's result.
 pub fn listen(fd: c_int, backlog: c_int) -> c_int {
-    let _g = Guard::enter();
     let saved = sys::errno();
     let ip = matches!(
         sys::socket_domain(fd),
         Some(libc::AF_INET) | Some(libc::AF_INET6)
     );
-    if ip && !check(Call::Listen, fd, None) {
+    if !ip {
+        return sys::real_listen(fd, backlog);
+    }
+    if let Err(e) = bind_as_listen_would(fd) {
+        sys::set_errno(e);
+        return -1;
+    }
+    if !check(Call::Listen, fd, None) {
         sys::set_errno(libc::EACCES);
         return -1;
     }
-    if ip {
-        if let Some(p) = state().policy() {
-            if p.stealth() {
-                crate::stealth::on_listen(fd, p);
-            }
+    if let Some(p) = state().policy() {
+        if p.stealth() {
+            crate::stealth::on_listen(fd, p);
         }
     }
     sys::set_errno(saved);
     sys::real_listen(fd, backlog)
+}
+
+/// `listen(2)` on an unbound socket binds it to an ephemeral port first; do that now,
+/// so the listen is judged on the port it will really listen on (and stealth filters
+/// for it). A bind that fails is the error the listen's own bind would have had.
+fn bind_as_listen_would(fd: c_int) -> Result<(), c_int> {
+    let Some(local) = sys::local_addr(fd) else {
+        return Ok(()); // the kernel will say what is wrong with this socket
+    };
+    if local.port() != 0 {
+        return Ok(());
+    }
+    if !sys::bind_ephemeral(fd, local) {
+        return Err(sys::errno());
+    }
+    if sys::local_addr(fd).is_some_and(|l| l.port() == 0) {
+        // IP_BIND_ADDRESS_NO_PORT deferred the port again: pick it now.
+        sys::bind_port_now(fd);
+        if !sys::bind_ephemeral(fd, local) {
+            return Err(sys::errno());
+        }
+    }
+    Ok(())
 }

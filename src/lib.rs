@@ -20,7 +20,7 @@ mod sys;
 /// Load-time initialisation, run by the constructor in [`sys`]: resolve the real
 /// functions, set up diagnostics, load the policy, open the audit log.
 fn init() {
-    let _g = hook::Guard::enter();
+    let _loading = hook::Loading::enter();
     // Never unwind out of a constructor into the dynamic loader.
     let _ = std::panic::catch_unwind(|| {
         sys::resolve_all();

@@ -122,7 +122,12 @@ static STATE: OnceLock<State> = OnceLock::new();
 
 /// The state, loading it on first use (normally in the constructor).
 pub fn state() -> &'static State {
-    STATE.get_or_init(load)
+    STATE.get_or_init(|| {
+        // A hooked call from a signal handler while this thread loads must not wait
+        // for the load (it would wait for itself): see `hook::Loading`.
+        let _loading = crate::hook::Loading::enter();
+        load()
+    })
 }
 
 /// Whether `SOCKEXIT_*` variables may be trusted: not in setuid/setgid processes,

@@ -2,7 +2,7 @@
 
 use crate::addr::{self, Ident};
 use crate::out::{fail, say};
-use sockexit_engine::{bpf, Call, Facts, Mode, Policy, Verdict};
+use sockexit_engine::{bpf, Call, FactSource, Facts, Judged, Mode, Policy, Verdict};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,9 +96,40 @@ pub struct Args {
     /// Absolute path of the calling program's executable, as the library sees it
     #[arg(long, value_name = "PATH")]
     program: Option<PathBuf>,
+    /// For --call listen on [::]: the socket has IPV6_V6ONLY set, so it does not also
+    /// listen on 0.0.0.0 (Linux's default is dual-stack)
+    #[arg(long)]
+    v6_only: bool,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
+}
+
+/// The given facts, plus whether a `[::]` listener is dual-stack.
+struct Given<'a> {
+    facts: &'a mut Facts,
+    dual_stack: bool,
+}
+
+impl FactSource for Given<'_> {
+    fn remote(&mut self) -> Option<SocketAddr> {
+        self.facts.remote()
+    }
+    fn local(&mut self) -> Option<SocketAddr> {
+        self.facts.local()
+    }
+    fn uid(&mut self) -> Option<u32> {
+        self.facts.uid()
+    }
+    fn gid(&mut self) -> Option<u32> {
+        self.facts.gid()
+    }
+    fn program(&mut self) -> Option<&[u8]> {
+        self.facts.program()
+    }
+    fn dual_stack(&mut self) -> bool {
+        self.dual_stack
+    }
 }
 
 pub fn main(a: Args) -> ExitCode {
@@ -118,7 +149,14 @@ pub fn main(a: Args) -> ExitCode {
         gid: a.group.as_ref().map(|g| g.id),
         program: a.program.clone(),
     };
-    let decision = policy.decide(call, &mut facts);
+    let judged = policy.judge(
+        call,
+        &mut Given {
+            facts: &mut facts,
+            dual_stack: !a.v6_only,
+        },
+    );
+    let decision = judged.decision;
     let unknown = unknown_needed(&policy, call, &facts);
     let refused = decision.verdict == Verdict::Deny && policy.mode() == Mode::Enforce;
     // What the library would attach at this listen (stealth), when it would try.
@@ -151,10 +189,10 @@ pub fn main(a: Args) -> ExitCode {
     };
     if a.json {
         say(json(
-            &a, call, &facts, &policy, decision, refused, &unknown, &stealth,
+            &a, call, &facts, &policy, judged, refused, &unknown, &stealth,
         ));
     } else {
-        text(&a, call, &facts, &policy, decision, &unknown);
+        text(&a, call, &facts, &policy, judged, &unknown);
         stealth.text();
     }
     ExitCode::SUCCESS
@@ -350,14 +388,8 @@ fn family(call: Call, f: &Facts) -> Option<&'static str> {
     a.map(|a| if a.is_ipv4() { "ipv4" } else { "ipv6" })
 }
 
-fn text(
-    a: &Args,
-    call: Call,
-    f: &Facts,
-    policy: &Policy,
-    d: sockexit_engine::Decision<'_>,
-    unknown: &[&str],
-) {
+fn text(a: &Args, call: Call, f: &Facts, policy: &Policy, j: Judged<'_>, unknown: &[&str]) {
+    let d = j.decision;
     let mut facts = vec![format!("call={}", call.as_str())];
     if let Some(r) = shown(a.remote, f.remote) {
         facts.push(format!("remote={r}"));
@@ -380,6 +412,9 @@ fn text(
         d.rule,
         facts.join(" ")
     ));
+    if let Some(why) = judged_as(call, f, &j) {
+        say(format_args!("note: {why}"));
+    }
     if !unknown.is_empty() {
         say(format_args!(
             "note: not given, so unknown: {}; rules for {} that look at {} did not match",
@@ -408,11 +443,12 @@ fn json(
     call: Call,
     f: &Facts,
     policy: &Policy,
-    d: sockexit_engine::Decision<'_>,
+    j: Judged<'_>,
     refused: bool,
     unknown: &[&str],
     stealth: &StealthView,
 ) -> String {
+    let d = j.decision;
     let addr = |x: Option<SocketAddr>| x.map(|x| x.to_string());
     let mut v = serde_json::json!({
         "verdict": d.verdict.as_str(),
@@ -430,8 +466,44 @@ fn json(
         "refused": refused,
         "unknown": unknown,
     });
+    if judged_as(call, f, &j).is_some() {
+        v["judged"] = serde_json::json!({
+            "remote": addr(j.remote),
+            "local": addr(j.local.or(f.local)),
+        });
+    }
     if let Some(st) = stealth.json() {
         v["stealth"] = st;
     }
     v.to_string()
+}
+
+/// Why the call was judged with other addresses than the ones given (the form the
+/// kernel really uses), or `None` when it was judged as given.
+fn judged_as(call: Call, f: &Facts, j: &Judged<'_>) -> Option<String> {
+    if let Some(l) = j.local {
+        return Some(format!(
+            "a dual-stack [::] listener also listens on {l}, and the rules refuse that \
+             (give --v6-only for a socket with IPV6_V6ONLY set)"
+        ));
+    }
+    let (given, judged) = (f.remote?, j.remote?);
+    if given == judged {
+        return None;
+    }
+    Some(
+        if call == Call::Connect && given.ip().to_canonical().is_unspecified() {
+            format!(
+                "judged as {judged}: Linux sends a connect to {} to {}",
+                given.ip(),
+                if f.local.is_some() {
+                    "the socket's own bound address, or loopback when unbound"
+                } else {
+                    "loopback (give --local for a socket bound to an address)"
+                }
+            )
+        } else {
+            format!("judged as {judged}: {given} is a NAT64 address (64:ff9b::/96) of that IPv4 host, and the rules refuse it")
+        },
+    )
 }

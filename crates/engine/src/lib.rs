@@ -19,11 +19,13 @@ use std::path::{Path, PathBuf};
 
 pub mod bpf;
 mod dispatch;
+mod forms;
 mod glob;
 mod policy;
 mod ranges;
 mod snapshot;
 
+pub use forms::{connect_target, nat64_embedded, Judged};
 pub use glob::Glob;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use ranges::{AddrSet, PortSet};
@@ -103,6 +105,11 @@ pub trait FactSource {
     fn gid(&mut self) -> Option<u32>;
     /// Absolute path of the calling process's executable, as bytes.
     fn program(&mut self) -> Option<&[u8]>;
+    /// For `listen` on an IPv6 socket: whether it also accepts IPv4 (`IPV6_V6ONLY`
+    /// off). Asked only for a `[::]` listener, by [`Policy::judge`].
+    fn dual_stack(&mut self) -> bool {
+        false
+    }
 }
 
 /// Plain, already-known facts (the CLI's `explain`, tests).

@@ -1,0 +1,349 @@
+//! `dlsym` and `dlvsym`: hand back our hooks for the names we hook.
+//!
+//! `dlsym(dlopen("libc.so.6"), "connect")`, `dlvsym(RTLD_DEFAULT, "connect",
+//! "GLIBC_2.2.5")` and Python's `ctypes.CDLL("libc.so.6").connect` look libc's
+//! function up by name and would call it unjudged. So for a hooked name whose lookup
+//! succeeds, our `dlsym`/`dlvsym` return our own hook instead.
+//!
+//! Everything else must behave exactly as glibc's: `RTLD_NEXT` and `RTLD_DEFAULT`
+//! depend on *which object calls* (glibc reads the caller's return address), so a
+//! Rust wrapper that calls the real function would change the answer for every other
+//! interposer (`LD_PRELOAD=libjemalloc.so` resolving `malloc` with `RTLD_NEXT` would
+//! find itself and recurse). Our exports are therefore a few instructions of assembly
+//! that ask Rust only "is this a hooked name?" and otherwise *jump* to glibc's
+//! function with the caller's stack untouched. `RTLD_NEXT` is never rewritten: the
+//! next definition after a program is our hook anyway (we are preloaded), and after a
+//! library loaded later than us it is libc's, which that library asked for.
+//!
+//! The real functions cannot be found with `dlsym` (that is us), so they are looked up
+//! once in libc's own dynamic symbol table (`dl_iterate_phdr`, GNU hash).
+//!
+//! x86-64 only; elsewhere `dlsym` is not interposed (README, "what is not covered").
+#![cfg(target_arch = "x86_64")]
+
+use super::c_int;
+use libc::{c_char, c_void};
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// glibc's `dlsym`, or the lazy resolver until it is known. Read by the assembly.
+static SOCKEXIT_REAL_DLSYM: AtomicPtr<c_void> = AtomicPtr::new(dlsym_lazy as *mut c_void);
+/// glibc's `dlvsym`, likewise.
+static SOCKEXIT_REAL_DLVSYM: AtomicPtr<c_void> = AtomicPtr::new(dlvsym_lazy as *mut c_void);
+
+// Calling convention: rdi = handle, rsi = name, rdx = version (dlvsym). At entry rsp
+// is 8 mod 16; three pushes realign it for the call. `dlsym_hooked` returns our hook
+// (the lookup succeeded and the name is hooked) or 0: then jump to glibc's function,
+// which sets dlerror() as it always does. Naked functions: exported like every other
+// hook, with no prologue between the caller and glibc.
+
+/// Interposed `dlsym(3)`.
+///
+/// # Safety
+/// Called by C code with dlsym(3)'s arguments.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
+    std::arch::naked_asm!(
+        "cmp rdi, -1", // RTLD_NEXT: glibc's answer, untouched
+        "je 2f",
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {hooked}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 2f",
+        "ret",
+        "2:",
+        "jmp qword ptr [rip + {real}]",
+        hooked = sym dlsym_hooked,
+        real = sym SOCKEXIT_REAL_DLSYM,
+    )
+}
+
+/// Interposed `dlvsym(3)`.
+///
+/// # Safety
+/// Called by C code with dlvsym(3)'s arguments.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlvsym(
+    _handle: *mut c_void,
+    _name: *const c_char,
+    _version: *const c_char,
+) -> *mut c_void {
+    std::arch::naked_asm!(
+        "cmp rdi, -1",
+        "je 2f",
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {hooked}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "test rax, rax",
+        "jz 2f",
+        "ret",
+        "2:",
+        "jmp qword ptr [rip + {real}]",
+        hooked = sym dlvsym_hooked,
+        real = sym SOCKEXIT_REAL_DLVSYM,
+    )
+}
+
+/// Until glibc's `dlsym` is known: resolve it, then jump to it with the caller's
+/// stack as it was.
+#[unsafe(naked)]
+unsafe extern "C" fn dlsym_lazy() {
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {resolve}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp qword ptr [rip + {real}]",
+        resolve = sym resolve,
+        real = sym SOCKEXIT_REAL_DLSYM,
+    )
+}
+
+/// Likewise for `dlvsym`.
+#[unsafe(naked)]
+unsafe extern "C" fn dlvsym_lazy() {
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {resolve}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp qword ptr [rip + {real}]",
+        resolve = sym resolve,
+        real = sym SOCKEXIT_REAL_DLVSYM,
+    )
+}
+
+/// Our definition for a hooked name, `None` for every other name.
+fn hook_for(name: &[u8]) -> Option<*mut c_void> {
+    use super::exports as x;
+    let f: *mut c_void = match name {
+        b"connect" | b"__connect" => x::connect as *mut c_void,
+        b"accept" => x::accept as *mut c_void,
+        b"accept4" => x::accept4 as *mut c_void,
+        b"listen" => x::listen as *mut c_void,
+        b"sendto" => x::sendto as *mut c_void,
+        b"sendmsg" => x::sendmsg as *mut c_void,
+        b"sendmmsg" | b"__sendmmsg" => x::sendmmsg as *mut c_void,
+        b"dlsym" => dlsym as *mut c_void,
+        b"dlvsym" => dlvsym as *mut c_void,
+        _ => return None,
+    };
+    Some(f)
+}
+
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+type DlvsymFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -> *mut c_void;
+
+/// # Safety
+/// Called from the assembly with dlsym(3)'s arguments.
+unsafe extern "C" fn dlsym_hooked(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    if name.is_null() {
+        return std::ptr::null_mut();
+    }
+    let Some(hook) = hook_for(CStr::from_ptr(name).to_bytes()) else {
+        return std::ptr::null_mut();
+    };
+    resolve();
+    let real: DlsymFn = std::mem::transmute(SOCKEXIT_REAL_DLSYM.load(Ordering::Acquire));
+    if real(handle, name).is_null() {
+        return std::ptr::null_mut();
+    }
+    hook
+}
+
+/// # Safety
+/// Called from the assembly with dlvsym(3)'s arguments.
+unsafe extern "C" fn dlvsym_hooked(
+    handle: *mut c_void,
+    name: *const c_char,
+    version: *const c_char,
+) -> *mut c_void {
+    if name.is_null() {
+        return std::ptr::null_mut();
+    }
+    let Some(hook) = hook_for(CStr::from_ptr(name).to_bytes()) else {
+        return std::ptr::null_mut();
+    };
+    resolve();
+    let real: DlvsymFn = std::mem::transmute(SOCKEXIT_REAL_DLVSYM.load(Ordering::Acquire));
+    if real(handle, name, version).is_null() {
+        return std::ptr::null_mut();
+    }
+    hook
+}
+
+/// Look glibc's `dlsym` and `dlvsym` up in libc's symbol table (once; racing threads
+/// find the same addresses). Without them every lookup fails cleanly (null).
+extern "C" fn resolve() {
+    if SOCKEXIT_REAL_DLSYM.load(Ordering::Acquire) != dlsym_lazy as *mut c_void {
+        return;
+    }
+    let (s, v) = match libc_symbols() {
+        Some(found) => found,
+        None => (missing_dlsym as *mut c_void, missing_dlvsym as *mut c_void),
+    };
+    SOCKEXIT_REAL_DLVSYM.store(v, Ordering::Release);
+    SOCKEXIT_REAL_DLSYM.store(s, Ordering::Release);
+}
+
+extern "C" fn missing_dlsym(_: *mut c_void, _: *const c_char) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+extern "C" fn missing_dlvsym(_: *mut c_void, _: *const c_char, _: *const c_char) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// `Elf64_Sym`.
+#[repr(C)]
+struct Sym {
+    name: u32,
+    info: u8,
+    other: u8,
+    shndx: u16,
+    value: u64,
+    size: u64,
+}
+
+/// `Elf64_Dyn`.
+#[repr(C)]
+struct Dyn {
+    tag: i64,
+    val: u64,
+}
+
+/// What `dl_iterate_phdr` found: libc's `dlsym` and `dlvsym`.
+struct Found {
+    dlsym: usize,
+    dlvsym: usize,
+}
+
+fn libc_symbols() -> Option<(*mut c_void, *mut c_void)> {
+    let mut found = Found {
+        dlsym: 0,
+        dlvsym: 0,
+    };
+    // SAFETY: the callback only reads the program headers and dynamic sections the
+    // loader reports for mapped objects; `data` is our `found`.
+    unsafe { libc::dl_iterate_phdr(Some(each_object), &mut found as *mut Found as *mut c_void) };
+    (found.dlsym != 0 && found.dlvsym != 0)
+        .then_some((found.dlsym as *mut c_void, found.dlvsym as *mut c_void))
+}
+
+/// # Safety
+/// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Found`.
+unsafe extern "C" fn each_object(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
+    let info = &*info;
+    if info.dlpi_name.is_null() {
+        return 0;
+    }
+    let name = CStr::from_ptr(info.dlpi_name).to_bytes();
+    if !(name == b"libc.so.6" || name.ends_with(b"/libc.so.6")) {
+        return 0;
+    }
+    let base = info.dlpi_addr as usize;
+    let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+        return 0;
+    };
+    let found = &mut *(data as *mut Found);
+    if let Some(t) = Tables::read(base, (base + dynamic.p_vaddr as usize) as *const Dyn) {
+        found.dlsym = t.lookup(b"dlsym");
+        found.dlvsym = t.lookup(b"dlvsym");
+    }
+    1 // libc found: stop
+}
+
+/// The symbol lookup tables of one loaded object.
+struct Tables {
+    base: usize,
+    gnu_hash: *const u32,
+    symtab: *const Sym,
+    strtab: *const u8,
+}
+
+impl Tables {
+    /// # Safety
+    /// `dynamic` is the mapped dynamic section of the object loaded at `base`.
+    unsafe fn read(base: usize, mut dynamic: *const Dyn) -> Option<Tables> {
+        const DT_NULL: i64 = 0;
+        const DT_STRTAB: i64 = 5;
+        const DT_SYMTAB: i64 = 6;
+        const DT_GNU_HASH: i64 = 0x6fff_fef5;
+        let (mut h, mut sy, mut st) = (0usize, 0usize, 0usize);
+        while (*dynamic).tag != DT_NULL {
+            let v = (*dynamic).val as usize;
+            match (*dynamic).tag {
+                DT_GNU_HASH => h = v,
+                DT_SYMTAB => sy = v,
+                DT_STRTAB => st = v,
+                _ => {}
+            }
+            dynamic = dynamic.add(1);
+        }
+        // The loader relocates these entries in place on most targets; an entry below
+        // the load address is still an offset.
+        let abs = |v: usize| if v < base { base + v } else { v };
+        (h != 0 && sy != 0 && st != 0).then(|| Tables {
+            base,
+            gnu_hash: abs(h) as *const u32,
+            symtab: abs(sy) as *const Sym,
+            strtab: abs(st) as *const u8,
+        })
+    }
+
+    /// The address of the defined symbol `name`, 0 if absent (GNU hash lookup, as the
+    /// dynamic loader does it).
+    unsafe fn lookup(&self, name: &[u8]) -> usize {
+        let h = name
+            .iter()
+            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
+        let nbuckets = *self.gnu_hash;
+        let symoffset = *self.gnu_hash.add(1);
+        let bloom_words = *self.gnu_hash.add(2) as usize;
+        if nbuckets == 0 {
+            return 0;
+        }
+        let buckets = self.gnu_hash.add(4 + bloom_words * 2);
+        let chain = buckets.add(nbuckets as usize);
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        if i < symoffset {
+            return 0;
+        }
+        loop {
+            let ch = *chain.add((i - symoffset) as usize);
+            let sym = &*self.symtab.add(i as usize);
+            if (ch | 1) == (h | 1) && sym.shndx != 0 && sym.value != 0 {
+                let s = CStr::from_ptr(self.strtab.add(sym.name as usize) as *const c_char);
+                if s.to_bytes() == name {
+                    return self.base + sym.value as usize;
+                }
+            }
+            if ch & 1 != 0 {
+                return 0;
+            }
+            i += 1;
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! `220 chrooted\r\n` to it and prints `served 1`. Exit code 1 with `error ...` on
 //! stdout if the chroot fails.
 
+mod common;
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +31,7 @@ fn main() {
     }
     println!("chrooted");
     std::io::stdout().flush().unwrap();
-    let (mut s, _) = l.accept().expect("accept");
+    let (mut s, _) = common::accept_next(&l);
     let _ = s.write_all(b"220 chrooted\r\n");
     println!("served 1");
 }

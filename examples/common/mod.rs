@@ -73,3 +73,16 @@ pub fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) 
         (ss, len as libc::socklen_t)
     }
 }
+
+/// `accept` as servers write it: retry on `ECONNABORTED`, which the kernel returns for
+/// a connection that died in the queue and the library for a refused one on a
+/// blocking listener with nothing else pending.
+pub fn accept_next(l: &std::net::TcpListener) -> (std::net::TcpStream, SocketAddr) {
+    loop {
+        match l.accept() {
+            Ok(x) => return x,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => fail("accept", &e),
+        }
+    }
+}

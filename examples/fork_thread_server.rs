@@ -13,11 +13,11 @@
 //!
 //! - `--children` (default `both`): `sleep` children sleep HOLD ms and `_exit` without
 //!   exec; `exec` children exec `/bin/sleep` for HOLD ms; `both` alternates.
-//! - `--hold MS` (default 2500): how long each child lives.
-//! - `--cap N` (default 128): at most N children alive at once.
+//! - `--hold MS` (default 1500): how long each child lives.
+//! - `--cap N` (default 256): at most N children alive at once.
 //!
 //! Stdout: `listening ADDR` once ready (or `error ERRNO-NAME ERRNO`, exit code 1),
-//! `accepted PEER` per connection served, `aborted NAME` per accept that returned -1
+//! `forking` once the first child is forked, `accepted PEER` per connection served, `aborted NAME` per accept that returned -1
 //! with an errno it retries. Runs until killed (kill the process group: the children
 //! are in it).
 
@@ -40,8 +40,8 @@ enum Kind {
 
 fn main() {
     let mut kind = Kind::Both;
-    let mut hold = 2500u64;
-    let mut cap = 128usize;
+    let mut hold = 1500u64;
+    let mut cap = 256usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -141,7 +141,12 @@ fn forker(lfd: i32, kind: Kind, hold: u64, cap: usize) {
                 }
                 libc::_exit(0)
             },
-            pid if pid > 0 => live += 1,
+            pid if pid > 0 => {
+                live += 1;
+                if n == 1 {
+                    println!("forking");
+                }
+            }
             _ => std::thread::sleep(Duration::from_millis(10)),
         }
     }

@@ -442,16 +442,26 @@ fn threads_accepting_on_one_blocking_socket_none_stuck() {
 // 7. A thread forks while refused peers arrive
 // ---------------------------------------------------------------------------------
 
-/// fork_thread_server with `children`: 120 refused peers, 4 at a time, each must see
-/// the end (0 bytes) within 1 s although children live 2.5 s.
+/// fork_thread_server with `children`: refused peers, 6 at a time for 3 s (hundreds),
+/// each must see the end (0 bytes) within 1 s although children live 1.5 s.
 fn fork_case(children: &str) {
     let dir = TempDir::new("stall-fork");
     let policy = policy(&dir, None);
     let cmd = sample("fork_thread_server", &policy, &["--children", children]);
     let (mut p, addr) = start(cmd, &dir, Stdio::null());
+    p.expect("forking", PATIENCE);
+    let until = Instant::now() + Duration::from_secs(3);
     let replies: Vec<Reply> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| s.spawn(move || (0..30).map(|_| talk(DOT2, addr)).collect::<Vec<_>>()))
+        let hs: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut v = Vec::new();
+                    while Instant::now() < until {
+                        v.push(talk(DOT2, addr));
+                    }
+                    v
+                })
+            })
             .collect();
         hs.into_iter().flat_map(|h| h.join().expect("peer thread")).collect()
     });

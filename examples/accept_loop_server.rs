@@ -39,7 +39,11 @@ fn main() {
     let mut once = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut num = || args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
+        let mut num = || {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage())
+        };
         match a.as_str() {
             "--threads" => threads = num() as usize,
             "--rcvtimeo" => rcvtimeo = Some(num()),
@@ -88,7 +92,10 @@ fn main() {
                 let _ = conn.write_all(b"220 sockexit loop\r\n");
                 println!("result ok {peer} ms={ms}");
             }
-            Err(e) => println!("result error {} ms={ms}", errno_name(e.raw_os_error().unwrap_or(0))),
+            Err(e) => println!(
+                "result error {} ms={ms}",
+                errno_name(e.raw_os_error().unwrap_or(0))
+            ),
         }
         return;
     }
@@ -121,7 +128,13 @@ fn accept_one(lfd: i32) -> Result<TcpStream, Error> {
     // SAFETY: ss is a writable sockaddr_storage of `len` bytes.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let fd = unsafe { libc::accept(lfd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let fd = unsafe {
+        libc::accept(
+            lfd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     if fd < 0 {
         return Err(Error::last_os_error());
     }

@@ -53,8 +53,18 @@ fn main() {
                     _ => usage(),
                 }
             }
-            "--hold" => hold = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
-            "--cap" => cap = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--hold" => {
+                hold = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--cap" => {
+                cap = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             _ => usage(),
         }
     }
@@ -75,8 +85,13 @@ fn main() {
         // SAFETY: ss is a writable sockaddr_storage of `len` bytes.
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let fd =
-            unsafe { libc::accept(lfd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) };
+        let fd = unsafe {
+            libc::accept(
+                lfd,
+                (&mut ss as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
         if fd < 0 {
             let e = Error::last_os_error();
             match e.raw_os_error() {

@@ -27,7 +27,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--max" => max = Some(args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage())),
+            "--max" => {
+                max = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }

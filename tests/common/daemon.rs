@@ -157,7 +157,10 @@ impl Proc {
 
     /// Its stdin, when started with `Stdio::piped()`.
     pub fn stdin(&mut self) -> &mut std::process::ChildStdin {
-        self.child.stdin.as_mut().expect("started with a piped stdin")
+        self.child
+            .stdin
+            .as_mut()
+            .expect("started with a piped stdin")
     }
 
     /// Closes its stdin.

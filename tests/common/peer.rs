@@ -184,5 +184,8 @@ pub fn assert_served(r: &Reply, expected: &[u8], what: &str) {
 
 /// Panics unless `r` got 0 bytes and then EOF or reset.
 pub fn assert_refused(r: &Reply, what: &str) {
-    assert!(r.refused(), "{what}: expected 0 bytes then EOF/reset, got {r}");
+    assert!(
+        r.refused(),
+        "{what}: expected 0 bytes then EOF/reset, got {r}"
+    );
 }

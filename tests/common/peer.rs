@@ -124,8 +124,9 @@ pub fn talk_for(
     let t0 = Instant::now();
     let mut s = match connect_from(src, dst) {
         Ok(s) => s,
-        // The refusing hook's reset can land before connect() returns: 0 bytes.
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+        // The refusing hook's reset can land before connect() returns: 0 bytes. A FIN
+        // then a reset (a shutdown before the reset) reads as EPIPE there.
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
             return Reply {
                 bytes: Vec::new(),
                 end: End::Reset,
@@ -153,7 +154,9 @@ pub fn talk_for(
             Ok(0) => break End::Eof,
             Ok(n) => bytes.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break End::Reset,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                break End::Reset
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 break End::TimedOut
             }

@@ -58,27 +58,40 @@ pub fn python3() -> Option<PathBuf> {
     })
 }
 
-/// A free loopback port below the ephemeral range (so no client connection of a
-/// parallel test can take it before a daemon binds it); successive calls in one
-/// process give successive ports, the start depends on the pid.
+/// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
+    free_port_range(1)
+}
+
+/// `n` consecutive free loopback ports, taken below the ephemeral range (32768 and up
+/// on Linux): a port picked by bind(0) could be grabbed by one of the soak's thousands of
+/// client connections before a slow daemon (the JVM) binds it. Tests in this process
+/// take successive ports; the start depends on the pid to keep parallel runs apart.
+pub fn free_port_range(n: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20000;
     const SPAN: u32 = 12000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let _ = NEXT.compare_exchange(
         u32::MAX,
-        std::process::id().wrapping_mul(7919).wrapping_add(5003) % SPAN,
+        std::process::id().wrapping_mul(7919) % SPAN,
         Ordering::Relaxed,
         Ordering::Relaxed,
     );
     for _ in 0..500 {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && !listening(port) {
-            return port;
+        let off = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % SPAN;
+        if off + u32::from(n) > SPAN {
+            continue;
+        }
+        let base = (LOW + off) as u16;
+        let held: Vec<_> = (base..base + n)
+            .map_while(|p| TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
         }
     }
-    panic!("no free port in {LOW}-{}", LOW + SPAN);
+    panic!("no {n} consecutive free ports in {LOW}-{}", LOW + SPAN);
 }
 
 /// Whether some socket listens on TCP `port` (read from /proc/net/tcp{,6}: no

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::daemon::{free_port, free_port_range, listening, python3, require, say};
 use common::TempDir;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -125,104 +126,6 @@ const REFUSED_REMOTE: &[&str] = &["127.0.0.2:", "[::ffff:127.0.0.2]:"];
 
 fn daemons_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/daemons")
-}
-
-/// Write a raw line to the process's stderr, past libtest's output capture, so skips and
-/// soak counts show in a plain `cargo test` run.
-fn say(line: &str) {
-    let _ = writeln!(io::stderr(), "{line}");
-}
-
-/// The path of `name` on `PATH` or in the sbin directories. `None` means: skip the test
-/// (after saying so loudly). Under `CI` a missing program fails the test.
-fn require(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        dirs.push(PathBuf::from(d));
-    }
-    if let Some(p) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed and CI is set: install the packages in .ci/packages.txt");
-    }
-    say(&format!(
-        "SKIPPED: {name} not installed (apt-get install -y $(cat .ci/packages.txt))"
-    ));
-    None
-}
-
-/// The real Python interpreter: `python3` on PATH may be a wrapper script (pyenv shim)
-/// that would run a shell and its helpers under the preload too.
-fn python3() -> Option<PathBuf> {
-    let p = require("python3")?;
-    let out = Command::new(&p)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("run python3");
-    let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Some(if out.status.success() && !exe.is_empty() {
-        PathBuf::from(exe)
-    } else {
-        p
-    })
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    free_port_range(1)
-}
-
-/// `n` consecutive free loopback ports, taken below the ephemeral range (32768 and up
-/// on Linux): a port picked by bind(0) could be grabbed by one of the soak's thousands of
-/// client connections before a slow daemon (the JVM) binds it. Tests in this process
-/// take successive ports; the start depends on the pid to keep parallel runs apart.
-fn free_port_range(n: u16) -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20000;
-    const SPAN: u32 = 12000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % SPAN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..500 {
-        let off = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % SPAN;
-        if off + u32::from(n) > SPAN {
-            continue;
-        }
-        let base = (LOW + off) as u16;
-        let held: Vec<_> = (base..base + n)
-            .map_while(|p| TcpListener::bind((ALLOWED, p)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports in {LOW}-{}", LOW + SPAN);
-}
-
-/// Whether some socket listens on TCP `port` (from /proc/net/tcp{,6}: no connection is
-/// made, so the daemon sees nothing before the test starts).
-fn listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|t| {
-            t.lines().skip(1).any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.len() > 3
-                    && cols[3] == "0A"
-                    && cols[1]
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| u16::from_str_radix(p, 16).ok())
-                        == Some(port)
-            })
-        })
-    })
 }
 
 /// Fields of /proc/PID/stat after the command name: state, ppid, pgrp.

@@ -28,6 +28,8 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::EBADF => "EBADF",
         libc::ENOTSOCK => "ENOTSOCK",
         libc::ENOENT => "ENOENT",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EINTR => "EINTR",
         _ => "UNKNOWN",
     }
 }

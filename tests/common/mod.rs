@@ -2,6 +2,9 @@
 //! run programs under the preload as child processes.
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod peer;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

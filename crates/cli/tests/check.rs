@@ -72,6 +72,27 @@ fn invalid_policy_reports_file_line_column_on_stderr_and_exits_1() {
 }
 
 #[test]
+fn a_list_field_left_without_value_fails_check_naming_line_and_column() {
+    let d = TempDir::new("check-null");
+    // The only `remote` entry commented out: without the error this rule would allow
+    // every peer, and check would have said "ok".
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nrules:\n  - name: ssh-from-lan\n    action: allow\n    remote:\n    # - 10.0.0.0/8\n    local_ports: [22]\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(o.stdout, "");
+    assert_eq!(
+        o.stderr,
+        format!(
+            "error: {}:6:11: key `remote`: rule `ssh-from-lan`: empty list (`remote:` with no value): write the field out or list addresses\n",
+            p.display()
+        )
+    );
+}
+
+#[test]
 fn bad_address_is_pointed_at() {
     let d = TempDir::new("check-addr");
     let p = d.write(

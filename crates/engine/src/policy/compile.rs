@@ -3,7 +3,7 @@
 
 use super::files::{parse_net, parse_set_text, read_set_bytes, SetFiles};
 use super::lint::lint;
-use super::raw::{NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
+use super::raw::{ListField, NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
 use super::rule::{Rule, ALL_CALLS, FAM_V4, FAM_V6};
 use super::yaml_error::{yaml_error, yaml_options};
 use super::{loc, Ctx, MAX_POLICY_BYTES};
@@ -200,6 +200,13 @@ fn compile_sets(
                 }
                 b.build()
             }
+            RawSet::Null => {
+                return Err(ctx.err(
+                    loc(s),
+                    Some(name),
+                    format!("set `{name}` has no value (its entries commented out?): list addresses, write `[]` for an empty set, or `{{ file: PATH }}`"),
+                ))
+            }
             RawSet::File(f) => set_file(ctx, name, loc(s), &base.join(f), &mut files)?,
         };
         if set.is_empty() {
@@ -267,8 +274,34 @@ impl RuleCtx<'_> {
         self.err_at(self.at, key, msg)
     }
 
-    fn calls(&self, v: &Option<Vec<String>>) -> Result<u8, Error> {
-        let Some(cs) = v else { return Ok(ALL_CALLS) };
+    /// The items of a list field, `None` when the key is absent. `[]` and a key with
+    /// no value are refused alike (`why` ends the message): a rule field that is there
+    /// but lists nothing must never be read as "matches anything".
+    fn items<'v, T>(
+        &self,
+        key: &str,
+        v: &'v ListField<T>,
+        why: &str,
+    ) -> Result<Option<&'v [T]>, Error> {
+        let Some(sp) = v else { return Ok(None) };
+        match &sp.value {
+            None => Err(self.err_at(
+                loc(sp),
+                key,
+                format!("empty list (`{key}:` with no value){why}"),
+            )),
+            Some(items) if items.is_empty() => {
+                Err(self.err_at(loc(sp), key, format!("empty list{why}")))
+            }
+            Some(items) => Ok(Some(items)),
+        }
+    }
+
+    fn calls(&self, v: &ListField<String>) -> Result<u8, Error> {
+        let why = ": the rule would apply to nothing";
+        let Some(cs) = self.items("calls", v, why)? else {
+            return Ok(ALL_CALLS);
+        };
         let mut m = 0;
         for c in cs {
             m |= match c.as_str() {
@@ -280,24 +313,15 @@ impl RuleCtx<'_> {
                 }
             };
         }
-        if m == 0 {
-            return Err(self.err(
-                "calls",
-                "empty list: the rule would apply to nothing".into(),
-            ));
-        }
         Ok(m)
     }
 
     /// `remote` / `local`: addresses, prefixes and `@set`s.
-    fn addrs(&self, key: &str, v: &Option<Vec<Spanned<String>>>) -> Result<Option<AddrSet>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(
-                key,
-                "empty list: write the field out or list addresses".into(),
-            ));
-        }
+    fn addrs(&self, key: &str, v: &ListField<Spanned<String>>) -> Result<Option<AddrSet>, Error> {
+        let why = ": write the field out or list addresses";
+        let Some(items) = self.items(key, v, why)? else {
+            return Ok(None);
+        };
         let mut b = AddrSetBuilder::default();
         for sp in items {
             let it = &sp.value;
@@ -323,15 +347,10 @@ impl RuleCtx<'_> {
         Ok(Some(b.build()))
     }
 
-    fn ports(
-        &self,
-        key: &str,
-        v: &Option<Vec<Spanned<NumOrStr>>>,
-    ) -> Result<Option<PortSet>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(key, "empty list".into()));
-        }
+    fn ports(&self, key: &str, v: &ListField<Spanned<NumOrStr>>) -> Result<Option<PortSet>, Error> {
+        let Some(items) = self.items(key, v, "")? else {
+            return Ok(None);
+        };
         let rs = items
             .iter()
             .map(|p| parse_port(&p.value).map_err(|m| self.err_at(loc(p), key, m)))
@@ -343,14 +362,13 @@ impl RuleCtx<'_> {
     fn ids(
         &self,
         key: &str,
-        v: &Option<Vec<Spanned<NumOrStr>>>,
+        v: &ListField<Spanned<NumOrStr>>,
         lookup: &dyn Fn(&str) -> Option<u32>,
         what: &str,
     ) -> Result<Option<Vec<u32>>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(key, "empty list".into()));
-        }
+        let Some(items) = self.items(key, v, "")? else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
         for sp in items {
             let at = loc(sp);
@@ -368,23 +386,20 @@ impl RuleCtx<'_> {
         Ok(Some(out))
     }
 
-    fn programs(&self, v: &Option<Vec<String>>) -> Result<Option<Vec<Glob>>, Error> {
-        match v {
-            None => Ok(None),
-            Some(ps) if ps.is_empty() => Err(self.err("programs", "empty list".into())),
-            Some(ps) => ps
-                .iter()
-                .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-        }
+    fn programs(&self, v: &ListField<String>) -> Result<Option<Vec<Glob>>, Error> {
+        let Some(ps) = self.items("programs", v, "")? else {
+            return Ok(None);
+        };
+        ps.iter()
+            .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
-    fn families(&self, v: &Option<Vec<String>>) -> Result<Option<u8>, Error> {
-        let Some(fs) = v else { return Ok(None) };
-        if fs.is_empty() {
-            return Err(self.err("families", "empty list".into()));
-        }
+    fn families(&self, v: &ListField<String>) -> Result<Option<u8>, Error> {
+        let Some(fs) = self.items("families", v, "")? else {
+            return Ok(None);
+        };
         let mut m = 0;
         for f in fs {
             m |= match f.as_str() {

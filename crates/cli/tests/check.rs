@@ -93,6 +93,29 @@ fn a_list_field_left_without_value_fails_check_naming_line_and_column() {
 }
 
 #[test]
+fn a_fifo_as_policy_fails_check_instead_of_hanging() {
+    let d = TempDir::new("check-fifo");
+    let fifo = d.path().join("p.yaml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Under `timeout`: a check that blocks on the FIFO fails (status 124), not hangs.
+    let o = run(support::clean("timeout").args([
+        "20".as_ref(),
+        support::BIN.as_ref(),
+        "check".as_ref(),
+        fifo.as_os_str(),
+    ]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(
+        o.stderr,
+        format!("error: {}: is a FIFO, not a regular file\n", fifo.display())
+    );
+}
+
+#[test]
 fn bad_address_is_pointed_at() {
     let d = TempDir::new("check-addr");
     let p = d.write(

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub mod bpf;
 mod dispatch;
+mod files;
 mod glob;
 mod policy;
 mod ranges;
@@ -265,9 +266,13 @@ impl Default for FilesResolver {
     }
 }
 
-/// Field 3 (the id) of the colon-separated line whose field 1 is `name`.
+/// Field 3 (the id) of the colon-separated line whose field 1 is `name`. Read like
+/// the policy (a regular file, bounded, never blocking): it is read in the same
+/// constructor. A file that cannot be read resolves nothing, so the name is unknown
+/// and the policy fails to load.
 fn lookup_id(file: &Path, name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(file).ok()?;
+    let bytes = files::read_regular(file, MAX_SET_FILE_BYTES).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     text.lines().find_map(|l| {
         let mut f = l.split(':');
         (f.next()? == name).then_some(())?;

@@ -1,6 +1,7 @@
 //! Reading the policy and set files (bounded), and parsing set-file text.
 
 use super::{Ctx, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
+use crate::files::{read_regular, ReadError};
 use crate::ranges::{AddrSet, AddrSetBuilder};
 use crate::Error;
 use std::path::{Path, PathBuf};
@@ -39,23 +40,18 @@ fn short_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The policy file's bytes, refusing a file over [`MAX_POLICY_BYTES`] before reading it.
+/// The policy file's bytes: a regular file of at most [`MAX_POLICY_BYTES`], read
+/// without blocking and without reading past the limit (`crate::files`).
 pub(crate) fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, Error> {
-    let err = |message: String| Error {
+    read_regular(path, MAX_POLICY_BYTES as u64).map_err(|e| Error {
         file: path.to_path_buf(),
         location: None,
         key: None,
-        message,
-    };
-    let too_big = std::fs::metadata(path)
-        .map(|m| m.len() > MAX_POLICY_BYTES as u64)
-        .unwrap_or(false);
-    if too_big {
-        return Err(err(format!(
-            "policy is larger than {MAX_POLICY_BYTES} bytes"
-        )));
-    }
-    std::fs::read(path).map_err(|e| err(e.to_string()))
+        message: match e {
+            ReadError::TooBig => format!("policy is larger than {MAX_POLICY_BYTES} bytes"),
+            other => other.to_string(),
+        },
+    })
 }
 
 /// How [`compile`](super::compile) gets the contents of `sets: { NAME: { file: PATH } }`.
@@ -80,23 +76,19 @@ pub(super) fn read_set_bytes(
     at: Option<(usize, usize)>,
     path: &Path,
 ) -> Result<Vec<u8>, Error> {
-    let cannot = |e: std::io::Error| {
-        ctx.err(
-            at,
-            Some(set),
-            format!("cannot read set file {}: {e}", path.display()),
-        )
-    };
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    if meta.len() > MAX_SET_FILE_BYTES {
-        return Err(Error {
+    read_regular(path, MAX_SET_FILE_BYTES).map_err(|e| match e {
+        ReadError::TooBig => Error {
             file: path.to_path_buf(),
             location: None,
             key: None,
             message: format!("set file is larger than {MAX_SET_FILE_BYTES} bytes"),
-        });
-    }
-    std::fs::read(path).map_err(cannot)
+        },
+        other => ctx.err(
+            at,
+            Some(set),
+            format!("cannot read set file {}: {other}", path.display()),
+        ),
+    })
 }
 
 /// A set file's text (one address or prefix per line, `#` comments) as a set; errors

@@ -115,6 +115,35 @@ fn a_fifo_as_policy_fails_check_instead_of_hanging() {
     );
 }
 
+/// The finding for a policy at `p` with mode 0666, owned by whoever runs the test.
+fn world_writable(p: &std::path::Path) -> (u32, String) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let uid = std::fs::metadata(p).unwrap().uid();
+    let text = format!(
+        "{}: writable by group and others (mode 0666, owner {uid}): a root process must not load a policy others can change; chmod go-w",
+        p.display()
+    );
+    (uid, text)
+}
+
+#[test]
+fn a_policy_others_can_change_is_an_error_as_root_and_a_warning_otherwise() {
+    let d = TempDir::new("check-perms");
+    let p = d.write("p.yaml", VALID);
+    let (uid, text) = world_writable(&p);
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    if uid == 0 {
+        // The library, as root, would fail closed on it: so does check.
+        assert_eq!(o.code, Some(1), "{o:?}");
+        assert_eq!(o.stdout, "");
+        assert_eq!(o.stderr, format!("error: {text}\n"));
+    } else {
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert_eq!(o.stderr, format!("warning: {text}\n"));
+    }
+}
+
 #[test]
 fn bad_address_is_pointed_at() {
     let d = TempDir::new("check-addr");

@@ -9,7 +9,7 @@
 //! (not the path, which can be swapped in between), accept only regular files, and
 //! read at most the limit plus one byte.
 
-use std::fs::FileType;
+use std::fs::{FileType, Metadata};
 use std::io::Read;
 use std::path::Path;
 
@@ -35,8 +35,10 @@ impl std::fmt::Display for ReadError {
 }
 
 /// The contents of the regular file at `path` (symlinks followed: configuration tools
-/// manage policies through them), at most `limit` bytes.
-pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+/// manage policies through them), at most `limit` bytes, and the metadata of the
+/// descriptor they were read from (its owner and mode are what the permission rule
+/// judges).
+pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<(Vec<u8>, Metadata), ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a
     // writer (it changes nothing for a regular file). O_NOCTTY: a terminal device
@@ -70,7 +72,7 @@ pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooBig);
     }
-    Ok(bytes)
+    Ok((bytes, meta))
 }
 
 /// What a non-regular file is, in the words of `ls -l`'s first letter.

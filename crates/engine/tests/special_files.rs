@@ -28,6 +28,7 @@ fn load_file(path: &Path) -> Result<Policy, Error> {
             &path,
             &LoadOptions {
                 resolver: &TestUsers,
+                permissions: sockexit_engine::Permissions::Warn,
             },
         )
     })
@@ -40,6 +41,7 @@ fn read_deferring(path: &Path) -> Result<Prepared, Error> {
             &path,
             &LoadOptions {
                 resolver: &TestUsers,
+                permissions: sockexit_engine::Permissions::Warn,
             },
             1024,
         )
@@ -155,7 +157,13 @@ fn a_fifo_as_passwd_or_group_resolves_nothing_instead_of_hanging() {
             passwd: fifo.clone(),
             group: fifo,
         };
-        Policy::load_with(&policy, &LoadOptions { resolver: &files })
+        Policy::load_with(
+            &policy,
+            &LoadOptions {
+                resolver: &files,
+                permissions: sockexit_engine::Permissions::Warn,
+            },
+        )
     })
     .unwrap_err();
     assert_eq!(e.message, "rule `f`: unknown user `ftp`");

@@ -1,7 +1,7 @@
 //! A raw policy document → the compiled [`Policy`]: top-level keys, sets, rules, and
 //! the per-call rule tables. Every error names the file, line, column and key.
 
-use super::files::{parse_net, parse_set_text, read_set_bytes, SetFiles};
+use super::files::{parse_net, parse_set_text, read_set_bytes, CapturedFile, SetFiles};
 use super::lint::lint;
 use super::raw::{ListField, NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
 use super::rule::{Rule, ALL_CALLS, FAM_V4, FAM_V6};
@@ -11,7 +11,7 @@ use crate::glob::Glob;
 use crate::ranges::{AddrSet, AddrSetBuilder, PortSet};
 use crate::{
     AuditConfig, AuditEvents, AuditLog, BlockingAccept, Call, Error, LoadOptions, Mode, Needs,
-    Policy, Verdict, Warning,
+    Permissions, Policy, Verdict, Warning,
 };
 use serde_saphyr::Spanned;
 use std::collections::{HashMap, HashSet};
@@ -72,7 +72,18 @@ pub(crate) fn compile(
     let audit = audit_config(&ctx, raw.audit.as_ref(), base)?;
 
     let mut warnings = Vec::new();
-    let sets = compile_sets(&ctx, &raw, base, files, &mut warnings)?;
+    // Permission findings about set files, put first (as the policy file's are by
+    // its reader), so they are a prefix the library can log on its own.
+    let mut file_warnings = Vec::new();
+    let sets = compile_sets(
+        &ctx,
+        &raw,
+        base,
+        files,
+        opts.permissions,
+        &mut warnings,
+        &mut file_warnings,
+    )?;
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for r in raw.rules.iter().flatten() {
@@ -80,6 +91,8 @@ pub(crate) fn compile(
     }
 
     lint(&rules, default, &mut warnings);
+    let permission_warnings = file_warnings.len();
+    file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
     let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
     Ok(Policy {
@@ -92,7 +105,8 @@ pub(crate) fn compile(
         by_call,
         needs,
         dispatch,
-        warnings,
+        warnings: file_warnings,
+        permission_warnings,
         path: PathBuf::from(origin),
     })
 }
@@ -180,7 +194,9 @@ fn compile_sets(
     raw: &RawPolicy,
     base: &Path,
     mut files: SetFiles<'_>,
+    perms: Permissions,
     warnings: &mut Vec<Warning>,
+    file_warnings: &mut Vec<Warning>,
 ) -> Result<HashMap<String, AddrSet>, Error> {
     let mut sets = HashMap::new();
     for (name, s) in raw.sets.iter().flatten() {
@@ -207,7 +223,11 @@ fn compile_sets(
                     format!("set `{name}` has no value (its entries commented out?): list addresses, write `[]` for an empty set, or `{{ file: PATH }}`"),
                 ))
             }
-            RawSet::File(f) => set_file(ctx, name, loc(s), &base.join(f), &mut files)?,
+            RawSet::File(f) => {
+                let (set, mut found) = set_file(ctx, name, loc(s), &base.join(f), &mut files, perms)?;
+                file_warnings.append(&mut found);
+                set
+            }
         };
         if set.is_empty() {
             warnings.push(Warning {
@@ -221,28 +241,37 @@ fn compile_sets(
     Ok(sets)
 }
 
-/// `{ file: PATH }`: read (or replay) and parse as `files` says.
+/// `{ file: PATH }`: read (or replay) and parse as `files` says; with the permission
+/// findings of the read (replayed too).
 fn set_file(
     ctx: &Ctx<'_>,
     name: &str,
     at: At,
     path: &Path,
     files: &mut SetFiles<'_>,
-) -> Result<AddrSet, Error> {
+    perms: Permissions,
+) -> Result<(AddrSet, Vec<Warning>), Error> {
     match files {
-        SetFiles::Disk => parse_set_text(path, &read_set_bytes(ctx, name, at, path)?),
+        SetFiles::Disk => {
+            let (bytes, found) = read_set_bytes(ctx, name, at, path, perms)?;
+            Ok((parse_set_text(path, &bytes)?, found))
+        }
         SetFiles::Capture { into, parse_up_to } => {
-            let bytes = read_set_bytes(ctx, name, at, path)?;
+            let (bytes, found) = read_set_bytes(ctx, name, at, path, perms)?;
             let set = if bytes.len() <= *parse_up_to {
                 parse_set_text(path, &bytes)?
             } else {
                 AddrSetBuilder::default().build()
             };
-            into.push((path.to_path_buf(), bytes));
-            Ok(set)
+            into.push(CapturedFile {
+                path: path.to_path_buf(),
+                bytes,
+                warnings: found.clone(),
+            });
+            Ok((set, found))
         }
-        SetFiles::Replay(from) => match from.iter().find(|(p, _)| p == path) {
-            Some((_, bytes)) => parse_set_text(path, bytes),
+        SetFiles::Replay(from) => match from.iter().find(|c| c.path == path) {
+            Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
             // Only if the policy bytes differ from the captured ones.
             None => Err(ctx.err(
                 at,

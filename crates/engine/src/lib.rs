@@ -7,6 +7,7 @@
 //! API CONTRACT (other crates code against these names; keep them stable):
 //! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_bytes_with`]
 //! - [`Snapshot::read_deferring`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
+//! - [`LoadOptions`] with [`Permissions`]; [`Policy::permission_warnings`]
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
 //! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::blocking_accept`],
 //!   [`Policy::audit`]
@@ -410,7 +411,9 @@ impl Policy {
     }
 
     /// Load from policy bytes; `origin` names the file in errors and anchors relative
-    /// set-file paths.
+    /// set-file paths. Set files are read, and judged by `opts.permissions`, as in
+    /// [`Policy::load_with`]; the policy bytes came from no file, so nothing judges
+    /// who could have changed them.
     pub fn from_bytes_with(
         bytes: &[u8],
         origin: &Path,

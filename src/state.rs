@@ -50,6 +50,9 @@ pub struct State {
     /// `/proc/self/exe`, read at load time when rules or audit lines need it.
     pub program: Option<Vec<u8>>,
     pub audit_enabled: bool,
+    /// The policy path this process runs under, absolute (resolved against the working
+    /// directory at load), for the children it execs.
+    pub policy_path: PathBuf,
 }
 
 impl State {
@@ -224,10 +227,12 @@ fn load() -> State {
     } else {
         None
     };
+    let policy_path = std::path::absolute(&path).unwrap_or(path);
     State {
         loaded,
         on_error_allow,
         program,
         audit_enabled,
+        policy_path,
     }
 }

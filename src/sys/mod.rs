@@ -35,6 +35,7 @@ macro_rules! syscall {
 pub mod accept;
 pub mod addr;
 mod dl;
+mod exec;
 pub mod exports;
 mod filter;
 pub mod logfile;
@@ -42,6 +43,7 @@ pub mod real;
 mod sock;
 
 pub use addr::{local_addr, Addr, PeerBuf};
+pub use exec::prepare as prepare_exec;
 pub use filter::{attach_filter, attached_filter, AttachedFilter};
 pub use real::{connect as real_connect, listen as real_listen, resolve_all};
 pub use sock::*;

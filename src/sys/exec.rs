@@ -245,6 +245,74 @@ fn current() -> Env {
     unsafe { environ }
 }
 
+/// Whether the ELF file open on `fd` is statically linked (no `PT_INTERP`: the
+/// dynamic loader, and so `LD_PRELOAD`, never runs). Scripts and unreadable files: no.
+fn fd_is_static(fd: c_int) -> bool {
+    let mut h = [0u8; 64];
+    // SAFETY: reading into our own buffer of that size.
+    let n = unsafe { libc::pread(fd, h.as_mut_ptr() as *mut libc::c_void, h.len(), 0) };
+    // ELF64, little-endian (x86-64 and aarch64, the targets this library builds for).
+    if n != 64 || h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(h[32..40].try_into().unwrap_or_default());
+    let phentsize = u16::from_le_bytes([h[54], h[55]]) as usize;
+    let phnum = u16::from_le_bytes([h[56], h[57]]) as usize;
+    let mut ph = [0u8; 64 * 56];
+    if phentsize < 56 || phnum == 0 || phnum * phentsize > ph.len() {
+        return false;
+    }
+    let len = phnum * phentsize;
+    // SAFETY: as above.
+    let n = unsafe { libc::pread(fd, ph.as_mut_ptr() as *mut libc::c_void, len, phoff as i64) };
+    if n != len as isize {
+        return false;
+    }
+    const PT_INTERP: u32 = 3;
+    !(0..phnum).any(|i| {
+        let o = i * phentsize;
+        u32::from_le_bytes([ph[o], ph[o + 1], ph[o + 2], ph[o + 3]]) == PT_INTERP
+    })
+}
+
+/// Warn (once per process) when `dirfd`/`path` is a statically linked program: the
+/// exec is not refused, but nothing it does will be judged. Three system calls per
+/// exec, no allocation (safe after `vfork`).
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+unsafe fn warn_if_static(dirfd: c_int, path: *const c_char) {
+    if path.is_null() || CARRY.get().is_none() {
+        return;
+    }
+    let fd = libc::openat(
+        dirfd,
+        path,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+    );
+    if fd < 0 {
+        return;
+    }
+    let st = fd_is_static(fd);
+    libc::close(fd);
+    if st {
+        crate::hook::coverage_lost(
+            crate::hook::Lost::StaticExec,
+            CStr::from_ptr(path).to_bytes(),
+        );
+    }
+}
+
+/// The same for a `PATH`-searched name: only when it names a path (contains `/`).
+///
+/// # Safety
+/// As [`warn_if_static`].
+unsafe fn warn_if_static_file(file: *const c_char) {
+    if !file.is_null() && CStr::from_ptr(file).to_bytes().contains(&b'/') {
+        warn_if_static(libc::AT_FDCWD, file);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The exported exec family.
 // ---------------------------------------------------------------------------------
@@ -257,6 +325,7 @@ type Argv = *const *const c_char;
 /// Called by C code with execve(2)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Env) -> c_int {
+    warn_if_static(libc::AT_FDCWD, path);
     with_env(envp, |e| super::real::execve(path, argv, e))
 }
 
@@ -275,6 +344,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
 /// Called by C code with execvpe(3)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Env) -> c_int {
+    warn_if_static_file(file);
     with_env(envp, |e| super::real::execvpe(file, argv, e))
 }
 
@@ -299,6 +369,7 @@ pub unsafe extern "C" fn execveat(
     envp: Env,
     flags: c_int,
 ) -> c_int {
+    warn_if_static(dirfd, path);
     with_env(envp, |e| super::real::execveat(dirfd, path, argv, e, flags))
 }
 
@@ -308,6 +379,12 @@ pub unsafe extern "C" fn execveat(
 /// Called by C code with fexecve(3)'s arguments.
 #[no_mangle]
 pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Env) -> c_int {
+    if CARRY.get().is_some() && fd_is_static(fd) {
+        crate::hook::coverage_lost(
+            crate::hook::Lost::StaticExec,
+            b"the program behind fexecve's descriptor",
+        );
+    }
     with_env(envp, |e| super::real::fexecve(fd, argv, e))
 }
 
@@ -324,6 +401,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: Argv,
     envp: Env,
 ) -> c_int {
+    warn_if_static(libc::AT_FDCWD, path);
     with_env(envp, |e| {
         super::real::posix_spawn(false, pid, path, actions, attr, argv, e)
     })
@@ -342,6 +420,7 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: Argv,
     envp: Env,
 ) -> c_int {
+    warn_if_static_file(file);
     with_env(envp, |e| {
         super::real::posix_spawn(true, pid, file, actions, attr, argv, e)
     })

@@ -44,7 +44,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    const fn new(name: &'static CStr) -> Slot {
+    pub const fn new(name: &'static CStr) -> Slot {
         Slot {
             addr: AtomicUsize::new(0),
             name,

@@ -39,6 +39,7 @@ mod exec;
 pub mod exports;
 mod filter;
 pub mod logfile;
+mod rcmd;
 pub mod real;
 mod sock;
 

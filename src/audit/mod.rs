@@ -144,9 +144,7 @@ pub fn record(ev: &Event<'_>) {
             line.push(b"\n");
             // Never a byte into a client's socket (inetd, `sshd -i`) or a closed fd.
             if let Some(b) = line.bytes() {
-                if crate::sys::is_open(2) && !crate::sys::is_socket(2) {
-                    let _ = logfile::write_once(2, b);
-                }
+                crate::diag::write_stderr(b);
             }
         }
     }

@@ -12,34 +12,38 @@
 //! waits for it a bounded time, and a child of `fork()` that inherited it held simply
 //! takes it over, so no fork can leave it stuck.
 
+mod fallback;
 mod file;
 mod line;
 mod sink;
 mod syslog;
 
+use fallback::Failed;
 use file::{open_file_target, write_file, FileTarget};
 pub use line::Event;
-use line::{
-    push_json, push_json_str, push_syslog_header, sanitize_host, LineBuf, Stamp, LINE_MAX,
-    PROGRAM_MAX,
-};
-use sink::{ReopenLock, Sink};
-use syslog::{connect_syslog, send_syslog, SyslogTarget, DEV_LOG};
+use line::{push_json, push_json_str, sanitize_host, LineBuf, Stamp, LINE_MAX, PROGRAM_MAX};
+use sink::ReopenLock;
+use syslog::{send_syslog, SyslogTarget};
 
 use crate::sys::logfile;
 use sockexit_engine::{AuditConfig, AuditEvents, AuditLog};
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 enum Target {
     Stderr,
     Syslog(SyslogTarget),
     File(FileTarget),
+    /// The file could not be opened at load time (said then): every line goes to
+    /// the fallback.
+    Unavailable(String),
 }
 
 struct Audit {
     target: Target,
     program_json: Vec<u8>,
+    /// RFC 5424 HOSTNAME, from `gethostname(2)` at load time (no resolver).
+    host: Vec<u8>,
     lock: ReopenLock,
 }
 
@@ -59,38 +63,20 @@ pub fn init(cfg: &AuditConfig) {
         None => pj.push(b"null"),
     }
     let program_json = pj.bytes().unwrap_or(b"null").to_vec();
+    let mut hb = [0u8; 256];
+    let host = sanitize_host(logfile::hostname(&mut hb));
     let target = match &cfg.log {
         AuditLog::Off => return,
         AuditLog::Stderr => Target::Stderr,
-        AuditLog::Syslog => {
-            let path = crate::state::env_var("SOCKEXIT_SYSLOG_SOCKET")
-                .filter(|p| p.starts_with('/'))
-                .map(String::into_bytes)
-                .unwrap_or_else(|| DEV_LOG.to_vec());
-            let mut hb = [0u8; 256];
-            let host = sanitize_host(logfile::hostname(&mut hb));
-            let t = SyslogTarget {
-                path,
-                host,
-                sock: Sink::new(),
-            };
-            match connect_syslog(&t) {
-                Ok(()) => {}
-                Err(e) => log::warn!(
-                    "audit: cannot reach syslog at {}: {e}; will retry on each line",
-                    String::from_utf8_lossy(&t.path)
-                ),
-            }
-            Target::Syslog(t)
-        }
+        AuditLog::Syslog => Target::Syslog(SyslogTarget::new(crate::diag::syslog_path())),
         AuditLog::File(path) => match open_file_target(path) {
             Ok(t) => Target::File(t),
             Err(e) => {
                 log::error!(
-                    "audit: cannot open {}: {e}; no audit lines will be written",
+                    "audit: cannot open {}: {e}; audit lines go to syslog (else stderr) instead",
                     path.display()
                 );
-                return;
+                Target::Unavailable(path.display().to_string())
             }
         },
     };
@@ -105,6 +91,7 @@ pub fn init(cfg: &AuditConfig) {
     let _ = AUDIT.set(Audit {
         target,
         program_json,
+        host,
         lock: ReopenLock(AtomicI32::new(0)),
     });
 }
@@ -123,29 +110,46 @@ pub fn record(ev: &Event<'_>) {
         uid: crate::sys::euid(),
         program_json: &a.program_json,
     };
-    let mut line = LineBuf::<LINE_MAX>::new();
-    match &a.target {
+    // `\n{json}\n`: the leading newline is written only after a cut write (file).
+    let mut rec = LineBuf::<LINE_MAX>::new();
+    rec.push(b"\n");
+    push_json(&mut rec, &st, ev);
+    rec.push(b"\n");
+    let Some(rec) = rec.bytes() else { return };
+    emit(a, &st, ev, rec);
+}
+
+/// Send one formatted record to the target, or to the fallback if the target
+/// cannot take it.
+fn emit(a: &Audit, st: &Stamp<'_>, ev: &Event<'_>, rec: &[u8]) {
+    let json = &rec[1..rec.len() - 1];
+    let now = st.secs;
+    let failed = match &a.target {
         Target::Syslog(t) => {
-            push_syslog_header(&mut line, &st, &t.host, ev.verdict);
-            push_json(&mut line, &st, ev);
-            if let Some(b) = line.bytes() {
-                send_syslog(&a.lock, t, b);
+            if send_syslog(&a.lock, t, st, &a.host, ev.verdict, json, now) {
+                return;
             }
+            let e = std::io::Error::from_raw_os_error(t.last_errno.load(Ordering::Relaxed));
+            let what = format!("syslog at {} ({e})", String::from_utf8_lossy(t.path));
+            return fallback::deliver(Failed::Syslog, &what, st, &a.host, ev.verdict, json);
         }
         Target::File(t) => {
-            push_json(&mut line, &st, ev);
-            line.push(b"\n");
-            if let Some(b) = line.bytes() {
-                write_file(&a.lock, t, b);
+            if write_file(&a.lock, t, rec, now) {
+                return;
             }
+            (Failed::File, t.shown())
         }
+        Target::Unavailable(shown) => (Failed::File, shown.as_str()),
         Target::Stderr => {
-            push_json(&mut line, &st, ev);
-            line.push(b"\n");
-            // Never a byte into a client's socket (inetd, `sshd -i`) or a closed fd.
-            if let Some(b) = line.bytes() {
-                crate::diag::write_stderr(b);
+            // Only the fd 2 the process started with, never an IP socket.
+            if crate::diag::write_stderr(&rec[1..]) {
+                return;
             }
+            (
+                Failed::Stderr,
+                "stderr (closed, replaced by the program, or a socket)",
+            )
         }
-    }
+    };
+    fallback::deliver(failed.0, &failed.1, st, &a.host, ev.verdict, json);
 }

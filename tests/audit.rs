@@ -306,10 +306,22 @@ fn eight_threads_times_500_decisions_make_4000_whole_lines() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.ends_with('\n'));
     let ls = lines(&log);
-    assert_eq!(ls.len(), 4000);
+    // Identical refusals are collapsed: each line stands for itself or, with
+    // `repeated`, for that many; nothing is lost.
+    let total: u64 = ls
+        .iter()
+        .map(|v| v.get("repeated").map_or(1, |n| n.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 4000, "{} lines", ls.len());
+    assert!(ls.len() < 4000, "nothing collapsed");
     let pid = ls[0]["pid"].as_u64().unwrap();
     for v in &ls {
-        check_common(v, pid, &prog);
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("repeated");
+            o.remove("until");
+        }
+        check_common(&v, pid, &prog);
         assert_eq!(v["call"], "connect", "{v}");
         assert_eq!(v["verdict"], "deny", "{v}");
         assert_eq!(v["rule"], "no-outbound", "{v}");
@@ -913,4 +925,58 @@ fn no_audit_section_and_no_dev_log_is_silent_until_a_line_cannot_be_delivered() 
     );
     let json: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
     assert_eq!(json.len(), 1, "{err}");
+}
+
+#[test]
+fn identical_refusals_collapse_into_one_repeated_line_with_exact_counts() {
+    let dir = TempDir::new("audit-repeat");
+    let log = dir.path().join("audit.jsonl");
+    let p = policy(
+        &dir,
+        &format!(
+            "default: allow\nrules:\n  - {{ name: no-outbound, action: deny, calls: [connect], remote: [127.0.0.1/32] }}\naudit:\n  log: {}\n",
+            log.display()
+        ),
+    );
+    let prog = example_path("audit_retry_client");
+    let out = preloaded(&prog, &p)
+        .args(["127.0.0.1:6379*10", "127.0.0.1:6380*1", "127.0.0.1:6379*15"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "eacces 26 other 0"
+    );
+    let ls = lines(&log);
+    let shape: Vec<(String, Option<u64>)> = ls
+        .iter()
+        .map(|v| {
+            (
+                v["remote"].as_str().unwrap().to_string(),
+                v.get("repeated").map(|n| n.as_u64().unwrap()),
+            )
+        })
+        .collect();
+    let a = "127.0.0.1:6379".to_string();
+    let b = "127.0.0.1:6380".to_string();
+    assert_eq!(
+        shape,
+        [
+            (a.clone(), None),
+            (a.clone(), Some(9)),
+            (b, None),
+            (a.clone(), None),
+            (a, Some(14)),
+        ],
+        "{ls:?}"
+    );
+    for v in &ls {
+        assert_eq!(v["rule"], "no-outbound");
+        assert_eq!(v["pid"].as_u64(), ls[0]["pid"].as_u64());
+        if v.get("repeated").is_some() {
+            assert!(parse_ts(v["until"].as_str().unwrap()) >= parse_ts(v["ts"].as_str().unwrap()));
+        }
+    }
 }

@@ -171,6 +171,33 @@ pub struct Stamp<'a> {
 
 /// The JSON object of one decision, without a trailing newline.
 pub fn push_json<const N: usize>(out: &mut LineBuf<N>, st: &Stamp<'_>, ev: &Event<'_>) {
+    push_json_fields(out, st, ev);
+    out.push(b"}");
+}
+
+/// How many identical refusals a `"repeated"` line stands for, and when the last of
+/// them happened (seconds and milliseconds since the epoch).
+pub struct Repeat {
+    pub count: u64,
+    pub until_secs: i64,
+    pub until_millis: u32,
+}
+
+/// A collapsed line: the keys of [`push_json`] (with `ts` the first repeat's time),
+/// then `"repeated":N` and `"until"` (the last repeat's time).
+pub fn push_json_repeated<const N: usize>(
+    out: &mut LineBuf<N>,
+    st: &Stamp<'_>,
+    ev: &Event<'_>,
+    r: &Repeat,
+) {
+    push_json_fields(out, st, ev);
+    let _ = write!(out, ",\"repeated\":{},\"until\":\"", r.count);
+    push_rfc3339(out, r.until_secs, r.until_millis);
+    out.push(b"\"}");
+}
+
+fn push_json_fields<const N: usize>(out: &mut LineBuf<N>, st: &Stamp<'_>, ev: &Event<'_>) {
     out.push(b"{\"ts\":\"");
     push_rfc3339(out, st.secs, st.millis);
     let _ = write!(out, "\",\"pid\":{},\"program\":", st.pid);
@@ -187,7 +214,7 @@ pub fn push_json<const N: usize>(out: &mut LineBuf<N>, st: &Stamp<'_>, ev: &Even
     push_json_str(out, ev.rule.as_bytes(), RULE_MAX);
     out.push(b",\"mode\":\"");
     out.push(ev.mode.as_str().as_bytes());
-    out.push(b"\"}");
+    out.push(b"\"");
 }
 
 /// RFC 5424 header: `<PRI>1 TIMESTAMP HOSTNAME sockexit PROCID - - `.
@@ -375,7 +402,12 @@ mod tests {
         let mut o = LineBuf::<LINE_MAX>::new();
         let host = sanitize_host(&[b'h'; 300]);
         push_syslog_header(&mut o, &st, &host, Verdict::Deny);
-        push_json(&mut o, &st, &ev(Some(a), Some(a), &rule));
+        let r = Repeat {
+            count: u64::MAX,
+            until_secs: st.secs,
+            until_millis: 999,
+        };
+        push_json_repeated(&mut o, &st, &ev(Some(a), Some(a), &rule), &r);
         o.push(b"\n");
         let b = o.bytes().expect("worst case fits LINE_MAX");
         let json_start = b.iter().position(|&c| c == b'{').unwrap();
@@ -383,6 +415,8 @@ mod tests {
         assert!(v["program"].as_str().unwrap().ends_with("..."));
         assert!(v["rule"].as_str().unwrap().ends_with("..."));
         assert_eq!(v["ts"], "9999-12-31T23:59:59.345Z");
+        assert_eq!(v["repeated"], u64::MAX);
+        assert_eq!(v["until"], "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

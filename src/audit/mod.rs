@@ -15,13 +15,17 @@
 mod fallback;
 mod file;
 mod line;
+mod repeat;
 mod sink;
 mod syslog;
 
 use fallback::Failed;
 use file::{open_file_target, write_file, FileTarget};
 pub use line::Event;
-use line::{push_json, push_json_str, sanitize_host, LineBuf, Stamp, LINE_MAX, PROGRAM_MAX};
+use line::{
+    push_json, push_json_repeated, push_json_str, sanitize_host, LineBuf, Stamp, LINE_MAX,
+    PROGRAM_MAX,
+};
 use sink::ReopenLock;
 use syslog::{send_syslog, SyslogTarget};
 
@@ -97,17 +101,27 @@ pub fn init(cfg: &AuditConfig) {
 }
 
 /// Record one decision. Safe after `fork()` in a multi-threaded program and in a
-/// signal handler's hooked call: no allocation, no lock that can be left held.
+/// signal handler's hooked call: no allocation, no lock that can be left held or
+/// waited for (identical refusals are collapsed behind a `try_lock`, see [`repeat`]).
 pub fn record(ev: &Event<'_>) {
     let Some(a) = AUDIT.get() else { return };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    let (pid, uid) = (crate::sys::pid(), crate::sys::euid());
+    let now_ms = now.as_millis() as i64;
+    let o = repeat::observe(ev, now_ms, pid, uid);
+    if let Some(f) = &o.flush {
+        emit_repeated(a, f);
+    }
+    if !o.write {
+        return;
+    }
     let st = Stamp {
         secs: now.as_secs() as i64,
         millis: now.subsec_millis(),
-        pid: crate::sys::pid(),
-        uid: crate::sys::euid(),
+        pid,
+        uid,
         program_json: &a.program_json,
     };
     // `\n{json}\n`: the leading newline is written only after a cut write (file).
@@ -117,6 +131,36 @@ pub fn record(ev: &Event<'_>) {
     rec.push(b"\n");
     let Some(rec) = rec.bytes() else { return };
     emit(a, &st, ev, rec);
+}
+
+/// The `"repeated":N` line for a window of identical refusals.
+fn emit_repeated(a: &Audit, f: &repeat::Flushed) {
+    let (secs, millis) = f.first();
+    let st = Stamp {
+        secs,
+        millis,
+        pid: f.pid(),
+        uid: f.uid(),
+        program_json: &a.program_json,
+    };
+    let ev = f.event();
+    let mut rec = LineBuf::<LINE_MAX>::new();
+    rec.push(b"\n");
+    push_json_repeated(&mut rec, &st, &ev, &f.repeat);
+    rec.push(b"\n");
+    if let Some(rec) = rec.bytes() {
+        emit(a, &st, &ev, rec);
+    }
+}
+
+/// At process exit (the library's destructor): write this process's pending
+/// `"repeated"` count, so no refusal goes uncounted. `_exit(2)` and fatal signals
+/// skip destructors: their pending count (at most one window) is not written.
+pub fn at_exit() {
+    let Some(a) = AUDIT.get() else { return };
+    if let Some(f) = repeat::take_pending(crate::sys::pid()) {
+        emit_repeated(a, &f);
+    }
 }
 
 /// Send one formatted record to the target, or to the fallback if the target

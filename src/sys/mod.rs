@@ -32,6 +32,7 @@ macro_rules! syscall {
 
 // Declared after `syscall!` so they can use it (macro_rules scope is textual).
 pub mod exports;
+mod fini;
 pub mod logfile;
 pub mod stderr;
 

@@ -206,7 +206,7 @@ mod tests {
         let pid = 4242;
         let mut written = 0u64;
         let mut t = 1_000_000i64;
-        let mut step = |e: &Event<'_>, t: i64, written: &mut u64| {
+        let step = |e: &Event<'_>, t: i64, written: &mut u64| {
             let o = observe(e, t, pid, 0);
             if let Some(f) = &o.flush {
                 *written += f.repeat.count;

@@ -17,7 +17,8 @@
 //!   journal's stream socket.
 //! - errors (a policy that cannot be loaded, an internal error) also to syslog
 //!   (`/dev/log`, one datagram on a socket of our own, not libc's `syslog(3)`, which
-//!   takes a lock), unless fd 2 is already the journal (`JOURNAL_STREAM`).
+//!   takes a lock), unless fd 2 is already the journal (`JOURNAL_STREAM`); warnings
+//!   to syslog when fd 2 cannot take them.
 
 use crate::sys::{self, logfile, stderr::FdId};
 use log::{Level, Log, Metadata, Record};
@@ -34,6 +35,8 @@ const MSG_MAX: usize = 1024;
 /// syslog facility `authpriv` (10), severity `err` (3): a policy that cannot be
 /// loaded makes the service refuse everything, which is a security event.
 const PRI_ERR: u8 = 10 * 8 + 3;
+/// `authpriv.warning`, for warnings fd 2 could not take.
+const PRI_WARNING: u8 = 10 * 8 + 4;
 
 struct Diag {
     filter: env_filter::Filter,
@@ -143,10 +146,23 @@ impl Log for Logger {
         let pid = sys::pid();
         let mut b = MsgBuf::<MSG_MAX>::new();
         let _ = write!(b, "sockexit[{pid}]: {}: {}", r.level(), r.args());
-        write_stderr(b.line());
-        if r.level() == Level::Error && d.errors_to_syslog {
+        let on_stderr = write_stderr(b.line());
+        // Errors always reach syslog too (not when fd 2 is the journal already);
+        // warnings when fd 2 cannot take them (a daemon put its own file there), so
+        // a "said once" message is said somewhere.
+        let to_syslog = match r.level() {
+            Level::Error => d.errors_to_syslog || !on_stderr,
+            Level::Warn => !on_stderr,
+            _ => false,
+        };
+        if to_syslog {
             let mut s = MsgBuf::<MSG_MAX>::new();
-            let _ = write!(s, "<{PRI_ERR}>sockexit[{pid}]: {}", r.args());
+            let pri = if r.level() == Level::Error {
+                PRI_ERR
+            } else {
+                PRI_WARNING
+            };
+            let _ = write!(s, "<{pri}>sockexit[{pid}]: {}: {}", r.level(), r.args());
             send_syslog(s.text());
         }
     }

@@ -171,3 +171,37 @@ fn forty_children_forked_while_threads_log_refusals_at_debug_all_exit() {
         assert!(l.starts_with("sockexit["), "torn or glued message: {l:?}");
     }
 }
+
+#[test]
+fn when_fd_2_is_the_journal_the_error_is_not_sent_to_syslog_twice() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("diag-journal-stream");
+    let missing = dir.path().join("no-such-policy.yaml");
+    let sock_path = dir.path().join("log.sock");
+    let syslog = UnixDatagram::bind(&sock_path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(PATIENCE)).unwrap();
+    // What systemd sets: JOURNAL_STREAM=DEV:INO of the stream it put on fd 2.
+    // SAFETY: stat is plain old data; fstat fills it for an open descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `theirs` is open and `st` is valid for writing.
+    assert_eq!(unsafe { libc::fstat(theirs.as_raw_fd(), &mut st) }, 0);
+    let mut c = preloaded(example_path("listen_probe"), &missing);
+    c.arg("127.0.0.1:0")
+        .env("SOCKEXIT_SYSLOG_SOCKET", &sock_path)
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(OwnedFd::from(theirs)));
+    let _ = run_bounded(c);
+    let journal = drain(&ours);
+    assert!(journal.contains("cannot load policy"), "{journal:?}");
+    let mut buf = [0u8; 2048];
+    assert!(
+        syslog.recv(&mut buf).is_err(),
+        "the journal already has it: no second copy through /dev/log"
+    );
+}

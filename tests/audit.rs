@@ -665,6 +665,26 @@ fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_one_creates_
     let p = deny_second_loopback(&dir, &log);
     let prog = example_path("banner_server");
 
+    // At load: a dangling symlink where the log goes creates nothing.
+    symlink(&planted, &log).unwrap();
+    let (mut srv, addr) = Server::start({
+        let mut c = preloaded(&prog, &p);
+        c.args(["--max", "1"])
+            .env("SOCKEXIT_SYSLOG_SOCKET", &syslog.path)
+            .stderr(Stdio::piped());
+        c
+    });
+    assert!(!served(&talk("127.0.0.2", addr)));
+    assert!(served(&talk("127.0.0.1", addr)));
+    srv.finish();
+    assert!(
+        !planted.exists(),
+        "a file was created through a dangling link at load"
+    );
+    assert!(stderr_of(&mut srv).contains("is a symlink: not followed"));
+    assert_eq!(syslog.records().len(), 1);
+    std::fs::remove_file(&log).unwrap();
+
     // At load: the log path is already a symlink to a root-only file.
     symlink(&victim, &log).unwrap();
     let (mut srv, addr) = Server::start({
@@ -847,8 +867,18 @@ fn a_short_write_at_the_size_limit_never_glues_two_records_and_nothing_else_is_l
             log.display()
         ),
     );
+    // One line's length (a calibration run), so the limit falls mid-line: 3.5 lines.
+    let calibrate = preloaded(example_path("audit_fsize_client"), &p)
+        .args(["1000000000", "1", "0", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(calibrate.status.success(), "{calibrate:?}");
+    let one = std::fs::metadata(&log).unwrap().len();
+    std::fs::remove_file(&log).unwrap();
+    let limit = (one * 7 / 2).to_string();
     let out = preloaded(example_path("audit_fsize_client"), &p)
-        .args(["1000", "6", "3", "127.0.0.1"])
+        .args([limit.as_str(), "6", "3", "127.0.0.1"])
         .env("SOCKEXIT_SYSLOG_SOCKET", &syslog.path)
         .stdin(Stdio::null())
         .output()

@@ -11,6 +11,10 @@
 //! file) is serialised by a lock word holding the owner's pid: a thread of this process
 //! waits for it a bounded time, and a child of `fork()` that inherited it held simply
 //! takes it over, so no fork can leave it stuck.
+//!
+//! Seams: [`line`] formats (pure), [`sink`] holds checked descriptors and the lock
+//! word, [`file`] and [`syslog`] are the targets, [`fallback`] takes what a target
+//! cannot (never silently lost), [`repeat`] collapses identical refusals.
 
 mod fallback;
 mod file;

@@ -4,6 +4,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+pub mod peer;
+pub mod proc;
+#[path = "../../examples/common/mod.rs"]
+pub mod sample;
+
+/// How long a program may take to print its first line or to exit. Generous: the
+/// machine is small and shared; a hang still fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+/// Connect and read timeout of a test peer.
+pub const IO: Duration = Duration::from_secs(5);
 
 /// `target/<profile>/`, derived from this test binary's own path
 /// (`target/<profile>/deps/<test>-<hash>`), so any CARGO_TARGET_DIR works.

@@ -33,7 +33,9 @@
 //! - `dlsym-sanity`: lookups of names the library does not hook must keep working;
 //!   prints `NAME ok` / `NAME FAILED why` lines, then `done`.
 //! - `sig-connect accept|accept4 [--restart] [--handler connect|listen] DEST`: a thread
-//!   blocks in a hooked accept on an idle blocking listener; SIGUSR1 (sigaction
+//!   blocks in a hooked accept on an idle blocking listener (`sig-connect connect
+//!   --block-on ADDR DEST`: in a blocking connect to ADDR, a listener whose accept
+//!   queue the test has filled); SIGUSR1 (sigaction
 //!   without SA_RESTART unless `--restart`), sent with `pthread_kill` to that thread,
 //!   runs a handler that calls `connect(DEST)` (or `listen()` on a socket bound to
 //!   DEST). Stdout: `handler ok` / `handler error ...`, then what the accept returned.
@@ -45,6 +47,8 @@
 //! - `badptr CASE`: one call with a bad pointer, printing `CASE error NAME N` (the
 //!   kernel says EFAULT) and exiting 0 — the process must survive. CASE is one of
 //!   [`BADPTR_CASES`].
+//! - `udp-connect ADDR`: a UDP socket connected to ADDR, then `hello\n` sent.
+//! - `--fork SUBCOMMAND ...` (first argument): the subcommand runs in a forked child.
 //! - `listen ADDR|unbound4|unbound6 [--v6only 0|1]`: socket (+ bind) + listen; stdout
 //!   `ok BOUND-ADDR` or `error ...`.
 
@@ -184,7 +188,11 @@ fn positional(args: &[String], with_value: &[&str]) -> Vec<String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--fork") {
+        args.remove(0);
+        fork_and_wait();
+    }
     let Some(cmd) = args.first() else { usage() };
     let rest = &args[1..];
     match cmd.as_str() {
@@ -197,8 +205,66 @@ fn main() {
         "sigio-server" => cmd_sigio_server(rest),
         "badptr" => cmd_badptr(rest),
         "listen" => cmd_listen(rest),
+        "udp-connect" => cmd_udp_connect(rest),
         _ => usage(),
     }
+}
+
+/// `--fork`: the subcommand runs in a forked child; the parent waits (bounded) and
+/// exits with the child's status (a signal death is reported as `child killed by
+/// signal N`).
+fn fork_and_wait() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: fork in a single-threaded program; the child just goes on with main.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        die("fork");
+    }
+    if pid == 0 {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a live status slot.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if Instant::now() > until {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            println!("child hung");
+            exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if libc::WIFSIGNALED(status) {
+        println!("child killed by signal {}", libc::WTERMSIG(status));
+        exit(1);
+    }
+    exit(libc::WEXITSTATUS(status));
+}
+
+/// `udp-connect ADDR`: a UDP socket connected to ADDR, then `hello\n` sent on it.
+fn cmd_udp_connect(args: &[String]) {
+    let dest = parse_addr(args.first().unwrap_or_else(|| usage()));
+    // SAFETY: socket(2) takes plain integers.
+    let fd = unsafe { libc::socket(family_of(&dest), libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        die("socket");
+    }
+    let (sa, len) = raw_addr(&dest);
+    // SAFETY: sa is a sockaddr of len bytes.
+    let r = unsafe { libc::connect(fd, (&sa as *const sockaddr_storage).cast(), len) };
+    if r < 0 {
+        println!("{}", res(-1));
+        return;
+    }
+    // SAFETY: a static buffer to our own socket.
+    let w = unsafe { libc::send(fd, b"hello\n".as_ptr().cast(), 6, 0) };
+    println!("{}", if w == 6 { "ok".to_string() } else { res(-1) });
 }
 
 // ---------------------------------------------------------------------------------
@@ -815,15 +881,19 @@ fn blocked_syscall(tid: i32) -> Option<i64> {
 }
 
 fn cmd_sig_connect(args: &[String]) {
-    let pos = positional(args, &["--handler"]);
+    let pos = positional(args, &["--handler", "--block-on"]);
     let (Some(kind), Some(dest)) = (pos.first(), pos.get(1)) else {
         usage()
     };
     let use4 = match kind.as_str() {
-        "accept" => false,
+        "accept" | "connect" => false,
         "accept4" => true,
         _ => usage(),
     };
+    let block_on: Option<SocketAddr> = opt_value(args, "--block-on").map(parse_addr);
+    if kind == "connect" && block_on.is_none() {
+        usage();
+    }
     let dest = parse_addr(dest);
     let restart = has_flag(args, "--restart");
     let handler_listen = match opt_value(args, "--handler").unwrap_or("connect") {
@@ -861,7 +931,13 @@ fn cmd_sig_connect(args: &[String]) {
         unsafe {
             ACC_TID.store(libc::gettid(), Ordering::SeqCst);
             tx.send(libc::pthread_self()).unwrap();
-            let r = if use4 {
+            let r = if let Some(b) = block_on {
+                // A blocking connect to a listener whose queue is full: the SYN is
+                // dropped and the call waits inside the hook.
+                let c = tcp_socket(libc::AF_INET);
+                let (sa, len) = raw_addr(&b);
+                libc::connect(c, (&sa as *const sockaddr_storage).cast(), len)
+            } else if use4 {
                 libc::accept4(lfd, ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC)
             } else {
                 libc::accept(lfd, ptr::null_mut(), ptr::null_mut())
@@ -879,7 +955,9 @@ fn cmd_sig_connect(args: &[String]) {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let want = if use4 {
+    let want = if block_on.is_some() {
+        libc::SYS_connect
+    } else if use4 {
         libc::SYS_accept4
     } else {
         libc::SYS_accept
@@ -1060,6 +1138,7 @@ pub const BADPTR_CASES: &[&str] = &[
     "accept-len-ro",
     "accept4-len-ro",
     "accept-len1",
+    "accept-lennull",
     "accept-addr-straddle",
     "connect-addr1",
     "connect6-addr1",
@@ -1167,6 +1246,15 @@ fn cmd_badptr(args: &[String]) {
                     l,
                     (&mut ss as *mut sockaddr_storage).cast(),
                     1usize as *mut socklen_t,
+                ) as i64
+            }
+            "accept-lennull" => {
+                let (l, _c) = listener_with_pending();
+                let mut ss: sockaddr_storage = mem::zeroed();
+                libc::accept(
+                    l,
+                    (&mut ss as *mut sockaddr_storage).cast(),
+                    ptr::null_mut(),
                 ) as i64
             }
             "accept-addr-straddle" => {

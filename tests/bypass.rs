@@ -247,6 +247,12 @@ struct TfoClient {
 
 impl TfoClient {
     fn enable() -> Option<TfoClient> {
+        TfoClient::enable_bits(1)
+    }
+
+    /// `bits` of net.ipv4.tcp_fastopen on (1 client, 2 server for listeners that ask
+    /// with the TCP_FASTOPEN option): other listeners on the host are unaffected.
+    fn enable_bits(bits: u32) -> Option<TfoClient> {
         let lock = TFO_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let now = match std::fs::read_to_string(TFO_SYSCTL) {
             Ok(s) => s.trim().to_string(),
@@ -258,15 +264,15 @@ impl TfoClient {
             }
         };
         let v: u32 = now.parse().unwrap_or(0);
-        if v & 1 != 0 {
+        if v & bits == bits {
             return Some(TfoClient {
                 restore: None,
                 _lock: lock,
             });
         }
-        if let Err(e) = std::fs::write(TFO_SYSCTL, format!("{}", v | 1)) {
+        if let Err(e) = std::fs::write(TFO_SYSCTL, format!("{}", v | bits)) {
             skip(&format!(
-                "TCP Fast Open tests: client TFO is off ({TFO_SYSCTL}={now}) and cannot be enabled: {e}"
+                "TCP Fast Open tests: {TFO_SYSCTL}={now} lacks bits {bits} and cannot be changed: {e}"
             ));
             return None;
         }
@@ -430,6 +436,86 @@ fn tfo_to_an_allowed_destination_delivers_the_data() {
         kinds.len(),
         "MSG_FASTOPEN sends to an allowed 127.0.0.1",
     );
+}
+
+/// A listener that accepts data in the SYN (server-side TFO on this socket).
+fn tfo_watch(ip: IpAddr) -> Watch {
+    use std::os::fd::AsRawFd;
+    let w = Watch::on(ip);
+    let qlen: libc::c_int = 16;
+    // SAFETY: setsockopt on our own listener with a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            w.l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_FASTOPEN,
+            (&qlen as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "TCP_FASTOPEN on the test listener: {}",
+        std::io::Error::last_os_error()
+    );
+    w
+}
+
+#[test]
+fn tfo_with_a_cached_cookie_data_in_the_syn_is_still_refused() {
+    let Some(_tfo) = TfoClient::enable_bits(3) else {
+        return;
+    };
+    let dir = TempDir::new("bypass-tfo-cookie");
+    let p = policy(&dir, DENY_DOT2_AND_V6LO);
+    let w = tfo_watch(DOT2);
+    let dest = w.addr.to_string();
+    // Without the library: the first send asks for a cookie, the next ones carry
+    // their data in the SYN (the kernel caches the cookie per destination).
+    for i in 0..2 {
+        let f = attack_unpreloaded(&["tfo", "sendto", &dest]);
+        let got = w.arrived(Duration::from_secs(3));
+        assert!(
+            first(&f) == "ok sent 8" && matches!(&got, Some((_, b)) if b == b"tfo-data"),
+            "unpreloaded TFO warm-up #{i} to {dest}: {f:?}, listener got {got:?}"
+        );
+    }
+    let metrics = Command::new("ip")
+        .args(["tcp_metrics", "show", "127.0.0.2"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !metrics.contains("fo_cookie") {
+        eprintln!("note: no TFO cookie cached for 127.0.0.2 (ip tcp_metrics: {metrics:?}); the sends below may be plain SYNs");
+    }
+    let mut bad = Vec::new();
+    let kinds = ["sendto", "sendmsg", "sendmmsg", "dl-sendto"];
+    for kind in kinds {
+        let f = attack(&p, &["tfo", kind, &dest]);
+        check_refused(
+            &format!("{kind}(MSG_FASTOPEN) with a cached cookie to {dest}"),
+            &f,
+            &w,
+            "no-dot2",
+            &mut bad,
+        );
+    }
+    // Allowed, with a cookie: still delivered.
+    let ok = tfo_watch(LO);
+    for i in 0..3 {
+        let f = attack(&p, &["tfo", "sendto", &ok.addr.to_string()]);
+        let got = ok.arrived(Duration::from_secs(3));
+        if first(&f) != "ok sent 8" || !matches!(&got, Some((_, b)) if b == b"tfo-data") {
+            bad.push(format!(
+                "allowed TFO #{i} to {}: {:?} ({}), listener got {got:?}",
+                ok.addr,
+                first(&f),
+                how(&f)
+            ));
+        }
+    }
+    report(&bad, kinds.len() + 3, "TFO sends with a cached cookie");
 }
 
 #[test]

@@ -896,10 +896,10 @@ fn accept_and_accept4_through_every_libc_door_are_judged() {
             let allowed = talk(LO, addr, None);
             let f = srv.wait();
             let mut why = Vec::new();
-            if !(refused.bytes.is_empty()) {
+            if !refused.bytes.is_empty() {
                 why.push(format!("refused peer 127.0.0.2 got {refused}"));
             }
-            if !(allowed.bytes == ATTACK_BANNER) {
+            if allowed.bytes != ATTACK_BANNER {
                 why.push(format!("allowed peer 127.0.0.1 got {allowed}"));
             }
             let accepted: Vec<&String> = f

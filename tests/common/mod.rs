@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub mod peer;
 pub mod proc;
+// Also included by some test files directly (`mod sample`), hence the allow.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../examples/common/mod.rs"]
 pub mod sample;
 

@@ -1120,15 +1120,48 @@ fn cmd_sigio_server(args: &[String]) {
         }
         IO_FD.store(afd, Ordering::SeqCst);
         install(libc::SIGIO, on_sigio, restart);
-        if libc::fcntl(afd, libc::F_SETOWN, libc::getpid()) < 0
+        // SIGIO to this (the main) thread: F_SETOWN_EX / F_OWNER_TID (fcntl(2)).
+        #[repr(C)]
+        struct FOwnerEx {
+            kind: c_int,
+            pid: libc::pid_t,
+        }
+        const F_SETOWN_EX: c_int = 15;
+        const F_OWNER_TID: c_int = 0;
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: libc::gettid(),
+        };
+        if libc::fcntl(afd, F_SETOWN_EX, &owner as *const FOwnerEx) < 0
             || libc::fcntl(afd, libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK) < 0
         {
             die("fcntl");
         }
     }
-    println!("listening {}", local_of(afd));
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let listening = format!("listening {}", local_of(afd));
+    if main_mode == "accept" {
+        // Announce only once the main thread is blocked inside the hooked accept, so
+        // every SIGIO lands there. The announcing thread blocks SIGIO itself.
+        // SAFETY: gettid has no preconditions.
+        let main_tid = unsafe { libc::gettid() };
+        std::thread::spawn(move || {
+            // SAFETY: a sigset of our own, applied to this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGIO);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+            }
+            let until = Instant::now() + Duration::from_secs(10);
+            while blocked_syscall(main_tid) != Some(libc::SYS_accept) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            println!("{listening}");
+        });
+    } else {
+        println!("{listening}");
+    }
     loop {
         match main_mode {
             // SAFETY: accept on our own idle listener; nobody connects to it.

@@ -17,8 +17,8 @@
 
 mod common;
 
-use common::peer::{assert_refused, assert_served, talk};
 use common::proc::{Finished, Proc};
+use common::tcp_peer::{assert_refused, assert_served, talk};
 use common::{cli_path, example_path, preloaded, TempDir};
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};

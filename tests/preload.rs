@@ -12,8 +12,8 @@ mod sample;
 use sample::raw_addr;
 mod common;
 
-use common::peer::{assert_refused, assert_served, talk, via, End, Reply};
 use common::proc::{run, sample, server, Finished, Proc};
+use common::tcp_peer::{assert_refused, assert_served, talk, via, End, Reply};
 use common::{TempDir, IO};
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};

@@ -1190,7 +1190,10 @@ pub const BADPTR_CASES: &[&str] = &[
     "connect-addr1",
     "connect6-addr1",
     "connect-addr-straddle",
+    "connect6-addr-straddle",
     "sendto-fastopen-addr1",
+    "sendto-fastopen-addr-straddle",
+    "sendmsg-fastopen-name-straddle",
     "sendmsg-fastopen-name1",
     "sendmsg-fastopen-msg1",
     "sendmmsg-fastopen-vec1",
@@ -1333,6 +1336,48 @@ fn cmd_badptr(args: &[String]) {
                     p.cast(),
                     mem::size_of::<libc::sockaddr_in>() as socklen_t,
                 ) as i64
+            }
+            "connect6-addr-straddle" => {
+                // A sockaddr_in6 for [::1]:9 with its first 24 bytes readable (the whole
+                // RFC 2133 form) and the scope id in a PROT_NONE page; len says 28.
+                let fd = tcp_socket(libc::AF_INET6);
+                let p = guarded_page().add(pg - 24);
+                let (sa, _) = raw_addr(&"[::1]:9".parse().unwrap());
+                ptr::copy_nonoverlapping((&sa as *const sockaddr_storage).cast::<u8>(), p, 24);
+                libc::connect(
+                    fd,
+                    p.cast(),
+                    mem::size_of::<libc::sockaddr_in6>() as socklen_t,
+                ) as i64
+            }
+            "sendto-fastopen-addr-straddle" | "sendmsg-fastopen-name-straddle" => {
+                // As connect-addr-straddle, for the TFO sends.
+                let fd = tcp_socket(libc::AF_INET);
+                let p = guarded_page().add(pg - 8);
+                let (sa, _) = raw_addr(&"127.0.0.1:9".parse().unwrap());
+                ptr::copy_nonoverlapping((&sa as *const sockaddr_storage).cast::<u8>(), p, 8);
+                let flags = libc::MSG_FASTOPEN | libc::MSG_NOSIGNAL;
+                if case == "sendto-fastopen-addr-straddle" {
+                    libc::sendto(
+                        fd,
+                        TFO_DATA.as_ptr().cast(),
+                        TFO_DATA.len(),
+                        flags,
+                        p.cast(),
+                        16,
+                    ) as i64
+                } else {
+                    let mut iov = libc::iovec {
+                        iov_base: TFO_DATA.as_ptr() as *mut c_void,
+                        iov_len: TFO_DATA.len(),
+                    };
+                    let mut msg: libc::msghdr = mem::zeroed();
+                    msg.msg_name = p.cast();
+                    msg.msg_namelen = 16;
+                    msg.msg_iov = &mut iov;
+                    msg.msg_iovlen = 1;
+                    libc::sendmsg(fd, &msg, flags) as i64
+                }
             }
             "sendto-fastopen-addr1" => {
                 let fd = tcp_socket(libc::AF_INET);

@@ -25,6 +25,7 @@
 //!   `write("tfo-data")`. Stdout: `connect ok` / `connect error ...`, then `write ...`.
 //! - `door METHOD connect ADDR`, `door METHOD listen ADDR`: the call through another
 //!   way of reaching libc (see [`resolve`]: `libc`, `__connect`, `dlopen`,
+//!   `dlsym-__name`, `dlopen-null`, `dlopen-path`, `dlopen-deepbind`, `dlmopen`,
 //!   `dlvsym-default`, `dlvsym-libc`, `rtld-next`, `rtld-default`, `dlsym-of-dlsym`,
 //!   `dlvsym-of-dlsym`). Stdout `nosym` when that door does not exist.
 //! - `door METHOD accept|accept4 ADDR [--max N]`: a server: `listening ADDR`, then
@@ -53,6 +54,9 @@
 //!   `execveat`, `posix_spawn`: the parent waits and exits with the child's status)
 //!   and the environment ENV: `empty`, `no-preload` (ours without LD_PRELOAD) or
 //!   `policy=PATH` (ours with SOCKEXIT_POLICY=PATH).
+//! - `rcmd KIND IP PORT`: glibc's `rcmd`, `rcmd_af`, `rexec` or `rexec_af` (KIND) to
+//!   IP:PORT. They connect through libc's internal connect, which no preload sees.
+//!   Stdout `ok FD` / `error NAME N`.
 //! - `--fork SUBCOMMAND ...` (first argument): the subcommand runs in a forked child.
 //! - `listen ADDR|unbound4|unbound6 [--v6only 0|1]`: socket (+ bind) + listen; stdout
 //!   `ok BOUND-ADDR` or `error ...`.
@@ -89,6 +93,40 @@ mod ver {
 }
 
 extern "C" {
+    fn rcmd(
+        ahost: *mut *mut libc::c_char,
+        inport: u16,
+        locuser: *const libc::c_char,
+        remuser: *const libc::c_char,
+        cmd: *const libc::c_char,
+        fd2p: *mut c_int,
+    ) -> c_int;
+    fn rcmd_af(
+        ahost: *mut *mut libc::c_char,
+        inport: u16,
+        locuser: *const libc::c_char,
+        remuser: *const libc::c_char,
+        cmd: *const libc::c_char,
+        fd2p: *mut c_int,
+        af: libc::sa_family_t,
+    ) -> c_int;
+    fn rexec(
+        ahost: *mut *mut libc::c_char,
+        inport: c_int,
+        user: *const libc::c_char,
+        passwd: *const libc::c_char,
+        cmd: *const libc::c_char,
+        fd2p: *mut c_int,
+    ) -> c_int;
+    fn rexec_af(
+        ahost: *mut *mut libc::c_char,
+        inport: c_int,
+        user: *const libc::c_char,
+        passwd: *const libc::c_char,
+        cmd: *const libc::c_char,
+        fd2p: *mut c_int,
+        af: libc::sa_family_t,
+    ) -> c_int;
     /// glibc 2.34+.
     fn execveat(
         dirfd: c_int,
@@ -220,6 +258,7 @@ fn main() {
         "listen" => cmd_listen(rest),
         "udp-connect" => cmd_udp_connect(rest),
         "exec" => cmd_exec(rest),
+        "rcmd" => cmd_rcmd(rest),
         _ => usage(),
     }
 }
@@ -569,6 +608,70 @@ fn resolve(method: &str, name: &str) -> *mut c_void {
                 ),
             },
             "dlopen" => libc::dlsym(libc_h, cname.as_ptr()),
+            "dlsym-__name" => {
+                let n = std::ffi::CString::new(format!("__{name}")).unwrap();
+                libc::dlsym(libc_h, n.as_ptr())
+            }
+            "dlopen-null" => libc::dlsym(libc::dlopen(ptr::null(), libc::RTLD_NOW), cname.as_ptr()),
+            "dlopen-path" => {
+                // libc by its full path, as found with dladdr on one of its functions.
+                let mut info: libc::Dl_info = mem::zeroed();
+                if libc::dladdr(libc::getpid as *const c_void, &mut info) == 0
+                    || info.dli_fname.is_null()
+                {
+                    return ptr::null_mut();
+                }
+                let h = libc::dlopen(info.dli_fname, libc::RTLD_NOW | libc::RTLD_NOLOAD);
+                libc::dlsym(h, cname.as_ptr())
+            }
+            "dlopen-deepbind" => {
+                let h = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_DEEPBIND);
+                libc::dlsym(h, cname.as_ptr())
+            }
+            "dlmopen-dlsym-of-dlsym" | "dlmopen-dlvsym" | "dlvsym-of-dlvsym" => {
+                type DlvsymFn = unsafe extern "C" fn(
+                    *mut c_void,
+                    *const libc::c_char,
+                    *const libc::c_char,
+                ) -> *mut c_void;
+                let h = if method == "dlvsym-of-dlvsym" {
+                    libc_h
+                } else {
+                    libc::dlmopen(libc::LM_ID_NEWLM, c"libc.so.6".as_ptr(), libc::RTLD_NOW)
+                };
+                if h.is_null() {
+                    return ptr::null_mut();
+                }
+                match method {
+                    "dlmopen-dlsym-of-dlsym" => {
+                        let d = libc::dlsym(h, c"dlsym".as_ptr());
+                        if d.is_null() {
+                            return d;
+                        }
+                        mem::transmute::<*mut c_void, DlsymFn>(d)(h, cname.as_ptr())
+                    }
+                    "dlmopen-dlvsym" => libc::dlvsym(h, cname.as_ptr(), version_of(name).as_ptr()),
+                    _ => {
+                        let d = libc::dlsym(h, c"dlvsym".as_ptr());
+                        if d.is_null() {
+                            return d;
+                        }
+                        mem::transmute::<*mut c_void, DlvsymFn>(d)(
+                            h,
+                            cname.as_ptr(),
+                            version_of(name).as_ptr(),
+                        )
+                    }
+                }
+            }
+            "dlmopen" => {
+                // A second libc in a new link-map namespace, where no LD_PRELOAD is.
+                let h = libc::dlmopen(libc::LM_ID_NEWLM, c"libc.so.6".as_ptr(), libc::RTLD_NOW);
+                if h.is_null() {
+                    return ptr::null_mut();
+                }
+                libc::dlsym(h, cname.as_ptr())
+            }
             "dlvsym-default" => libc::dlvsym(
                 libc::RTLD_DEFAULT,
                 cname.as_ptr(),
@@ -1607,4 +1710,67 @@ fn cmd_exec(args: &[String]) {
         }
     }
     die(form);
+}
+
+// ---------------------------------------------------------------------------------
+// libc functions that connect for the program
+// ---------------------------------------------------------------------------------
+
+fn cmd_rcmd(args: &[String]) {
+    let (Some(kind), Some(ip), Some(port)) = (args.first(), args.get(1), args.get(2)) else {
+        usage()
+    };
+    let port: u16 = port.parse().unwrap_or_else(|_| usage());
+    let host = std::ffi::CString::new(ip.as_str()).expect("no NUL");
+    let mut hp = host.as_ptr() as *mut libc::c_char;
+    let af = if ip.contains(':') {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    } as libc::sa_family_t;
+    // SAFETY: the C strings live across the calls; fd2p NULL means no stderr channel.
+    let r = unsafe {
+        match kind.as_str() {
+            "rcmd" => rcmd(
+                &mut hp,
+                port.to_be(),
+                c"root".as_ptr(),
+                c"root".as_ptr(),
+                c"id".as_ptr(),
+                ptr::null_mut(),
+            ),
+            "rcmd_af" => rcmd_af(
+                &mut hp,
+                port.to_be(),
+                c"root".as_ptr(),
+                c"root".as_ptr(),
+                c"id".as_ptr(),
+                ptr::null_mut(),
+                af,
+            ),
+            "rexec" => rexec(
+                &mut hp,
+                c_int::from(port.to_be()),
+                c"root".as_ptr(),
+                c"pw".as_ptr(),
+                c"id".as_ptr(),
+                ptr::null_mut(),
+            ),
+            "rexec_af" => rexec_af(
+                &mut hp,
+                c_int::from(port.to_be()),
+                c"root".as_ptr(),
+                c"pw".as_ptr(),
+                c"id".as_ptr(),
+                ptr::null_mut(),
+                af,
+            ),
+            _ => usage(),
+        }
+    };
+    if r < 0 {
+        println!("{}", res(-1));
+    } else {
+        println!("ok {r}");
+    }
 }

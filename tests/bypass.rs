@@ -842,6 +842,14 @@ const DOORS: &[&str] = &[
     "libc",
     "__connect",
     "dlopen",
+    "dlsym-__name",
+    "dlopen-null",
+    "dlopen-path",
+    "dlopen-deepbind",
+    "dlmopen",
+    "dlmopen-dlsym-of-dlsym",
+    "dlmopen-dlvsym",
+    "dlvsym-of-dlvsym",
     "dlvsym-default",
     "dlvsym-libc",
     "rtld-next",
@@ -980,6 +988,55 @@ fn dlsym_of_unhooked_names_and_dlerror_keep_working() {
         f.status.success() && f.stdout.iter().all(|l| l.ends_with(" ok") || l == "done"),
         "dlsym-sanity without the library: {:?}",
         f.stdout
+    );
+}
+
+/// glibc's remote-command helpers open their TCP connection themselves, through libc's
+/// internal connect (no PLT entry a preload can take): `rcmd`/`rcmd_af` (root: they
+/// bind a reserved source port) and `rexec`/`rexec_af`. A refused destination must
+/// not get a connection, let alone the user name and command they send.
+#[test]
+fn glibc_rcmd_and_rexec_cannot_reach_a_refused_destination() {
+    let dir = TempDir::new("bypass-rcmd");
+    let p = policy(&dir, DENY_DOT2_AND_V6LO);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cases = vec![("rexec", DOT2), ("rexec_af", DOT2), ("rexec_af", V6LO)];
+    if root {
+        cases.extend([("rcmd", DOT2), ("rcmd_af", DOT2), ("rcmd_af", V6LO)]);
+    } else {
+        skip("not root: rcmd/rcmd_af (reserved source port) not tried");
+    }
+    let mut bad = Vec::new();
+    for (kind, ip) in &cases {
+        let w = Watch::on(*ip);
+        let mut c = preloaded(example_path("attack_bypass"), &p);
+        c.args(["rcmd", kind, &ip.to_string(), &w.port().to_string()]);
+        let mut prog = Proc::start(c);
+        // Read what arrives (they wait for the server's first byte; EOF ends them).
+        let got = w.arrived(Duration::from_secs(2));
+        let f = prog.wait();
+        if let Some((peer, bytes)) = got {
+            bad.push(format!(
+                "{kind} to {}: the refused listener got a connection from {peer} carrying {:?}; program printed {:?} ({})",
+                w.addr,
+                bytes.escape_ascii().to_string(),
+                first(&f),
+                how(&f)
+            ));
+        } else if !first(&f).starts_with("error ") {
+            bad.push(format!(
+                "{kind} to {}: printed {:?} ({})",
+                w.addr,
+                first(&f),
+                how(&f)
+            ));
+        }
+    }
+    report(
+        &bad,
+        cases.len(),
+        "rcmd/rexec connections to refused destinations",
     );
 }
 

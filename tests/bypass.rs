@@ -1397,11 +1397,10 @@ rules:
     );
 }
 
-/// A free port below 1024 on 127.0.0.1 (we run as root in CI), or None.
-fn free_low_port() -> Option<u16> {
-    (700..1000)
-        .rev()
-        .find(|p| TcpListener::bind((LO, *p)).is_ok())
+/// A free port in `range` (below 1024) on 127.0.0.1 (we run as root in CI), or None.
+/// Each test takes its own range: tests run in parallel.
+fn free_low_port(range: std::ops::Range<u16>) -> Option<u16> {
+    range.rev().find(|p| TcpListener::bind((LO, *p)).is_ok())
 }
 
 #[test]
@@ -1413,7 +1412,7 @@ rules:
   - {name: no-high-ports, action: deny, calls: [listen], local_ports: ["1024-65535"]}
   - {name: other-listens, action: allow, calls: [listen]}
 "#;
-    let low = free_low_port().map(|p| format!("127.0.0.1:{p}"));
+    let low = free_low_port(700..850).map(|p| format!("127.0.0.1:{p}"));
     let r = "no-high-ports";
     let mut cases: Vec<(&[&str], bool, &str)> = vec![
         (&["unbound4"], false, r),
@@ -1446,7 +1445,7 @@ rules:
         (&["unbound6", "--v6only", "1"], true, r),
         (&["127.0.0.1:0"], true, r),
     ];
-    let low = free_low_port().map(|p| format!("127.0.0.1:{p}"));
+    let low = free_low_port(850..1000).map(|p| format!("127.0.0.1:{p}"));
     let low_args;
     if let Some(l) = &low {
         low_args = [l.as_str()];

@@ -33,13 +33,13 @@
 //!   prints `accepted PEER` and closes; exits after N (default 1) connections.
 //! - `dlsym-sanity`: lookups of names the library does not hook must keep working;
 //!   prints `NAME ok` / `NAME FAILED why` lines, then `done`.
-//! - `sig-connect accept|accept4 [--restart] [--handler connect|listen] DEST`: a thread
+//! - `sig-connect accept|accept4 [--restart] [--handler connect|listen|sendto] DEST`: a thread
 //!   blocks in a hooked accept on an idle blocking listener (`sig-connect connect
 //!   --block-on ADDR DEST`: in a blocking connect to ADDR, a listener whose accept
 //!   queue the test has filled); SIGUSR1 (sigaction
 //!   without SA_RESTART unless `--restart`), sent with `pthread_kill` to that thread,
 //!   runs a handler that calls `connect(DEST)` (or `listen()` on a socket bound to
-//!   DEST). Stdout: `handler ok` / `handler error ...`, then what the accept returned.
+//!   DEST, or `--handler sendto`: `sendto(DEST, MSG_FASTOPEN)`). Stdout: `handler ok` / `handler error ...`, then what the accept returned.
 //! - `sigio-server [--main accept|sleep] [--restart] [--max N]`: an `O_ASYNC` +
 //!   `F_SETOWN` listener on 127.0.0.1:0 whose SIGIO handler accepts (non-blocking)
 //!   everything pending, writes the banner, prints `accepted PEER`; the main thread
@@ -961,8 +961,17 @@ extern "C" fn on_usr1(_sig: c_int) {
     // SAFETY: connect/listen are async-signal-safe; the address is a leaked, live
     // sockaddr_storage set before the signal was sent.
     let r = unsafe {
-        if SIG_LISTEN.load(Ordering::SeqCst) != 0 {
+        if SIG_LISTEN.load(Ordering::SeqCst) == 1 {
             libc::listen(fd, 4)
+        } else if SIG_LISTEN.load(Ordering::SeqCst) == 2 {
+            libc::sendto(
+                fd,
+                TFO_DATA.as_ptr().cast(),
+                TFO_DATA.len(),
+                libc::MSG_FASTOPEN | libc::MSG_NOSIGNAL,
+                SIG_DEST.load(Ordering::SeqCst) as *const sockaddr,
+                SIG_DEST_LEN.load(Ordering::SeqCst),
+            ) as c_int
         } else {
             libc::connect(
                 fd,
@@ -1013,11 +1022,15 @@ fn cmd_sig_connect(args: &[String]) {
     }
     let dest = parse_addr(dest);
     let restart = has_flag(args, "--restart");
-    let handler_listen = match opt_value(args, "--handler").unwrap_or("connect") {
-        "connect" => false,
+    let handler = opt_value(args, "--handler").unwrap_or("connect");
+    let handler_listen = match handler {
+        "connect" | "sendto" => false,
         "listen" => true,
         _ => usage(),
     };
+    if handler == "sendto" {
+        SIG_LISTEN.store(2, Ordering::SeqCst);
+    }
 
     // The idle, blocking listener the thread waits on (allowed by the tests' policies).
     let lfd = tcp_socket(libc::AF_INET);

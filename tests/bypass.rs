@@ -570,7 +570,7 @@ fn connect_with_a_24_byte_sockaddr_in6_to_refused_v6_and_v4_mapped_is_eacces() {
     let p = policy(&dir, DENY_DOT2_AND_V6LO);
     let mut bad = Vec::new();
     let mut total = 0;
-    for len in ["24", "28", "32", "128"] {
+    for len in ["24", "25", "26", "27", "28", "32", "128"] {
         let v6 = Watch::on(V6LO);
         let f = attack(&p, &["connect", &v6.addr.to_string(), "--len", len]);
         check_refused(
@@ -1186,6 +1186,35 @@ fn signal_handler_connect_while_blocked_in_accept_is_judged() {
         }
     }
     report(&bad, total, "signal-handler connects");
+}
+
+#[test]
+fn signal_handler_tfo_send_while_blocked_in_accept_is_judged() {
+    let Some(_tfo) = TfoClient::enable() else {
+        return;
+    };
+    let dir = TempDir::new("bypass-sig-tfo");
+    let p = policy(&dir, DENY_DOT2_IN);
+    let w = Watch::on(DOT2);
+    let f = attack(
+        &p,
+        &[
+            "sig-connect",
+            "accept",
+            "--handler",
+            "sendto",
+            &w.addr.to_string(),
+        ],
+    );
+    let got = w.arrived(SETTLE);
+    assert!(
+        first(&f) == "handler error EACCES 13" && got.is_none() && audit_denied(&f.stderr, "connect", "no-dot2-out"),
+        "SIGUSR1 handler sendto(MSG_FASTOPEN) to refused {} while blocked in accept ({}): {:?}, listener got {got:?}\nstderr: {}",
+        w.addr,
+        how(&f),
+        f.stdout,
+        f.stderr
+    );
 }
 
 #[test]

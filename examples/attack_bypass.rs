@@ -16,7 +16,8 @@
 //!   socket to an interface first (`lo`: nothing can leave the host). With
 //!   `--nonblock-ms` the socket is non-blocking and EINPROGRESS is waited out (bounded)
 //!   and reported from SO_ERROR. On success writes `hello\n` and closes.
-//! - `tfo KIND ADDR [--len N]`: TCP Fast Open without connect(): KIND is `sendto`,
+//! - `tfo KIND ADDR [--len N] [--mptcp]`: TCP Fast Open without connect() (on an
+//!   IPPROTO_MPTCP socket with `--mptcp`, which supports it too): KIND is `sendto`,
 //!   `sendmsg`, `sendmmsg` (one message), `sendmmsg2` (two messages to ADDR), or the
 //!   same through libc's other doors: `dl-sendto`, `dl-sendmsg`, `dl-sendmmsg`
 //!   (`dlsym(dlopen("libc.so.6"))`), `__sendmmsg` (glibc's GLIBC_PRIVATE alias).
@@ -437,7 +438,22 @@ fn cmd_tfo(args: &[String]) {
         usage()
     };
     let dest = parse_addr(dest);
-    let fd = tcp_socket(family_of(&dest));
+    let fd = if has_flag(args, "--mptcp") {
+        // SAFETY: socket(2) takes plain integers.
+        let fd = unsafe {
+            libc::socket(
+                family_of(&dest),
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_MPTCP,
+            )
+        };
+        if fd < 0 {
+            die("socket(IPPROTO_MPTCP)");
+        }
+        fd
+    } else {
+        tcp_socket(family_of(&dest))
+    };
     let (sa, full) = raw_addr(&dest);
     let len: socklen_t = opt_value(args, "--len")
         .map(|v| v.parse().unwrap_or_else(|_| usage()))

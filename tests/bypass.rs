@@ -408,6 +408,38 @@ fn tfo_to_refused_ipv6_v4_mapped_and_short_sockaddr_destinations() {
 }
 
 #[test]
+fn tfo_on_mptcp_sockets_is_judged_too() {
+    let Some(_tfo) = TfoClient::enable() else {
+        return;
+    };
+    if !std::fs::read_to_string("/proc/sys/net/mptcp/enabled").is_ok_and(|v| v.trim() == "1") {
+        skip("MPTCP is not enabled (net.mptcp.enabled): TFO on MPTCP sockets not tested");
+        return;
+    }
+    let dir = TempDir::new("bypass-tfo-mptcp");
+    let p = policy(&dir, DENY_DOT2_AND_V6LO);
+    let mut bad = Vec::new();
+    let kinds = ["sendto", "sendmsg", "sendmmsg"];
+    for kind in kinds {
+        let w = Watch::on(DOT2);
+        let dest = w.addr.to_string();
+        let f = attack(&p, &["tfo", kind, &dest, "--mptcp"]);
+        check_refused(
+            &format!("{kind}(MSG_FASTOPEN) on an MPTCP socket to {dest}"),
+            &f,
+            &w,
+            "no-dot2",
+            &mut bad,
+        );
+    }
+    report(
+        &bad,
+        kinds.len(),
+        "MSG_FASTOPEN sends on IPPROTO_MPTCP sockets",
+    );
+}
+
+#[test]
 fn tfo_to_an_allowed_destination_delivers_the_data() {
     let Some(_tfo) = TfoClient::enable() else {
         return;

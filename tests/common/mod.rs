@@ -137,3 +137,20 @@ pub fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command
     c.env("SOCKEXIT_POLICY", policy);
     c
 }
+
+// ---------------------------------------------------------------------------------
+// Child processes and test peers (tests/preload.rs, tests/bypass.rs)
+// ---------------------------------------------------------------------------------
+
+pub mod proc;
+pub mod tcp_peer;
+// Also included by some test files directly (`mod sample`), hence the allow.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../examples/common/mod.rs"]
+pub mod sample;
+
+/// How long a program may take to print its first line or to exit. Generous: the
+/// machine is small and shared; a hang still fails.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+/// Connect and read timeout of a test peer.
+pub const IO: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1873,12 +1873,11 @@ fn signal_handler_connect_while_blocked_in_connect_is_judged() {
     );
 }
 
-/// Not an issue-13 item: DESIGN.md's hazard "every exec carries the library and the
-/// policy to the child, whatever environment the program builds for it". An attacker
-/// who can run code in the process simply re-executes it without LD_PRELOAD, or with
-/// a policy of its own. Ignored until that work lands (`--ignored` runs it).
+/// Issue 15 and DESIGN.md's hazard "every exec carries the library and the policy to
+/// the child, whatever environment the program builds for it": a program that
+/// re-executes itself without LD_PRELOAD, or with a policy of its own, is still judged
+/// by the policy it runs under.
 #[test]
-#[ignore = "DESIGN hazard (exec carries the library and policy), not an issue-13 item"]
 fn exec_with_a_rebuilt_environment_keeps_the_library_and_the_policy() {
     let dir = TempDir::new("bypass-exec");
     let p = policy(&dir, DENY_DOT2);

@@ -17,6 +17,7 @@ use crate::sys::{self, accept::Target, c_int, Addr};
 use sockexit_engine::{AuditEvents, BlockingAccept, Call, Judged, Mode, Policy, Verdict};
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 thread_local! {
@@ -25,8 +26,22 @@ thread_local! {
     static LOADING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// How many threads are loading the library right now: almost always 0, so the hot
+/// path reads one global atomic instead of a thread-local (`__tls_get_addr` in a
+/// shared library).
+static LOADERS: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether this thread is loading the library right now.
+#[inline]
 fn loading() -> bool {
+    LOADERS.load(Ordering::Relaxed) != 0 && loading_here()
+}
+
+/// Out of line, or the compiler hoists the thread-local's address computation above
+/// the cheap check.
+#[cold]
+#[inline(never)]
+fn loading_here() -> bool {
     LOADING.with(|c| c.get())
 }
 
@@ -35,6 +50,8 @@ pub struct Loading(bool);
 
 impl Loading {
     pub fn enter() -> Loading {
+        // Counted before the thread-local is set, so `loading()` never misses it.
+        LOADERS.fetch_add(1, Ordering::SeqCst);
         Loading(LOADING.with(|c| c.replace(true)))
     }
 }
@@ -42,6 +59,7 @@ impl Loading {
 impl Drop for Loading {
     fn drop(&mut self) {
         LOADING.with(|c| c.set(self.0));
+        LOADERS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -132,18 +132,6 @@ pub enum Dest {
     Fault,
 }
 
-/// The bytes of a destination the policy can look at: the family, port and address
-/// (8 for AF_INET, 24 for AF_INET6 — the scope id is never judged), or `len` when
-/// shorter. Reading no more than that means a program whose sockaddr ends in unmapped
-/// memory gets the kernel's `EFAULT`, not our SIGSEGV, for the part we never read.
-fn needed(family: c_int, len: usize) -> usize {
-    match family {
-        libc::AF_INET => len.min(8),
-        libc::AF_INET6 => len.min(SIN6_LEN_RFC2133),
-        _ => len.min(mem::size_of::<libc::sa_family_t>()),
-    }
-}
-
 /// Copy `dst.len()` bytes of program memory at `src`. Within one page the first byte
 /// decides, and the copy is a plain load; across a page boundary (rare: a sockaddr a
 /// few bytes from the end of a page) `process_vm_readv(2)` on ourselves copies it, so
@@ -183,19 +171,14 @@ pub unsafe fn read_dest(addr: *const sockaddr, len: socklen_t) -> Dest {
     if !plausible(addr as *const u8, len) {
         return Dest::Fault;
     }
+    // The family, port and address: 16 bytes for AF_INET, 24 for AF_INET6 (the scope
+    // id is never judged). Reading no further means a sockaddr whose unread tail lies
+    // in unmapped memory gets the kernel's own EFAULT afterwards, not our SIGSEGV.
     let mut b = PeerBuf::new();
-    // SAFETY (of the slices): our own storage, larger than any `needed` length.
-    let raw = std::slice::from_raw_parts_mut(
-        b.as_mut_ptr() as *mut u8,
-        mem::size_of::<sockaddr_storage>(),
-    );
-    let head = needed(libc::AF_UNSPEC, len);
-    if !read_user(addr as *const u8, &mut raw[..head]) {
-        return Dest::Fault;
-    }
-    let family = b.storage.ss_family as c_int;
-    let want = needed(family, len);
-    if want > head && !read_user((addr as *const u8).add(head), &mut raw[head..want]) {
+    let want = len.min(SIN6_LEN_RFC2133);
+    // SAFETY: our own storage, larger than `want`.
+    let raw = std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut u8, want);
+    if !read_user(addr as *const u8, raw) {
         return Dest::Fault;
     }
     // Decoded by the length the program gave, from the bytes that matter; the rest of

@@ -279,10 +279,18 @@ fn judge_script(program: &Path, head: &[u8], lib: Option<&Elf>, depth: usize) ->
     if interp_path.file_name() == Some(OsStr::new("env")) {
         // `env [-S] [-i] [NAME=VALUE]... PROGRAM ...`: the first word that is
         // neither an option nor an assignment.
-        let word = arg
+        let mut words = arg
             .split(|b| *b == b' ' || *b == b'\t')
-            .filter(|w| !w.is_empty())
-            .find(|w| !w.starts_with(b"-") && !w.contains(&b'='));
+            .filter(|w| !w.is_empty());
+        let mut word = None;
+        while let Some(w) = words.next() {
+            if matches!(w, b"-u" | b"-C" | b"--unset" | b"--chdir") {
+                words.next(); // the option's argument
+            } else if !w.starts_with(b"-") && !w.contains(&b'=') {
+                word = Some(w);
+                break;
+            }
+        }
         if let Some(w) = word {
             match resolve(OsStr::from_bytes(w)) {
                 Ok(p) => {
@@ -412,7 +420,7 @@ mod tests {
             j.covered() && j.why.contains("script run by /bin/sh"),
             "{j:?}"
         );
-        let s = script(&d, "b", "#! /usr/bin/env -S sh -e\n");
+        let s = script(&d, "b", "#! /usr/bin/env -S -u HOME LC_ALL=C sh -e\n");
         let j = judge(s.as_os_str(), None).unwrap();
         assert!(j.covered() && j.why.contains("/usr/bin/env sh ("), "{j:?}");
         let s = script(&d, "c", "#!/usr/bin/env sockexit-no-such-interpreter\n");

@@ -337,9 +337,10 @@ pub fn parse<S: Source + ?Sized>(s: &S) -> Result<Elf, Error> {
 mod tests {
     use super::*;
 
-    /// A crafted little-endian ELF file, built field by field.
+    /// A crafted ELF file, built field by field (little-endian unless `be`).
     struct Builder {
         is64: bool,
+        be: bool,
         phdrs: Vec<(u32, Vec<u8>)>,
         sections: Vec<(&'static str, u32, Vec<u8>)>,
     }
@@ -348,9 +349,14 @@ mod tests {
         fn new(is64: bool) -> Builder {
             Builder {
                 is64,
+                be: false,
                 phdrs: Vec::new(),
                 sections: Vec::new(),
             }
+        }
+        fn big_endian(mut self) -> Self {
+            self.be = true;
+            self
         }
         fn ph(mut self, kind: u32, data: &[u8]) -> Self {
             self.phdrs.push((kind, data.to_vec()));
@@ -369,16 +375,17 @@ mod tests {
             let mut out = vec![0u8; ehsize];
             out[..4].copy_from_slice(b"\x7fELF");
             out[4] = if self.is64 { 2 } else { 1 };
-            out[5] = 1;
+            out[5] = if self.be { 2 } else { 1 };
             out[6] = 1;
+            let be = self.be;
             let put16 = |o: &mut Vec<u8>, at: usize, v: u16| {
-                o[at..at + 2].copy_from_slice(&v.to_le_bytes())
+                o[at..at + 2].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
             };
             let put32 = |o: &mut Vec<u8>, at: usize, v: u32| {
-                o[at..at + 4].copy_from_slice(&v.to_le_bytes())
+                o[at..at + 4].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
             };
             let put64 = |o: &mut Vec<u8>, at: usize, v: u64| {
-                o[at..at + 8].copy_from_slice(&v.to_le_bytes())
+                o[at..at + 8].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
             };
             let is64 = self.is64;
             let putw = move |o: &mut Vec<u8>, at: usize, v: u64| {
@@ -482,6 +489,29 @@ mod tests {
             let e = parse(&Builder::new(is64).ph(1, b"code").build()[..]).unwrap();
             assert_eq!(e.interp, None, "no PT_INTERP: static");
             assert!(!e.go);
+        }
+    }
+
+    #[test]
+    fn big_endian_headers() {
+        for is64 in [true, false] {
+            let e = parse(
+                &Builder::new(is64)
+                    .big_endian()
+                    .ph(PT_INTERP, INTERP)
+                    .build()[..],
+            )
+            .unwrap();
+            assert_eq!(e.interp.as_deref(), Some(&INTERP[..INTERP.len() - 1]));
+            assert_eq!(e.machine, if is64 { 62 } else { 3 });
+            let e = parse(
+                &Builder::new(is64)
+                    .big_endian()
+                    .section(".go.buildinfo", 1, b"x")
+                    .build()[..],
+            )
+            .unwrap();
+            assert!(e.go && e.interp.is_none());
         }
     }
 

@@ -23,9 +23,10 @@ What CMD gets:
 libsockexit.so is looked for beside the sockexit executable, then in ../lib/
 relative to it (/usr/bin/sockexit -> /usr/lib/libsockexit.so), unless --lib names it.
 
-An invalid policy is reported and CMD is not started (exit 1). CMD missing or not
-executable: exit 127 or 126. CMD that the library cannot cover: exit 3. Otherwise sockexit is replaced by CMD (same pid), so
-CMD's exit status is the command's exit status.
+An invalid policy is reported and CMD is not started (exit 1). CMD that the library
+cannot cover: exit 3 (below). CMD missing or not executable: exit 127 or 126.
+Otherwise sockexit is replaced by CMD (same pid), so CMD's exit status is the
+command's exit status.
 
 Before it execs, run inspects CMD (found through PATH as exec finds it; a #! script
 by its interpreter, #!/usr/bin/env NAME through PATH) and does not start what

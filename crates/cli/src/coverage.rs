@@ -335,27 +335,41 @@ fn judge_script(program: &Path, head: &[u8], lib: Option<&Elf>, depth: usize) ->
 }
 
 /// Why exec would put the program in secure-execution mode for this process, if it
-/// would: set-user-ID to another user, set-group-ID to another group, or file
-/// capabilities for a non-root caller. None when the bits cannot take effect
-/// (`nosuid` mount, `no_new_privs`).
+/// would. The kernel sets `AT_SECURE` when the new effective user or group differs
+/// from the real one: set-user-ID to another user, set-group-ID to another group, or
+/// a caller whose effective ids already differ from its real ones. File capabilities
+/// do it too for a non-root caller. The bits do not take effect on a `nosuid` mount
+/// or under `no_new_privs`.
 fn secure_exec(program: &Path, meta: &std::fs::Metadata) -> Option<String> {
     let mode = meta.mode();
-    // SAFETY: getuid/getgid/prctl(PR_GET_NO_NEW_PRIVS) take no pointers.
-    let (uid, gid, nnp) = unsafe {
+    // SAFETY: the id getters and prctl(PR_GET_NO_NEW_PRIVS) take no pointers.
+    let (uid, euid, gid, egid, nnp) = unsafe {
         (
             libc::getuid(),
+            libc::geteuid(),
             libc::getgid(),
+            libc::getegid(),
             libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
         )
     };
-    if nnp == 1 || nosuid_mount(program) {
-        return None;
+    let bits = nnp != 1 && !nosuid_mount(program);
+    let suid = bits && mode & libc::S_ISUID != 0;
+    let sgid = bits && mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0;
+    let new_euid = if suid { meta.uid() } else { euid };
+    let new_egid = if sgid { meta.gid() } else { egid };
+    if new_euid != uid {
+        return Some(if suid {
+            format!("is set-user-ID (owner uid {})", meta.uid())
+        } else {
+            format!("would run with effective uid {euid} and real uid {uid}, as sockexit does")
+        });
     }
-    if mode & libc::S_ISUID != 0 && meta.uid() != uid {
-        return Some(format!("is set-user-ID (owner uid {})", meta.uid()));
-    }
-    if mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0 && meta.gid() != gid {
-        return Some(format!("is set-group-ID (group gid {})", meta.gid()));
+    if new_egid != gid {
+        return Some(if sgid {
+            format!("is set-group-ID (group gid {})", meta.gid())
+        } else {
+            format!("would run with effective gid {egid} and real gid {gid}, as sockexit does")
+        });
     }
     if uid != 0 && has_file_caps(program) {
         return Some("has file capabilities (security.capability)".into());

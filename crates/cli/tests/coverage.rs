@@ -303,7 +303,7 @@ fn script_for_a_static_interpreter_is_refused_naming_both() {
 }
 
 #[test]
-fn setuid_copy_of_a_dynamic_program_is_refused_with_the_reason() {
+fn setuid_and_setgid_copies_of_a_dynamic_program_are_refused_with_the_reason() {
     let Some(s) = setup("cov-setuid") else { return };
     let Some(p) = s.cc("hello-suid", HELLO_C, false) else {
         return;
@@ -324,6 +324,18 @@ fn setuid_copy_of_a_dynamic_program_is_refused_with_the_reason() {
         &p,
         "is set-user-ID (owner uid 65534): the kernel starts it in secure-execution mode (AT_SECURE), \
          where the dynamic loader ignores an LD_PRELOAD entry that contains a slash",
+        "install libsockexit.so in a system library directory",
+        "hello from c",
+    );
+    // Set-group-ID to another group: the same.
+    let g = s.dir.path().join("hello-sgid");
+    std::fs::copy(&p, &g).unwrap();
+    std::os::unix::fs::chown(&g, Some(0), Some(65534)).unwrap();
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    refused_then_allowed(
+        &s,
+        &g,
+        "is set-group-ID (group gid 65534): the kernel starts it in secure-execution mode",
         "install libsockexit.so in a system library directory",
         "hello from c",
     );

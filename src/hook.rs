@@ -286,3 +286,47 @@ fn bind_as_listen_would(fd: c_int) -> Result<(), c_int> {
     }
     Ok(())
 }
+
+/// Ways the program's socket calls can escape the library, seen at run time.
+#[derive(Clone, Copy)]
+pub enum Lost {
+    /// A plugin `dlopen`ed with `RTLD_DEEPBIND` binds its calls to libc first.
+    DeepBind,
+    /// `dlmopen` into a new namespace: a second libc the library does not hook.
+    Namespace,
+    /// An exec of a statically linked program: `LD_PRELOAD` cannot reach it.
+    StaticExec,
+}
+
+/// Say once per process (per kind) that calls will escape the library: the
+/// administrator believes every call is judged. Cold; one `log::warn!`.
+#[cold]
+#[inline(never)]
+pub fn coverage_lost(kind: Lost, what: &[u8]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+    if SAID[kind as usize].swap(true, Ordering::Relaxed) || loading() {
+        return;
+    }
+    let program = state()
+        .program
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_else(|| "this program".into());
+    let what = String::from_utf8_lossy(what);
+    let why = match kind {
+        Lost::DeepBind => {
+            "was loaded with RTLD_DEEPBIND: its own socket calls go to libc \
+                           directly and are not judged"
+        }
+        Lost::Namespace => {
+            "was loaded with dlmopen into a new namespace, with its own libc: \
+                            its socket calls are not judged"
+        }
+        Lost::StaticExec => {
+            "is statically linked: after this exec, LD_PRELOAD cannot reach \
+                             its socket calls and nothing it does is judged"
+        }
+    };
+    log::warn!("coverage lost in {program}: {what} {why}");
+}

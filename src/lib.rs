@@ -31,6 +31,7 @@ fn init() {
             log::error!("internal error (call refused): {info}");
         }));
         let st = state::state();
+        sys::prepare_exec(&st.policy_path, st.on_error_allow);
         if let Some(cfg) = st.audit_config() {
             if st.audit_enabled {
                 audit::init(cfg);

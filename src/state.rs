@@ -9,7 +9,8 @@
 use crate::sys;
 use once_cell::race::OnceBox;
 use sockexit_engine::{
-    AuditConfig, AuditLog, Call, FilesResolver, LoadOptions, Needs, Policy, Prepared, Snapshot,
+    AuditConfig, AuditLog, Call, FilesResolver, LoadOptions, Needs, Permissions, Policy, Prepared,
+    Snapshot,
 };
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -49,6 +50,9 @@ pub struct State {
     /// `/proc/self/exe`, read at load time when rules or audit lines need it.
     pub program: Option<Vec<u8>>,
     pub audit_enabled: bool,
+    /// The policy path this process runs under, absolute (resolved against the working
+    /// directory at load), for the children it execs.
+    pub policy_path: PathBuf,
 }
 
 impl State {
@@ -156,6 +160,29 @@ fn log_failure(e: &dyn std::fmt::Display, allow: bool) {
     );
 }
 
+/// A root process, or a setuid/setgid one (AT_SECURE), must not run under a policy
+/// that someone else can change: there a policy or set file others could write is a
+/// load error (the library fails closed). Elsewhere the process can only hurt its own
+/// user, so it is a warning.
+fn permissions() -> Permissions {
+    if sys::euid() == 0 || sys::at_secure() {
+        Permissions::Strict
+    } else {
+        Permissions::Warn
+    }
+}
+
+/// Lint findings are for `sockexit check`; who may change the policy matters to
+/// whoever runs the service, at every start.
+fn log_permission_warnings(path: &std::path::Path, warnings: &[sockexit_engine::Warning]) {
+    for w in warnings {
+        match w.location {
+            Some((l, c)) => log::warn!("policy {}:{l}:{c}: {}", path.display(), w.message),
+            None => log::warn!("policy {}: {}", path.display(), w.message),
+        }
+    }
+}
+
 fn load() -> State {
     let on_error_allow = env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow");
     let path = env_var("SOCKEXIT_POLICY")
@@ -164,13 +191,16 @@ fn load() -> State {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
     let opts = LoadOptions {
         resolver: &FilesResolver::default(),
+        permissions: permissions(),
     };
     let loaded = match Snapshot::read_deferring(&path, &opts, DEFER_SET_BYTES) {
         Ok(Prepared::Compiled(p)) => {
+            log_permission_warnings(&path, p.permission_warnings());
             log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
             Loaded::Policy(p)
         }
         Ok(Prepared::Deferred(snap)) => {
+            log_permission_warnings(&path, snap.permission_warnings());
             log::debug!(
                 "policy {} read: {} rules, {} bytes of set files to compile at the first IP call",
                 path.display(),
@@ -197,10 +227,12 @@ fn load() -> State {
     } else {
         None
     };
+    let policy_path = std::path::absolute(&path).unwrap_or(path);
     State {
         loaded,
         on_error_allow,
         program,
         audit_enabled,
+        policy_path,
     }
 }

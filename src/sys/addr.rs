@@ -132,23 +132,76 @@ pub enum Dest {
     Fault,
 }
 
+/// The bytes of a destination the policy can look at: the family, port and address
+/// (8 for AF_INET, 24 for AF_INET6 — the scope id is never judged), or `len` when
+/// shorter. Reading no more than that means a program whose sockaddr ends in unmapped
+/// memory gets the kernel's `EFAULT`, not our SIGSEGV, for the part we never read.
+fn needed(family: c_int, len: usize) -> usize {
+    match family {
+        libc::AF_INET => len.min(8),
+        libc::AF_INET6 => len.min(SIN6_LEN_RFC2133),
+        _ => len.min(mem::size_of::<libc::sa_family_t>()),
+    }
+}
+
+/// Copy `dst.len()` bytes of program memory at `src`. Within one page the first byte
+/// decides, and the copy is a plain load; across a page boundary (rare: a sockaddr a
+/// few bytes from the end of a page) `process_vm_readv(2)` on ourselves copies it, so
+/// an unmapped second page is `false` (`EFAULT`), never a fault.
+///
+/// # Safety
+/// The page holding `src` is readable (the program's own contract; the kernel would
+/// fault on it too).
+pub unsafe fn read_user(src: *const u8, dst: &mut [u8]) -> bool {
+    const PAGE: usize = 4096; // the smallest page size; a larger one only means more checks
+    let n = dst.len();
+    if (src as usize % PAGE) + n <= PAGE {
+        std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n);
+        return true;
+    }
+    let local = libc::iovec {
+        iov_base: dst.as_mut_ptr() as *mut libc::c_void,
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: n,
+    };
+    libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) == n as isize
+}
+
 /// Read a destination without trusting the program's pointer or length.
 ///
 /// # Safety
-/// When `addr` is plausible, it must point to `len` readable bytes or the program
-/// faults, as it would have in the kernel's copy (connect(2)'s own contract).
+/// When `addr` is plausible, the page holding its first byte must be readable or the
+/// program faults, as it would have in the kernel's copy (connect(2)'s own contract).
 pub unsafe fn read_dest(addr: *const sockaddr, len: socklen_t) -> Dest {
     let len = len as usize;
-    if addr.is_null() || len > mem::size_of::<sockaddr_storage>() {
-        return Dest::KernelRejects;
-    }
-    if len == 0 {
+    if addr.is_null() || len == 0 || len > mem::size_of::<sockaddr_storage>() {
         return Dest::KernelRejects;
     }
     if !plausible(addr as *const u8, len) {
         return Dest::Fault;
     }
-    Dest::Addr(PeerBuf::copy_from(addr, len).decode())
+    let mut b = PeerBuf::new();
+    // SAFETY (of the slices): our own storage, larger than any `needed` length.
+    let raw = std::slice::from_raw_parts_mut(
+        b.as_mut_ptr() as *mut u8,
+        mem::size_of::<sockaddr_storage>(),
+    );
+    let head = needed(libc::AF_UNSPEC, len);
+    if !read_user(addr as *const u8, &mut raw[..head]) {
+        return Dest::Fault;
+    }
+    let family = b.storage.ss_family as c_int;
+    let want = needed(family, len);
+    if want > head && !read_user((addr as *const u8).add(head), &mut raw[head..want]) {
+        return Dest::Fault;
+    }
+    // Decoded by the length the program gave, from the bytes that matter; the rest of
+    // the storage is zero (an AF_INET6 scope id reads as 0).
+    b.len = len as socklen_t;
+    Dest::Addr(b.decode())
 }
 
 /// `getsockname(2)`, `None` for non-IP sockets or errors.

@@ -141,6 +141,17 @@ fn hook_for(name: &[u8]) -> Option<*mut c_void> {
         b"sendto" => x::sendto as *mut c_void,
         b"sendmsg" => x::sendmsg as *mut c_void,
         b"sendmmsg" | b"__sendmmsg" => x::sendmmsg as *mut c_void,
+        b"execve" => super::exec::execve as *mut c_void,
+        b"execv" => super::exec::execv as *mut c_void,
+        b"execvp" => super::exec::execvp as *mut c_void,
+        b"execvpe" => super::exec::execvpe as *mut c_void,
+        b"execveat" => super::exec::execveat as *mut c_void,
+        b"fexecve" => super::exec::fexecve as *mut c_void,
+        b"posix_spawn" => super::exec::posix_spawn as *mut c_void,
+        b"posix_spawnp" => super::exec::posix_spawnp as *mut c_void,
+        b"execl" => super::exec::execl as *mut c_void,
+        b"execlp" => super::exec::execlp as *mut c_void,
+        b"execle" => super::exec::execle as *mut c_void,
         b"dlsym" => dlsym as *mut c_void,
         b"dlvsym" => dlvsym as *mut c_void,
         _ => return None,
@@ -346,4 +357,95 @@ impl Tables {
             i += 1;
         }
     }
+}
+
+/// glibc's `dlopen` and `dlmopen`, found through `dlsym(RTLD_NEXT, ..)` (ours hands it
+/// to glibc unchanged).
+static DLOPEN: super::real::Slot = super::real::Slot::new(c"dlopen");
+static DLMOPEN: super::real::Slot = super::real::Slot::new(c"dlmopen");
+
+/// Interposed `dlopen(3)`: unchanged (glibc reads the caller's return address to pick
+/// its namespace and `RUNPATH`, so the stub jumps to it with the caller's stack), but a
+/// plugin loaded with `RTLD_DEEPBIND` binds its own calls to libc before us: say so,
+/// once per process.
+///
+/// # Safety
+/// Called by C code with dlopen(3)'s arguments.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlopen(_file: *const c_char, _flags: c_int) -> *mut c_void {
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {prep}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        prep = sym dlopen_prep,
+    )
+}
+
+/// Interposed `dlmopen(3)`: a new namespace loads its own copy of libc, which the
+/// library does not hook: say so, once per process.
+///
+/// # Safety
+/// Called by C code with dlmopen(3)'s arguments.
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn dlmopen(
+    _lmid: libc::c_long,
+    _file: *const c_char,
+    _flags: c_int,
+) -> *mut c_void {
+    std::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "call {prep}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        prep = sym dlmopen_prep,
+    )
+}
+
+/// # Safety
+/// Called from the `dlopen` stub with its arguments; returns glibc's `dlopen`.
+unsafe extern "C" fn dlopen_prep(file: *const c_char, flags: c_int) -> usize {
+    if flags & libc::RTLD_DEEPBIND != 0 {
+        crate::hook::coverage_lost(crate::hook::Lost::DeepBind, name_of(file));
+    }
+    match DLOPEN.get() {
+        0 => missing_dlopen as *const () as usize,
+        p => p,
+    }
+}
+
+/// # Safety
+/// Called from the `dlmopen` stub with its arguments; returns glibc's `dlmopen`.
+unsafe extern "C" fn dlmopen_prep(lmid: libc::c_long, file: *const c_char) -> usize {
+    if lmid != libc::LM_ID_BASE {
+        crate::hook::coverage_lost(crate::hook::Lost::Namespace, name_of(file));
+    }
+    match DLMOPEN.get() {
+        0 => missing_dlopen as *const () as usize,
+        p => p,
+    }
+}
+
+/// # Safety
+/// `file` is null or a NUL-terminated string.
+unsafe fn name_of<'a>(file: *const c_char) -> &'a [u8] {
+    if file.is_null() {
+        b"(the program)"
+    } else {
+        CStr::from_ptr(file).to_bytes()
+    }
+}
+
+extern "C" fn missing_dlopen() -> *mut c_void {
+    std::ptr::null_mut()
 }

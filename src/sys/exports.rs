@@ -152,7 +152,14 @@ unsafe fn msg_dest(msg: *const msghdr) -> Dest {
     if !plausible(msg, std::mem::size_of::<msghdr>()) {
         return Dest::Fault;
     }
-    let m = std::ptr::read_unaligned(msg);
+    let mut m: msghdr = std::mem::zeroed();
+    let raw = std::slice::from_raw_parts_mut(
+        &mut m as *mut msghdr as *mut u8,
+        std::mem::size_of::<msghdr>(),
+    );
+    if !super::addr::read_user(msg as *const u8, raw) {
+        return Dest::Fault;
+    }
     if m.msg_name.is_null() {
         return Dest::KernelRejects;
     }

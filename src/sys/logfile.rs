@@ -38,13 +38,56 @@ pub fn fd_ident(fd: c_int) -> Option<Ident> {
     Some(ident_of(&st))
 }
 
-/// `fstatat(2)` identity of `name` inside directory `dirfd` (or of an absolute path
-/// when `dirfd` is `AT_FDCWD`), following symlinks as `open` would.
+/// `fstatat(2)` identity of `name` inside directory `dirfd`, **not** following a
+/// symlink (a link put where the log was names another inode, so the caller reopens,
+/// and the reopen refuses it).
 pub fn path_ident(dirfd: c_int, name: &CStr) -> Option<Ident> {
     // SAFETY: stat is plain old data; fstatat fills it on success.
     let mut st: libc::stat = unsafe { mem::zeroed() };
-    syscall!(fstatat(dirfd, name.as_ptr(), &mut st, 0)).ok()?;
+    syscall!(fstatat(
+        dirfd,
+        name.as_ptr(),
+        &mut st,
+        libc::AT_SYMLINK_NOFOLLOW
+    ))
+    .ok()?;
     Some(ident_of(&st))
+}
+
+/// What the audit path needs to know about a descriptor: type, owner, permission
+/// bits and link count (0 once the file was unlinked).
+#[derive(Clone, Copy, Debug)]
+pub struct FdStat {
+    pub ident: Ident,
+    /// `st_mode & S_IFMT`.
+    pub kind: u32,
+    /// `st_mode & 0o7777`.
+    pub perm: u32,
+    pub uid: u32,
+    pub nlink: u64,
+}
+
+impl FdStat {
+    pub fn is_regular(&self) -> bool {
+        self.kind == libc::S_IFREG
+    }
+}
+
+/// `fstat(2)` of `fd` as an [`FdStat`], `None` if it is not open.
+pub fn fd_stat(fd: c_int) -> Option<FdStat> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: stat is plain old data; fstat fills it on success.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    syscall!(fstat(fd, &mut st)).ok()?;
+    Some(FdStat {
+        ident: ident_of(&st),
+        kind: st.st_mode & libc::S_IFMT,
+        perm: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        nlink: st.st_nlink,
+    })
 }
 
 /// Move `fd` to the lowest free number >= [`HIGH_FD`] (close-on-exec), closing the
@@ -70,16 +113,39 @@ pub fn open_dir(path: &CStr) -> io::Result<c_int> {
     Ok(move_high(fd))
 }
 
-/// Open (creating, mode 0640 before umask) `name` in `dirfd` for appending, on a high
-/// descriptor. Never blocks on a FIFO and never becomes a controlling terminal.
-pub fn open_append(dirfd: c_int, name: &CStr) -> io::Result<c_int> {
-    let flags = libc::O_WRONLY
+/// How [`open_append`] may create the log.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Create {
+    /// Only open an existing file.
+    No,
+    /// Open it, creating it if missing (`O_CREAT`).
+    Yes,
+    /// Create it, failing with `EEXIST` if anything has the name (`O_CREAT|O_EXCL`).
+    Excl,
+}
+
+/// Open `name` in `dirfd` for appending, on a high descriptor: never through a
+/// symlink (`O_NOFOLLOW`: `ELOOP`; with `O_CREAT` a dangling link is not followed
+/// either), never blocking on a FIFO, never becoming a controlling terminal, and only
+/// a regular file (anything else is closed again: `InvalidData`). Created files get
+/// mode 0640 before umask.
+pub fn open_append(dirfd: c_int, name: &CStr, create: Create) -> io::Result<c_int> {
+    let mut flags = libc::O_WRONLY
         | libc::O_APPEND
-        | libc::O_CREAT
         | libc::O_CLOEXEC
         | libc::O_NOCTTY
-        | libc::O_NONBLOCK;
+        | libc::O_NONBLOCK
+        | libc::O_NOFOLLOW;
+    match create {
+        Create::No => {}
+        Create::Yes => flags |= libc::O_CREAT,
+        Create::Excl => flags |= libc::O_CREAT | libc::O_EXCL,
+    }
     let fd = syscall!(openat(dirfd, name.as_ptr(), flags, 0o640 as libc::c_uint))?;
+    if !fd_stat(fd).is_some_and(|st| st.is_regular()) {
+        let _ = syscall!(close(fd));
+        return Err(io::Error::from(io::ErrorKind::InvalidData));
+    }
     Ok(move_high(fd))
 }
 

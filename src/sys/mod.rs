@@ -11,8 +11,6 @@
 #![allow(unsafe_code)]
 
 use std::ffi::OsString;
-use std::io;
-use std::mem;
 use std::os::unix::ffi::OsStringExt;
 
 pub use libc::{c_int, sockaddr, sockaddr_storage, socklen_t};
@@ -35,13 +33,18 @@ macro_rules! syscall {
 pub mod accept;
 pub mod addr;
 mod dl;
+mod exec;
 pub mod exports;
 mod filter;
+mod fini;
 pub mod logfile;
+mod rcmd;
 pub mod real;
 mod sock;
+pub mod stderr;
 
 pub use addr::{local_addr, Addr, PeerBuf};
+pub use exec::prepare as prepare_exec;
 pub use filter::{attach_filter, attached_filter, AttachedFilter};
 pub use real::{connect as real_connect, listen as real_listen, resolve_all};
 pub use sock::*;
@@ -142,32 +145,6 @@ pub fn exe_path() -> Option<OsString> {
         .map(|p| p.into_os_string())
         .or_else(|| std::env::current_exe().ok().map(|p| p.into_os_string()))
         .map(|s| OsString::from_vec(s.into_vec()))
-}
-
-/// Whether `fd` is a socket (inetd and `sshd -i` hand the client socket in as 0–2).
-pub fn is_socket(fd: c_int) -> bool {
-    // SAFETY: stat is plain old data; fstat writes it fully on success.
-    let mut st: libc::stat = unsafe { mem::zeroed() };
-    match syscall!(fstat(fd, &mut st)) {
-        Ok(_) => (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK,
-        Err(_) => false,
-    }
-}
-
-/// Whether `fd` is open at all.
-pub fn is_open(fd: c_int) -> bool {
-    syscall!(fcntl(fd, libc::F_GETFD)).is_ok()
-}
-
-/// `write(2)` all of `buf` to `fd`, giving up on any error (diagnostics are best effort).
-pub fn write_all(fd: c_int, mut buf: &[u8]) {
-    while !buf.is_empty() {
-        match syscall!(write(fd, buf.as_ptr() as *const libc::c_void, buf.len())) {
-            Ok(n) if n > 0 => buf = &buf[n as usize..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            _ => return,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -24,6 +24,19 @@ type SendtoFn = unsafe extern "C" fn(
 type SendmsgFn = unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> libc::ssize_t;
 type SendmmsgFn = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int) -> c_int;
 
+type Argv = *const *const libc::c_char;
+type ExecveFn = unsafe extern "C" fn(*const libc::c_char, Argv, Argv) -> c_int;
+type ExecveatFn = unsafe extern "C" fn(c_int, *const libc::c_char, Argv, Argv, c_int) -> c_int;
+type FexecveFn = unsafe extern "C" fn(c_int, Argv, Argv) -> c_int;
+type SpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const libc::c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    Argv,
+    Argv,
+) -> c_int;
+
 /// One resolved-on-demand function pointer.
 pub struct Slot {
     addr: AtomicUsize,
@@ -31,7 +44,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    const fn new(name: &'static CStr) -> Slot {
+    pub const fn new(name: &'static CStr) -> Slot {
         Slot {
             addr: AtomicUsize::new(0),
             name,
@@ -60,11 +73,29 @@ pub static LISTEN: Slot = Slot::new(c"listen");
 pub static SENDTO: Slot = Slot::new(c"sendto");
 pub static SENDMSG: Slot = Slot::new(c"sendmsg");
 pub static SENDMMSG: Slot = Slot::new(c"sendmmsg");
+pub static EXECVE: Slot = Slot::new(c"execve");
+pub static EXECVPE: Slot = Slot::new(c"execvpe");
+pub static EXECVEAT: Slot = Slot::new(c"execveat");
+pub static FEXECVE: Slot = Slot::new(c"fexecve");
+pub static POSIX_SPAWN: Slot = Slot::new(c"posix_spawn");
+pub static POSIX_SPAWNP: Slot = Slot::new(c"posix_spawnp");
 
 /// Resolve every real function now (called from the load-time constructor).
 pub fn resolve_all() {
     for s in [
-        &ACCEPT, &ACCEPT4, &CONNECT, &LISTEN, &SENDTO, &SENDMSG, &SENDMMSG,
+        &ACCEPT,
+        &ACCEPT4,
+        &CONNECT,
+        &LISTEN,
+        &SENDTO,
+        &SENDMSG,
+        &SENDMMSG,
+        &EXECVE,
+        &EXECVPE,
+        &EXECVEAT,
+        &FEXECVE,
+        &POSIX_SPAWN,
+        &POSIX_SPAWNP,
     ] {
         s.get();
     }
@@ -160,5 +191,79 @@ pub unsafe fn sendmmsg(
     match SENDMMSG.get() {
         0 => missing(),
         p => mem::transmute::<usize, SendmmsgFn>(p)(fd, msgs, n, flags),
+    }
+}
+
+/// The real `execve(2)`.
+///
+/// # Safety
+/// Arguments as execve(2) takes them.
+pub unsafe fn execve(path: *const libc::c_char, argv: Argv, envp: Argv) -> c_int {
+    match EXECVE.get() {
+        0 => missing(),
+        p => mem::transmute::<usize, ExecveFn>(p)(path, argv, envp),
+    }
+}
+
+/// The real `execvpe(3)`.
+///
+/// # Safety
+/// Arguments as execvpe(3) takes them.
+pub unsafe fn execvpe(file: *const libc::c_char, argv: Argv, envp: Argv) -> c_int {
+    match EXECVPE.get() {
+        0 => missing(),
+        p => mem::transmute::<usize, ExecveFn>(p)(file, argv, envp),
+    }
+}
+
+/// The real `execveat(2)`.
+///
+/// # Safety
+/// Arguments as execveat(2) takes them.
+pub unsafe fn execveat(
+    dirfd: c_int,
+    path: *const libc::c_char,
+    argv: Argv,
+    envp: Argv,
+    flags: c_int,
+) -> c_int {
+    match EXECVEAT.get() {
+        0 => missing(),
+        p => mem::transmute::<usize, ExecveatFn>(p)(dirfd, path, argv, envp, flags),
+    }
+}
+
+/// The real `fexecve(3)`.
+///
+/// # Safety
+/// Arguments as fexecve(3) takes them.
+pub unsafe fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
+    match FEXECVE.get() {
+        0 => missing(),
+        p => mem::transmute::<usize, FexecveFn>(p)(fd, argv, envp),
+    }
+}
+
+/// The real `posix_spawn(3)` (`posix_spawnp` with `search`). Returns an error number,
+/// as they do.
+///
+/// # Safety
+/// Arguments as posix_spawn(3) takes them.
+pub unsafe fn posix_spawn(
+    search: bool,
+    pid: *mut libc::pid_t,
+    path: *const libc::c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: Argv,
+    envp: Argv,
+) -> c_int {
+    match if search {
+        POSIX_SPAWNP.get()
+    } else {
+        POSIX_SPAWN.get()
+    } {
+        0 => libc::ENOSYS,
+        p => mem::transmute::<usize, SpawnFn>(p)(pid, path, actions, attr, argv, envp),
     }
 }

@@ -42,6 +42,15 @@ pub fn cli_path() -> PathBuf {
         .clone()
 }
 
+/// The library the programs under test get in `LD_PRELOAD`: [`lib_path`], or
+/// `SOCKEXIT_TEST_LIB` (an older build, to check that a test fails without a fix).
+pub fn preload_path() -> PathBuf {
+    let built = lib_path();
+    std::env::var_os("SOCKEXIT_TEST_LIB")
+        .map(PathBuf::from)
+        .unwrap_or(built)
+}
+
 /// `cargo build ARGS` into this test's own target directory and profile; returns the
 /// path of `artifact` in the profile directory.
 fn cargo_build(args: &[&str], artifact: &str) -> PathBuf {
@@ -124,7 +133,24 @@ pub fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command
             c.env_remove(k);
         }
     }
-    c.env("LD_PRELOAD", lib_path());
+    c.env("LD_PRELOAD", preload_path());
     c.env("SOCKEXIT_POLICY", policy);
     c
 }
+
+// ---------------------------------------------------------------------------------
+// Child processes and test peers (tests/preload.rs, tests/bypass.rs)
+// ---------------------------------------------------------------------------------
+
+pub mod proc;
+pub mod tcp_peer;
+// Also included by some test files directly (`mod sample`), hence the allow.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../examples/common/mod.rs"]
+pub mod sample;
+
+/// How long a program may take to print its first line or to exit. Generous: the
+/// machine is small and shared; a hang still fails.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+/// Connect and read timeout of a test peer.
+pub const IO: std::time::Duration = std::time::Duration::from_secs(5);

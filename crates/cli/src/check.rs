@@ -16,7 +16,9 @@ Examples:
 Output: `ok: POLICY: N rules, default deny` on stdout; each warning on stderr as
 `warning: POLICY:LINE:COL: ...`. Warnings name rules that can never match
 (\"shadowed by rule X\"), fields that cannot apply to a rule's calls, empty sets,
-and `default: allow` with only allow rules.
+and `default: allow` with only allow rules; and, when not run as root, a policy,
+set file or directory on their path that users other than root or you can change
+(as root that is an error, as it is for the library in a root process).
 
 With `stealth: true`, one line per group of listening ports the accept rules tell
 apart (their `local_ports`), saying whether the rules left for a wildcard listener
@@ -28,8 +30,9 @@ decide (users, groups and programs are unknown to check):
 Use `sockexit explain POLICY --call listen --local ADDR:PORT --user U --program P`
 for one listener with known facts.
 
-Exit status: 0 valid (warnings allowed), 1 invalid or unreadable
-(`error: FILE:LINE:COL: ...` on stderr), 2 warnings with --deny-warnings.
+Exit status: 0 valid (warnings allowed), 1 invalid, unreadable, or (as root)
+changeable by others (`error: FILE:LINE:COL: ...` on stderr), 2 warnings with
+--deny-warnings.
 
 --program PROGRAM asks whether libsockexit.so can cover a program, without starting
 it, exactly as `sockexit run` judges it before it execs (found through PATH; a #!
@@ -126,6 +129,9 @@ pub fn main(a: Args) -> ExitCode {
 
 fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
     let path = crate::policy_path(policy);
+    // `Policy::load` judges who may change the policy and its set files as the
+    // library does: as root a file or directory others can write is an error (the
+    // library would fail closed), otherwise a warning.
     let policy = match Policy::load(&path) {
         Ok(p) => p,
         Err(e) => return fail(e),

@@ -162,6 +162,8 @@ pub fn main(a: Args) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format_args!("{}: {e}", policy.display())),
     };
+    // As root, a policy or set file others can change is an error here too: the
+    // library would fail closed in the service (`Permissions::for_process`).
     match Policy::load(&policy) {
         Ok(p) => {
             for w in p.warnings() {

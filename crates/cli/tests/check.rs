@@ -72,6 +72,79 @@ fn invalid_policy_reports_file_line_column_on_stderr_and_exits_1() {
 }
 
 #[test]
+fn a_list_field_left_without_value_fails_check_naming_line_and_column() {
+    let d = TempDir::new("check-null");
+    // The only `remote` entry commented out: without the error this rule would allow
+    // every peer, and check would have said "ok".
+    let p = d.write(
+        "p.yaml",
+        "version: 1\ndefault: deny\nrules:\n  - name: ssh-from-lan\n    action: allow\n    remote:\n    # - 10.0.0.0/8\n    local_ports: [22]\n",
+    );
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(o.stdout, "");
+    assert_eq!(
+        o.stderr,
+        format!(
+            "error: {}:6:11: key `remote`: rule `ssh-from-lan`: empty list (`remote:` with no value): write the field out or list addresses\n",
+            p.display()
+        )
+    );
+}
+
+#[test]
+fn a_fifo_as_policy_fails_check_instead_of_hanging() {
+    let d = TempDir::new("check-fifo");
+    let fifo = d.path().join("p.yaml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Under `timeout`: a check that blocks on the FIFO fails (status 124), not hangs.
+    let o = run(support::clean("timeout").args([
+        "20".as_ref(),
+        support::BIN.as_ref(),
+        "check".as_ref(),
+        fifo.as_os_str(),
+    ]));
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert_eq!(
+        o.stderr,
+        format!("error: {}: is a FIFO, not a regular file\n", fifo.display())
+    );
+}
+
+/// The finding for a policy at `p` with mode 0666, owned by whoever runs the test.
+fn world_writable(p: &std::path::Path) -> (u32, String) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let uid = std::fs::metadata(p).unwrap().uid();
+    let text = format!(
+        "{}: writable by group and others (mode 0666, owner {uid}): a root process must not load a policy others can change; chmod go-w",
+        p.display()
+    );
+    (uid, text)
+}
+
+#[test]
+fn a_policy_others_can_change_is_an_error_as_root_and_a_warning_otherwise() {
+    let d = TempDir::new("check-perms");
+    let p = d.write("p.yaml", VALID);
+    let (uid, text) = world_writable(&p);
+    let o = run(sockexit(["check".as_ref(), p.as_os_str()]));
+    if uid == 0 {
+        // The library, as root, would fail closed on it: so does check.
+        assert_eq!(o.code, Some(1), "{o:?}");
+        assert_eq!(o.stdout, "");
+        assert_eq!(o.stderr, format!("error: {text}\n"));
+    } else {
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert_eq!(o.stderr, format!("warning: {text}\n"));
+    }
+}
+
+#[test]
 fn bad_address_is_pointed_at() {
     let d = TempDir::new("check-addr");
     let p = d.write(

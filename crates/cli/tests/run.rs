@@ -219,6 +219,43 @@ fn invalid_policy_refuses_to_start_cmd() {
 }
 
 #[test]
+fn a_policy_others_can_change_refuses_to_start_cmd_as_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = setup("run-perms");
+    let policy = s.dir.path().join("policy.yaml");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let uid = std::fs::metadata(&policy).unwrap().uid();
+    let marker = s.dir.path().join("started");
+    let o = run_in(
+        &s,
+        &[
+            "--policy",
+            "policy.yaml",
+            "--",
+            "/usr/bin/touch",
+            marker.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let text = format!(
+        "{}: writable by group and others (mode 0666, owner {uid}): a root process must not load a policy others can change; chmod go-w",
+        policy.display()
+    );
+    if uid == 0 {
+        assert_eq!(o.code, Some(1), "{o:?}");
+        assert!(!marker.exists(), "CMD ran under a policy others can change");
+        assert_eq!(
+            o.stderr,
+            format!("sockexit: error: {text}\nsockexit: not starting /usr/bin/touch: fix the policy first\n")
+        );
+    } else {
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert!(marker.exists());
+        assert_eq!(o.stderr, format!("sockexit: warning: {text}\n"));
+    }
+}
+
+#[test]
 fn missing_policy_refuses_to_start_cmd() {
     let s = setup("run-missing-policy");
     let o = run_in(&s, &["--policy", "nope.yaml", "--", "/usr/bin/env"], &[]);

@@ -7,6 +7,7 @@
 //! API CONTRACT (other crates code against these names; keep them stable):
 //! - [`Policy::load`], [`Policy::load_with`], [`Policy::from_bytes_with`]
 //! - [`Snapshot::read_deferring`] (all the I/O of a load) and [`Snapshot::compile`] (the rest)
+//! - [`LoadOptions`] with [`Permissions`]; [`Policy::permission_warnings`]
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
 //! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::blocking_accept`],
 //!   [`Policy::audit`]
@@ -19,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 pub mod bpf;
 mod dispatch;
+mod files;
 mod forms;
 mod glob;
+mod perms;
 mod policy;
 mod ranges;
 mod snapshot;
@@ -272,9 +275,13 @@ impl Default for FilesResolver {
     }
 }
 
-/// Field 3 (the id) of the colon-separated line whose field 1 is `name`.
+/// Field 3 (the id) of the colon-separated line whose field 1 is `name`. Read like
+/// the policy (a regular file, bounded, never blocking): it is read in the same
+/// constructor. A file that cannot be read resolves nothing, so the name is unknown
+/// and the policy fails to load.
 fn lookup_id(file: &Path, name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(file).ok()?;
+    let (bytes, _) = files::read_regular(file, MAX_SET_FILE_BYTES).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     text.lines().find_map(|l| {
         let mut f = l.split(':');
         (f.next()? == name).then_some(())?;
@@ -295,6 +302,34 @@ impl NameResolver for FilesResolver {
 pub struct LoadOptions<'a> {
     /// Name → id resolution for `users:` and `groups:`.
     pub resolver: &'a dyn NameResolver,
+    /// What a policy or set file that others could change is: an error or a warning.
+    pub permissions: Permissions,
+}
+
+/// How the rule on who may change the policy and its set files is applied (sshd's
+/// StrictModes). The rule, for the file and every directory on its canonical path up
+/// to `/`: owned by root or the process's effective uid, and not writable by group or
+/// others, except a sticky directory (`/tmp`) whose next component is owned by root
+/// or the effective uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permissions {
+    /// A violation is a load error (processes running as root, or AT_SECURE).
+    Strict,
+    /// A violation is a [`Warning`] (see [`Policy::permission_warnings`]).
+    Warn,
+}
+
+impl Permissions {
+    /// `Strict` when this process's effective uid is 0, else `Warn`: what
+    /// [`Policy::load`] and `sockexit check` use. (The library is also strict in
+    /// AT_SECURE processes, which it knows and the engine does not.)
+    pub fn for_process() -> Permissions {
+        if perms::euid() == 0 {
+            Permissions::Strict
+        } else {
+            Permissions::Warn
+        }
+    }
 }
 
 /// A policy load error. `Display` reads `FILE[:LINE:COLUMN]: [key `K`: ]message`.
@@ -341,6 +376,8 @@ pub struct Policy {
     /// Rules that can still match, by peer address (big or long policies only).
     dispatch: Option<dispatch::Dispatch>,
     warnings: Vec<Warning>,
+    /// How many of `warnings`, at its start, are about file permissions.
+    permission_warnings: usize,
     path: PathBuf,
 }
 
@@ -353,24 +390,37 @@ fn call_index(c: Call) -> usize {
 }
 
 impl Policy {
-    /// Load from a file, resolving names with [`FilesResolver`].
+    /// Load from a file, resolving names with [`FilesResolver`], with the permission
+    /// rule applied as [`Permissions::for_process`] says (strict as root).
     pub fn load(path: &Path) -> Result<Policy, Error> {
         Self::load_with(
             path,
             &LoadOptions {
                 resolver: &FilesResolver::default(),
+                permissions: Permissions::for_process(),
             },
         )
     }
 
     /// Load from a file with explicit options.
     pub fn load_with(path: &Path, opts: &LoadOptions<'_>) -> Result<Policy, Error> {
-        let bytes = policy::read_policy_bytes(path)?;
-        Self::from_bytes_with(&bytes, path, opts)
+        let (bytes, perm) = policy::read_policy_bytes(path, opts.permissions)?;
+        let p = Self::from_bytes_with(&bytes, path, opts)?;
+        Ok(p.with_permission_warnings(perm))
+    }
+
+    /// `warnings` (about the policy file itself, found when reading it) put first,
+    /// with those about set files.
+    pub(crate) fn with_permission_warnings(mut self, warnings: Vec<Warning>) -> Policy {
+        self.permission_warnings += warnings.len();
+        self.warnings.splice(0..0, warnings);
+        self
     }
 
     /// Load from policy bytes; `origin` names the file in errors and anchors relative
-    /// set-file paths.
+    /// set-file paths. Set files are read, and judged by `opts.permissions`, as in
+    /// [`Policy::load_with`]; the policy bytes came from no file, so nothing judges
+    /// who could have changed them.
     pub fn from_bytes_with(
         bytes: &[u8],
         origin: &Path,
@@ -462,10 +512,17 @@ impl Policy {
         &self.audit
     }
 
-    /// Lint findings for `sockexit check`: shadowed rules, fields that can never apply
-    /// to a rule's calls, empty sets, `default: allow` with only allow rules.
+    /// Findings for `sockexit check`: under [`Permissions::Warn`], files others could
+    /// change (first); then lint: shadowed rules, fields that can never apply to a
+    /// rule's calls, empty sets, `default: allow` with only allow rules.
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
+    }
+
+    /// The start of [`Policy::warnings`] that is about file permissions: what the
+    /// library logs at start-up (lint findings are for `sockexit check`).
+    pub fn permission_warnings(&self) -> &[Warning] {
+        &self.warnings[..self.permission_warnings]
     }
 
     /// Number of rules.

@@ -13,9 +13,12 @@
 //!    [`Policy::load`] would have built from the same files, **without any I/O**, so it
 //!    gives the same answer wherever and whenever it runs.
 
-use crate::policy::{self, SetFiles};
+use crate::policy::{self, CapturedFile, SetFiles};
 use crate::Call;
-use crate::{AuditConfig, BlockingAccept, Error, LoadOptions, Mode, NameResolver, Needs, Policy};
+use crate::{
+    AuditConfig, BlockingAccept, Error, LoadOptions, Mode, NameResolver, Needs, Permissions,
+    Policy, Warning,
+};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +36,9 @@ pub enum Prepared {
 pub struct Snapshot {
     origin: PathBuf,
     policy: Vec<u8>,
-    set_files: Vec<(PathBuf, Vec<u8>)>,
+    /// What the permission rule found about the policy file when it was read.
+    policy_warnings: Vec<Warning>,
+    set_files: Vec<CapturedFile>,
     users: Vec<(String, Option<u32>)>,
     groups: Vec<(String, Option<u32>)>,
     /// The policy compiled with every file set empty: what does not depend on the
@@ -98,7 +103,7 @@ impl Snapshot {
         defer_over: usize,
     ) -> Result<Prepared, Error> {
         let snap = Self::read_parsing(path, opts, defer_over)?;
-        if snap.set_files.iter().any(|(_, b)| b.len() > defer_over) {
+        if snap.set_files.iter().any(|c| c.bytes.len() > defer_over) {
             Ok(Prepared::Deferred(snap))
         } else {
             // Every set file was parsed: the outline is the whole policy.
@@ -111,7 +116,7 @@ impl Snapshot {
         opts: &LoadOptions<'_>,
         parse_up_to: usize,
     ) -> Result<Snapshot, Error> {
-        let policy = policy::read_policy_bytes(path)?;
+        let (policy, policy_warnings) = policy::read_policy_bytes(path, opts.permissions)?;
         let rec = Recording {
             inner: opts.resolver,
             users: RefCell::default(),
@@ -121,15 +126,20 @@ impl Snapshot {
         let outline = policy::compile(
             &policy,
             path,
-            &LoadOptions { resolver: &rec },
+            &LoadOptions {
+                resolver: &rec,
+                permissions: opts.permissions,
+            },
             SetFiles::Capture {
                 into: &mut set_files,
                 parse_up_to,
             },
-        )?;
+        )?
+        .with_permission_warnings(policy_warnings.clone());
         Ok(Snapshot {
             origin: path.to_path_buf(),
             policy,
+            policy_warnings,
             set_files,
             users: rec.users.into_inner(),
             groups: rec.groups.into_inner(),
@@ -145,17 +155,23 @@ impl Snapshot {
             users: &self.users,
             groups: &self.groups,
         };
-        policy::compile(
+        // Replay reads nothing, so the permission rule is not applied again: its
+        // findings from the read come back with the captured files.
+        let p = policy::compile(
             &self.policy,
             &self.origin,
-            &LoadOptions { resolver: &replay },
+            &LoadOptions {
+                resolver: &replay,
+                permissions: Permissions::Warn,
+            },
             SetFiles::Replay(&self.set_files),
-        )
+        )?;
+        Ok(p.with_permission_warnings(self.policy_warnings.clone()))
     }
 
     /// Total size of the set files read.
     pub fn set_file_bytes(&self) -> usize {
-        self.set_files.iter().map(|(_, b)| b.len()).sum()
+        self.set_files.iter().map(|c| c.bytes.len()).sum()
     }
 
     /// The policy file.
@@ -172,6 +188,12 @@ impl Snapshot {
     /// `mode:`
     pub fn mode(&self) -> Mode {
         self.outline.mode()
+    }
+
+    /// What the permission rule found under [`Permissions::Warn`] when the files were
+    /// read (final: [`Snapshot::compile`] gives the same).
+    pub fn permission_warnings(&self) -> &[Warning] {
+        self.outline.permission_warnings()
     }
 
     /// `stealth:`

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use sockexit_engine::Call;
 
 const RULE: &str = "rules:\n  - name: r\n    action: allow\n";
 
@@ -192,7 +193,7 @@ fn bad_calls_families_programs_and_empty_lists() {
     );
     refused(
         rule("    calls: []\n"),
-        ":4:5: key `calls`: rule `r`: empty list: the rule would apply to nothing",
+        ":6:12: key `calls`: rule `r`: empty list: the rule would apply to nothing",
     );
     refused(
         rule("    families: [inet]\n"),
@@ -204,11 +205,11 @@ fn bad_calls_families_programs_and_empty_lists() {
     );
     refused(
         rule("    remote: []\n"),
-        ":4:5: key `remote`: rule `r`: empty list: write the field out or list addresses",
+        ":6:13: key `remote`: rule `r`: empty list: write the field out or list addresses",
     );
     refused(
         rule("    users: []\n"),
-        ":4:5: key `users`: rule `r`: empty list",
+        ":6:12: key `users`: rule `r`: empty list",
     );
 }
 
@@ -491,5 +492,118 @@ fn missing_policy_file() {
     assert_eq!(
         e.to_string(),
         "/nonexistent/sockexit.yaml: No such file or directory (os error 2)"
+    );
+}
+
+/// Every list field of a rule, with the end of its `[]` message.
+const LIST_FIELDS: &[(&str, &str)] = &[
+    ("calls", ": the rule would apply to nothing"),
+    ("remote", ": write the field out or list addresses"),
+    ("remote_ports", ""),
+    ("local", ": write the field out or list addresses"),
+    ("local_ports", ""),
+    ("users", ""),
+    ("groups", ""),
+    ("programs", ""),
+    ("families", ""),
+];
+
+#[test]
+fn a_list_field_whose_only_entry_is_commented_out_is_refused_not_match_anything() {
+    for &(f, why) in LIST_FIELDS {
+        // Block style, the half-finished edit the issue describes; another field after it
+        // must not hide it.
+        let col = 4 + f.len() + 1;
+        let after = if f == "families" {
+            "calls: [accept]"
+        } else {
+            "families: [ipv4]"
+        };
+        let e = refused(
+            rule(&format!("    {f}:\n    #  - something\n    {after}\n")),
+            &format!(":6:{col}: key `{f}`: rule `r`: empty list (`{f}:` with no value){why}"),
+        );
+        assert_eq!(e.key.as_deref(), Some(f));
+        // ... and as the last key of the file.
+        refused(
+            rule(&format!("    {f}:\n    # - something\n")),
+            &format!(":6:{col}: key `{f}`: rule `r`: empty list (`{f}:` with no value){why}"),
+        );
+    }
+}
+
+#[test]
+fn a_null_list_field_in_flow_style_is_refused_with_its_position() {
+    for &(f, why) in LIST_FIELDS {
+        let key_col = "  - { name: r, action: allow, ".len() + 1;
+        let msg = format!("key `{f}`: rule `r`: empty list (`{f}:` with no value){why}");
+        // Nothing after the colon: the position is the colon's.
+        refused(
+            format!("{HEAD}rules:\n  - {{ name: r, action: allow, {f}: }}\n"),
+            &format!(":4:{}: {msg}", key_col + f.len()),
+        );
+        // An explicit null, `~` or `null`: the position is the value's.
+        for null in ["~", "null"] {
+            refused(
+                format!("{HEAD}rules:\n  - {{ name: r, action: allow, {f}: {null} }}\n"),
+                &format!(":4:{}: {msg}", key_col + f.len() + 2),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_null_list_field_in_block_style_is_refused() {
+    for &(f, why) in LIST_FIELDS {
+        refused(
+            rule(&format!("    {f}: ~\n")),
+            &format!(
+                ":6:{}: key `{f}`: rule `r`: empty list (`{f}:` with no value){why}",
+                4 + f.len() + 3
+            ),
+        );
+    }
+}
+
+#[test]
+fn an_absent_list_field_still_matches_anything() {
+    let p = ok(&rule(""));
+    assert_eq!(decide(&p, Call::Connect, connect("192.0.2.1:80")).0, ALLOW);
+}
+
+#[test]
+fn a_null_set_is_refused_naming_the_set() {
+    let msg = "set `lan` has no value (its entries commented out?): list addresses, write `[]` for an empty set, or `{ file: PATH }`";
+    let e = refused(
+        format!("{HEAD}sets: {{lan: }}\n"),
+        &format!(":3:11: key `lan`: {msg}"),
+    );
+    assert_eq!(e.key.as_deref(), Some("lan"));
+    refused(
+        format!("{HEAD}sets:\n  lan:\n  #  - 10.0.0.0/8\n  wan: [192.0.2.0/24]\n"),
+        &format!(":4:6: key `lan`: {msg}"),
+    );
+    refused(
+        format!("{HEAD}sets:\n  lan: ~\n"),
+        &format!(":4:8: key `lan`: {msg}"),
+    );
+    // `[]` is an empty set on purpose: it loads, with a warning (tests/warnings.rs).
+    ok(&format!("{HEAD}sets:\n  lan: []\n"));
+}
+
+#[test]
+fn an_empty_list_item_is_refused_in_plain_words() {
+    refused(
+        format!("{HEAD}rules:\n  - {{ name: r, action: allow, remote: [~] }}\n"),
+        ":4:40: no value (null) where text is expected",
+    );
+    refused(
+        rule("    remote:\n      -\n"),
+        ":7:8: no value (null) where text is expected",
+    );
+    let (_, text) = bad(rule("    local_ports: [~]\n"));
+    assert!(
+        text.contains("no value (null)") && text.contains(":6:19:"),
+        "{text}"
     );
 }

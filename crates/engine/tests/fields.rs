@@ -310,6 +310,7 @@ fn users_resolved_from_passwd_and_group_files() {
         std::path::Path::new(ORIGIN),
         &sockexit_engine::LoadOptions {
             resolver: &resolver,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
     .expect("loads");
@@ -320,6 +321,7 @@ fn users_resolved_from_passwd_and_group_files() {
         std::path::Path::new(ORIGIN),
         &sockexit_engine::LoadOptions {
             resolver: &resolver,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
     .unwrap_err();

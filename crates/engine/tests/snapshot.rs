@@ -15,6 +15,7 @@ fn read(path: &Path) -> Result<Snapshot, Error> {
         path,
         &LoadOptions {
             resolver: &TestUsers,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
 }
@@ -24,6 +25,7 @@ fn load_file(path: &Path) -> Result<Policy, Error> {
         path,
         &LoadOptions {
             resolver: &TestUsers,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
 }
@@ -228,6 +230,7 @@ fn names_are_resolved_once_when_read() {
         &path,
         &LoadOptions {
             resolver: &counting,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
     .unwrap();
@@ -297,6 +300,7 @@ fn read_deferring_parses_small_set_files_at_once_and_defers_big_ones() {
     let eager = load_file(&path).unwrap();
     let opts = LoadOptions {
         resolver: &TestUsers,
+        permissions: sockexit_engine::Permissions::Warn,
     };
     let big = std::fs::metadata(dir.path().join("drop.txt"))
         .unwrap()

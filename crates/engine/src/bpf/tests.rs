@@ -13,6 +13,7 @@ fn policy(text: &str) -> Policy {
         Path::new("/nonexistent/policy.yaml"),
         &LoadOptions {
             resolver: &FilesResolver::default(),
+            permissions: crate::Permissions::Warn,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"))

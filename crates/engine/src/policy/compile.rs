@@ -1,9 +1,9 @@
 //! A raw policy document → the compiled [`Policy`]: top-level keys, sets, rules, and
 //! the per-call rule tables. Every error names the file, line, column and key.
 
-use super::files::{parse_net, parse_set_text, read_set_bytes, SetFiles};
+use super::files::{parse_net, parse_set_text, read_set_bytes, CapturedFile, SetFiles};
 use super::lint::lint;
-use super::raw::{NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
+use super::raw::{ListField, NumOrStr, RawAudit, RawPolicy, RawRule, RawSet};
 use super::rule::{Rule, ALL_CALLS, FAM_V4, FAM_V6};
 use super::yaml_error::{yaml_error, yaml_options};
 use super::{loc, Ctx, MAX_POLICY_BYTES};
@@ -11,7 +11,7 @@ use crate::glob::Glob;
 use crate::ranges::{AddrSet, AddrSetBuilder, PortSet};
 use crate::{
     AuditConfig, AuditEvents, AuditLog, BlockingAccept, Call, Error, LoadOptions, Mode, Needs,
-    Policy, Verdict, Warning,
+    Permissions, Policy, Verdict, Warning,
 };
 use serde_saphyr::Spanned;
 use std::collections::{HashMap, HashSet};
@@ -72,7 +72,18 @@ pub(crate) fn compile(
     let audit = audit_config(&ctx, raw.audit.as_ref(), base)?;
 
     let mut warnings = Vec::new();
-    let sets = compile_sets(&ctx, &raw, base, files, &mut warnings)?;
+    // Permission findings about set files, put first (as the policy file's are by
+    // its reader), so they are a prefix the library can log on its own.
+    let mut file_warnings = Vec::new();
+    let sets = compile_sets(
+        &ctx,
+        &raw,
+        base,
+        files,
+        opts.permissions,
+        &mut warnings,
+        &mut file_warnings,
+    )?;
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for r in raw.rules.iter().flatten() {
@@ -80,6 +91,8 @@ pub(crate) fn compile(
     }
 
     lint(&rules, default, &mut warnings);
+    let permission_warnings = file_warnings.len();
+    file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
     let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
     Ok(Policy {
@@ -92,7 +105,8 @@ pub(crate) fn compile(
         by_call,
         needs,
         dispatch,
-        warnings,
+        warnings: file_warnings,
+        permission_warnings,
         path: PathBuf::from(origin),
     })
 }
@@ -180,7 +194,9 @@ fn compile_sets(
     raw: &RawPolicy,
     base: &Path,
     mut files: SetFiles<'_>,
+    perms: Permissions,
     warnings: &mut Vec<Warning>,
+    file_warnings: &mut Vec<Warning>,
 ) -> Result<HashMap<String, AddrSet>, Error> {
     let mut sets = HashMap::new();
     for (name, s) in raw.sets.iter().flatten() {
@@ -200,7 +216,18 @@ fn compile_sets(
                 }
                 b.build()
             }
-            RawSet::File(f) => set_file(ctx, name, loc(s), &base.join(f), &mut files)?,
+            RawSet::Null => {
+                return Err(ctx.err(
+                    loc(s),
+                    Some(name),
+                    format!("set `{name}` has no value (its entries commented out?): list addresses, write `[]` for an empty set, or `{{ file: PATH }}`"),
+                ))
+            }
+            RawSet::File(f) => {
+                let (set, mut found) = set_file(ctx, name, loc(s), &base.join(f), &mut files, perms)?;
+                file_warnings.append(&mut found);
+                set
+            }
         };
         if set.is_empty() {
             warnings.push(Warning {
@@ -214,28 +241,37 @@ fn compile_sets(
     Ok(sets)
 }
 
-/// `{ file: PATH }`: read (or replay) and parse as `files` says.
+/// `{ file: PATH }`: read (or replay) and parse as `files` says; with the permission
+/// findings of the read (replayed too).
 fn set_file(
     ctx: &Ctx<'_>,
     name: &str,
     at: At,
     path: &Path,
     files: &mut SetFiles<'_>,
-) -> Result<AddrSet, Error> {
+    perms: Permissions,
+) -> Result<(AddrSet, Vec<Warning>), Error> {
     match files {
-        SetFiles::Disk => parse_set_text(path, &read_set_bytes(ctx, name, at, path)?),
+        SetFiles::Disk => {
+            let (bytes, found) = read_set_bytes(ctx, name, at, path, perms)?;
+            Ok((parse_set_text(path, &bytes)?, found))
+        }
         SetFiles::Capture { into, parse_up_to } => {
-            let bytes = read_set_bytes(ctx, name, at, path)?;
+            let (bytes, found) = read_set_bytes(ctx, name, at, path, perms)?;
             let set = if bytes.len() <= *parse_up_to {
                 parse_set_text(path, &bytes)?
             } else {
                 AddrSetBuilder::default().build()
             };
-            into.push((path.to_path_buf(), bytes));
-            Ok(set)
+            into.push(CapturedFile {
+                path: path.to_path_buf(),
+                bytes,
+                warnings: found.clone(),
+            });
+            Ok((set, found))
         }
-        SetFiles::Replay(from) => match from.iter().find(|(p, _)| p == path) {
-            Some((_, bytes)) => parse_set_text(path, bytes),
+        SetFiles::Replay(from) => match from.iter().find(|c| c.path == path) {
+            Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
             // Only if the policy bytes differ from the captured ones.
             None => Err(ctx.err(
                 at,
@@ -267,8 +303,34 @@ impl RuleCtx<'_> {
         self.err_at(self.at, key, msg)
     }
 
-    fn calls(&self, v: &Option<Vec<String>>) -> Result<u8, Error> {
-        let Some(cs) = v else { return Ok(ALL_CALLS) };
+    /// The items of a list field, `None` when the key is absent. `[]` and a key with
+    /// no value are refused alike (`why` ends the message): a rule field that is there
+    /// but lists nothing must never be read as "matches anything".
+    fn items<'v, T>(
+        &self,
+        key: &str,
+        v: &'v ListField<T>,
+        why: &str,
+    ) -> Result<Option<&'v [T]>, Error> {
+        let Some(sp) = v else { return Ok(None) };
+        match &sp.value {
+            None => Err(self.err_at(
+                loc(sp),
+                key,
+                format!("empty list (`{key}:` with no value){why}"),
+            )),
+            Some(items) if items.is_empty() => {
+                Err(self.err_at(loc(sp), key, format!("empty list{why}")))
+            }
+            Some(items) => Ok(Some(items)),
+        }
+    }
+
+    fn calls(&self, v: &ListField<String>) -> Result<u8, Error> {
+        let why = ": the rule would apply to nothing";
+        let Some(cs) = self.items("calls", v, why)? else {
+            return Ok(ALL_CALLS);
+        };
         let mut m = 0;
         for c in cs {
             m |= match c.as_str() {
@@ -280,24 +342,15 @@ impl RuleCtx<'_> {
                 }
             };
         }
-        if m == 0 {
-            return Err(self.err(
-                "calls",
-                "empty list: the rule would apply to nothing".into(),
-            ));
-        }
         Ok(m)
     }
 
     /// `remote` / `local`: addresses, prefixes and `@set`s.
-    fn addrs(&self, key: &str, v: &Option<Vec<Spanned<String>>>) -> Result<Option<AddrSet>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(
-                key,
-                "empty list: write the field out or list addresses".into(),
-            ));
-        }
+    fn addrs(&self, key: &str, v: &ListField<Spanned<String>>) -> Result<Option<AddrSet>, Error> {
+        let why = ": write the field out or list addresses";
+        let Some(items) = self.items(key, v, why)? else {
+            return Ok(None);
+        };
         let mut b = AddrSetBuilder::default();
         for sp in items {
             let it = &sp.value;
@@ -323,15 +376,10 @@ impl RuleCtx<'_> {
         Ok(Some(b.build()))
     }
 
-    fn ports(
-        &self,
-        key: &str,
-        v: &Option<Vec<Spanned<NumOrStr>>>,
-    ) -> Result<Option<PortSet>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(key, "empty list".into()));
-        }
+    fn ports(&self, key: &str, v: &ListField<Spanned<NumOrStr>>) -> Result<Option<PortSet>, Error> {
+        let Some(items) = self.items(key, v, "")? else {
+            return Ok(None);
+        };
         let rs = items
             .iter()
             .map(|p| parse_port(&p.value).map_err(|m| self.err_at(loc(p), key, m)))
@@ -343,14 +391,13 @@ impl RuleCtx<'_> {
     fn ids(
         &self,
         key: &str,
-        v: &Option<Vec<Spanned<NumOrStr>>>,
+        v: &ListField<Spanned<NumOrStr>>,
         lookup: &dyn Fn(&str) -> Option<u32>,
         what: &str,
     ) -> Result<Option<Vec<u32>>, Error> {
-        let Some(items) = v else { return Ok(None) };
-        if items.is_empty() {
-            return Err(self.err(key, "empty list".into()));
-        }
+        let Some(items) = self.items(key, v, "")? else {
+            return Ok(None);
+        };
         let mut out = Vec::new();
         for sp in items {
             let at = loc(sp);
@@ -368,23 +415,20 @@ impl RuleCtx<'_> {
         Ok(Some(out))
     }
 
-    fn programs(&self, v: &Option<Vec<String>>) -> Result<Option<Vec<Glob>>, Error> {
-        match v {
-            None => Ok(None),
-            Some(ps) if ps.is_empty() => Err(self.err("programs", "empty list".into())),
-            Some(ps) => ps
-                .iter()
-                .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-        }
+    fn programs(&self, v: &ListField<String>) -> Result<Option<Vec<Glob>>, Error> {
+        let Some(ps) = self.items("programs", v, "")? else {
+            return Ok(None);
+        };
+        ps.iter()
+            .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
-    fn families(&self, v: &Option<Vec<String>>) -> Result<Option<u8>, Error> {
-        let Some(fs) = v else { return Ok(None) };
-        if fs.is_empty() {
-            return Err(self.err("families", "empty list".into()));
-        }
+    fn families(&self, v: &ListField<String>) -> Result<Option<u8>, Error> {
+        let Some(fs) = self.items("families", v, "")? else {
+            return Ok(None);
+        };
         let mut m = 0;
         for f in fs {
             m |= match f.as_str() {

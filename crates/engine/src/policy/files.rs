@@ -1,8 +1,9 @@
 //! Reading the policy and set files (bounded), and parsing set-file text.
 
 use super::{Ctx, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
+use crate::files::{read_regular, ReadError};
 use crate::ranges::{AddrSet, AddrSetBuilder};
-use crate::Error;
+use crate::{Error, Permissions, Warning};
 use std::path::{Path, PathBuf};
 
 /// An address or `addr/len` prefix, host bits dropped. std's address parser, a byte
@@ -39,23 +40,52 @@ fn short_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The policy file's bytes, refusing a file over [`MAX_POLICY_BYTES`] before reading it.
-pub(crate) fn read_policy_bytes(path: &Path) -> Result<Vec<u8>, Error> {
+/// The policy file's bytes: a regular file of at most [`MAX_POLICY_BYTES`], read
+/// without blocking and without reading past the limit (`crate::files`); and, under
+/// [`Permissions::Warn`], what the permission rule found (under `Strict` an error).
+pub(crate) fn read_policy_bytes(
+    path: &Path,
+    perms: Permissions,
+) -> Result<(Vec<u8>, Vec<Warning>), Error> {
     let err = |message: String| Error {
         file: path.to_path_buf(),
         location: None,
         key: None,
         message,
     };
-    let too_big = std::fs::metadata(path)
-        .map(|m| m.len() > MAX_POLICY_BYTES as u64)
-        .unwrap_or(false);
-    if too_big {
-        return Err(err(format!(
-            "policy is larger than {MAX_POLICY_BYTES} bytes"
-        )));
+    let (bytes, meta) = read_regular(path, MAX_POLICY_BYTES as u64).map_err(|e| {
+        err(match e {
+            ReadError::TooBig => format!("policy is larger than {MAX_POLICY_BYTES} bytes"),
+            other => other.to_string(),
+        })
+    })?;
+    let mut warnings = Vec::new();
+    for v in crate::perms::check(path, &meta, "a policy") {
+        // The path is the policy's own (canonical) one, or a directory above it.
+        let text = if v.path == path {
+            v.text
+        } else {
+            v.to_string()
+        };
+        match perms {
+            Permissions::Strict => return Err(err(text)),
+            Permissions::Warn => warnings.push(Warning {
+                rule: None,
+                location: None,
+                message: text,
+            }),
+        }
     }
-    std::fs::read(path).map_err(|e| err(e.to_string()))
+    Ok((bytes, warnings))
+}
+
+/// A set file as read for a [`crate::Snapshot`]: its bytes, and the permission
+/// warnings found when it was read, replayed with them.
+#[derive(Debug)]
+pub(crate) struct CapturedFile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub warnings: Vec<Warning>,
 }
 
 /// How [`compile`](super::compile) gets the contents of `sets: { NAME: { file: PATH } }`.
@@ -66,37 +96,53 @@ pub(crate) enum SetFiles<'a> {
     /// most `parse_up_to` bytes are parsed now too; bigger ones leave their set empty
     /// until [`crate::Snapshot::compile`].
     Capture {
-        into: &'a mut Vec<(PathBuf, Vec<u8>)>,
+        into: &'a mut Vec<CapturedFile>,
         parse_up_to: usize,
     },
     /// Parse the bytes captured earlier; no I/O.
-    Replay(&'a [(PathBuf, Vec<u8>)]),
+    Replay(&'a [CapturedFile]),
 }
 
-/// The bytes of one set file, with the same limits and errors whoever reads it.
+/// The bytes of one set file, with the same limits and errors whoever reads it, and
+/// the permission rule's findings as [`read_policy_bytes`] has them (errors and
+/// warnings name the policy, the set's line and column, and the set).
 pub(super) fn read_set_bytes(
     ctx: &Ctx<'_>,
     set: &str,
     at: Option<(usize, usize)>,
     path: &Path,
-) -> Result<Vec<u8>, Error> {
-    let cannot = |e: std::io::Error| {
-        ctx.err(
-            at,
-            Some(set),
-            format!("cannot read set file {}: {e}", path.display()),
-        )
-    };
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    if meta.len() > MAX_SET_FILE_BYTES {
-        return Err(Error {
+    perms: Permissions,
+) -> Result<(Vec<u8>, Vec<Warning>), Error> {
+    let (bytes, meta) = read_regular(path, MAX_SET_FILE_BYTES).map_err(|e| match e {
+        ReadError::TooBig => Error {
             file: path.to_path_buf(),
             location: None,
             key: None,
             message: format!("set file is larger than {MAX_SET_FILE_BYTES} bytes"),
-        });
+        },
+        other => ctx.err(
+            at,
+            Some(set),
+            format!("cannot read set file {}: {other}", path.display()),
+        ),
+    })?;
+    let mut warnings = Vec::new();
+    for v in crate::perms::check(path, &meta, "a set file") {
+        let text = if v.path == path {
+            format!("set file {}: {}", path.display(), v.text)
+        } else {
+            format!("set file {}: {v}", path.display())
+        };
+        match perms {
+            Permissions::Strict => return Err(ctx.err(at, Some(set), text)),
+            Permissions::Warn => warnings.push(Warning {
+                rule: None,
+                location: at,
+                message: text,
+            }),
+        }
     }
-    std::fs::read(path).map_err(cannot)
+    Ok((bytes, warnings))
 }
 
 /// A set file's text (one address or prefix per line, `#` comments) as a set; errors

@@ -32,6 +32,9 @@ pub(super) struct RawAudit {
 pub(super) enum RawSet {
     List(Vec<Spanned<String>>),
     File(String),
+    /// `lan:` with no value (its entries commented out?): refused by `compile`, which
+    /// knows the set's name for the message.
+    Null,
 }
 
 impl<'de> Deserialize<'de> for RawSet {
@@ -41,6 +44,12 @@ impl<'de> Deserialize<'de> for RawSet {
             type Value = RawSet;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of addresses, or `{ file: PATH }`")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawSet, E> {
+                Ok(RawSet::Null)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<RawSet, E> {
+                Ok(RawSet::Null)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<RawSet, A::Error> {
                 let mut v = Vec::new();
@@ -108,19 +117,45 @@ impl std::fmt::Display for NumOrStr {
     }
 }
 
+/// A rule's list field: `None` when the key is absent (the field matches anything),
+/// `Some` with a `None` value when the key is there with no value, as when its only
+/// entry was commented out. Serde reads both as `None` for a plain `Option<Vec<_>>`,
+/// and that null would silently widen the rule, so [`present`] keeps them apart and
+/// `compile` refuses the null like `[]`. `Spanned` points the error at the value.
+pub(super) type ListField<T> = Option<Spanned<Option<Vec<T>>>>;
+
+/// `deserialize_with` for [`ListField`]: a key that is there is `Some`, whatever its
+/// value (an absent key is `None` through `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     pub(super) name: Option<String>,
     pub(super) action: Option<String>,
-    pub(super) calls: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) calls: ListField<String>,
 
-    pub(super) remote: Option<Vec<Spanned<String>>>,
-    pub(super) remote_ports: Option<Vec<Spanned<NumOrStr>>>,
-    pub(super) local: Option<Vec<Spanned<String>>>,
-    pub(super) local_ports: Option<Vec<Spanned<NumOrStr>>>,
-    pub(super) users: Option<Vec<Spanned<NumOrStr>>>,
-    pub(super) groups: Option<Vec<Spanned<NumOrStr>>>,
-    pub(super) programs: Option<Vec<String>>,
-    pub(super) families: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) remote: ListField<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) remote_ports: ListField<Spanned<NumOrStr>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) local: ListField<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) local_ports: ListField<Spanned<NumOrStr>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) users: ListField<Spanned<NumOrStr>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) groups: ListField<Spanned<NumOrStr>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) programs: ListField<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) families: ListField<String>,
 }

@@ -127,6 +127,13 @@ fn plain_message(text: &str) -> String {
             message = message[i + 2..].to_string();
         }
     }
+    // A list item or value left empty (`- ` alone, `[~]`): serde's words name Rust types.
+    if message.starts_with("cannot deserialize null into ") {
+        return "no value (null) where text is expected".to_string();
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: unit value") {
+        message = format!("no value (null){rest}");
+    }
     match message.as_str() {
         "expected mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
         "invalid boolean" => "expected true or false".to_string(),

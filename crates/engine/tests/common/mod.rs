@@ -38,6 +38,7 @@ pub fn load_at(yaml: impl AsRef<[u8]>, origin: &Path) -> Result<Policy, Error> {
         origin,
         &LoadOptions {
             resolver: &TestUsers,
+            permissions: sockexit_engine::Permissions::Warn,
         },
     )
 }

@@ -18,7 +18,7 @@
 # A binary upgrade (USR2) does exec: the master re-executes nginx with an environment
 # it rebuilds, keeping only TZ and the variables named by `env` directives. The
 # library puts LD_PRELOAD and SOCKEXIT_POLICY back into the environment of every
-# exec that lacks them, so the new master and its workers run under the same policy
+# exec that lacks them (or names another policy), so the new master and its workers run under the same policy
 # (tests/nginx_upgrade.rs). As belt and braces, keep them in nginx.conf too (main
 # context):
 #   env LD_PRELOAD;

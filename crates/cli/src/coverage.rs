@@ -35,6 +35,8 @@ pub enum Kind {
     WrongClass,
     /// It could not be read or understood.
     Unknown,
+    /// The dynamic loader run as a command: the program it loads is what counts.
+    Loader,
 }
 
 /// The answer, with the reason as a sentence that starts with the program's path.
@@ -69,6 +71,7 @@ impl Judgement {
             }
             Kind::WrongClass => "build libsockexit.so for that architecture and give it with --lib",
             Kind::Unknown => "make it readable to sockexit, or check it with `file`",
+            Kind::Loader => "a dynamically linked program is started by this loader anyway",
         }
     }
 }
@@ -206,6 +209,16 @@ fn judge_file(program: &Path, lib: Option<&Elf>, depth: usize) -> Judgement {
         );
     }
     let Some(interp) = &e.interp else {
+        if is_own_loader(program) {
+            return judgement(
+                program,
+                Kind::Loader,
+                format!(
+                    "{shown} is the dynamic loader itself: what it loads is the program to \
+                     judge; name that program instead"
+                ),
+            );
+        }
         return judgement(
             program,
             Kind::Static,
@@ -245,6 +258,17 @@ fn judge_file(program: &Path, lib: Option<&Elf>, depth: usize) -> Judgement {
             String::from_utf8_lossy(interp)
         ),
     )
+}
+
+/// Whether `program` is the dynamic loader this very program was started with.
+fn is_own_loader(program: &Path) -> bool {
+    let own = File::open("/proc/self/exe")
+        .ok()
+        .and_then(|f| elf::parse(&f).ok())
+        .and_then(|e| e.interp);
+    let Some(own) = own else { return false };
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    canon(Path::new(OsStr::from_bytes(&own))).is_some_and(|l| canon(program) == Some(l))
 }
 
 /// `#!INTERP [ARG]`: the kernel runs INTERP with at most one argument (the rest of the
@@ -451,6 +475,15 @@ mod tests {
         let j = judge(s.as_os_str(), None).unwrap();
         assert!(j.covered() && j.why.contains("run by /bin/sh"), "{j:?}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_dynamic_loader_is_not_called_static() {
+        let me = File::open("/proc/self/exe").unwrap();
+        let interp = elf::parse(&me).unwrap().interp.unwrap();
+        let j = judge(OsStr::from_bytes(&interp), None).unwrap();
+        assert_eq!(j.kind, Kind::Loader, "{j:?}");
+        assert!(j.why.contains("is the dynamic loader itself"), "{j:?}");
     }
 
     #[test]

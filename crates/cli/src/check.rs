@@ -3,6 +3,7 @@
 use crate::explain::{compile_listener, outcome_text};
 use crate::out::{fail, say};
 use sockexit_engine::{Call, Mode, Policy};
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +32,18 @@ for one listener with known facts.
 
 Exit status: 0 valid (warnings allowed), 1 invalid, unreadable, or (as root)
 changeable by others (`error: FILE:LINE:COL: ...` on stderr), 2 warnings with
---deny-warnings.";
+--deny-warnings.
+
+--program PROGRAM asks whether libsockexit.so can cover a program, without starting
+it, exactly as `sockexit run` judges it before it execs (found through PATH; a #!
+script by its interpreter):
+  sockexit check --program nginx
+  covered: /usr/sbin/nginx is dynamically linked (interpreter /lib64/ld-linux-x86-64.so.2): ...
+  sockexit check --program ./server
+  not covered: ./server is statically linked: LD_PRELOAD cannot reach its socket calls; ...
+Exit status 0 covered, 3 not covered (sockexit run refuses it without
+--allow-uncovered), 1 not found. Without POLICY only the program is judged; with
+both, the policy is checked first and its failure decides the exit status.";
 
 /// Validate a policy: syntax, keys, addresses, ports, users, set files; then lint it.
 #[derive(clap::Args)]
@@ -49,6 +61,31 @@ pub struct Args {
     /// Exit with status 2 when the policy loads but has warnings
     #[arg(long)]
     deny_warnings: bool,
+    /// Say whether libsockexit.so can cover PROGRAM (found through PATH), as
+    /// `sockexit run` judges it, without starting it
+    #[arg(long, value_name = "PROGRAM")]
+    program: Option<OsString>,
+}
+
+/// `covered: ...` (0) or `not covered: ...` (3), on stdout.
+fn check_program(name: &OsStr) -> ExitCode {
+    let lib = crate::run::find_lib(None).ok();
+    match crate::coverage::judge(name, lib.as_deref()) {
+        Err(crate::coverage::NotFound(e)) => fail(e),
+        Ok(j) if j.covered() => {
+            say(format_args!("covered: {}", j.why));
+            ExitCode::SUCCESS
+        }
+        Ok(j) => {
+            say(format_args!(
+                "not covered: {}; {}; sockexit run refuses to start it unless given \
+                 --allow-uncovered",
+                j.why,
+                j.remedy()
+            ));
+            ExitCode::from(crate::coverage::NOT_COVERED)
+        }
+    }
 }
 
 /// A warning as printed: `POLICY:LINE:COL: message`, like a compiler's.
@@ -77,7 +114,21 @@ pub fn summary(p: &Policy) -> String {
 }
 
 pub fn main(a: Args) -> ExitCode {
-    let path = crate::policy_path(a.policy);
+    let Some(program) = a.program else {
+        return check_policy(a.policy, a.deny_warnings);
+    };
+    if a.policy.is_none() {
+        return check_program(&program);
+    }
+    let code = check_policy(a.policy, a.deny_warnings);
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    check_program(&program)
+}
+
+fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
+    let path = crate::policy_path(policy);
     // `Policy::load` judges who may change the policy and its set files as the
     // library does: as root a file or directory others can write is an error (the
     // library would fail closed), otherwise a warning.
@@ -89,7 +140,7 @@ pub fn main(a: Args) -> ExitCode {
     for w in warnings {
         eprintln!("warning: {}", warning_line(&path, w));
     }
-    if a.deny_warnings && !warnings.is_empty() {
+    if deny_warnings && !warnings.is_empty() {
         eprintln!(
             "error: {}: {} warning{} (--deny-warnings)",
             path.display(),

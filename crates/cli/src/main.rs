@@ -6,6 +6,8 @@
 
 mod addr;
 mod check;
+mod coverage;
+mod elf;
 mod explain;
 mod out;
 mod run;

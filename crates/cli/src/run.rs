@@ -1,5 +1,6 @@
 //! `sockexit run`: check the policy, then exec a program with the library preloaded.
 
+use crate::coverage;
 use crate::out::stderr_is_ip_socket;
 use sockexit_engine::Policy;
 use std::ffi::{OsStr, OsString};
@@ -22,12 +23,21 @@ What CMD gets:
 libsockexit.so is looked for beside the sockexit executable, then in ../lib/
 relative to it (/usr/bin/sockexit -> /usr/lib/libsockexit.so), unless --lib names it.
 
-An invalid policy is reported and CMD is not started (exit 1). CMD missing or not
-executable: exit 127 or 126. Otherwise sockexit is replaced by CMD (same pid), so
-CMD's exit status is the command's exit status.
+An invalid policy is reported and CMD is not started (exit 1). CMD that the library
+cannot cover: exit 3 (below). CMD missing or not executable: exit 127 or 126.
+Otherwise sockexit is replaced by CMD (same pid), so CMD's exit status is the
+command's exit status.
 
-Not covered: statically linked programs, Go programs and io_uring bypass LD_PRELOAD;
-setuid programs ignore LD_PRELOAD unless the library is installed for them.";
+Before it execs, run inspects CMD (found through PATH as exec finds it; a #! script
+by its interpreter, #!/usr/bin/env NAME through PATH) and does not start what
+LD_PRELOAD cannot reach (exit 3): a statically linked program, a Go program (raw
+system calls, even when dynamically linked with cgo), a program the kernel starts in
+secure-execution mode (set-user-ID or set-group-ID to another user or group, file
+capabilities), where the dynamic loader ignores an LD_PRELOAD entry with a slash.
+--allow-uncovered starts it anyway, unprotected, with a warning. `sockexit check
+--program CMD` asks the same question without starting anything.
+
+Not seen even in a covered program: io_uring, raw syscall(2) and inline system calls.";
 
 /// Run a program with libsockexit.so preloaded and the policy set.
 #[derive(clap::Args)]
@@ -50,6 +60,10 @@ pub struct Args {
     /// The preload library to use instead of the one installed with sockexit
     #[arg(long, value_name = "PATH")]
     lib: Option<PathBuf>,
+    /// Start CMD even when LD_PRELOAD cannot reach it (statically linked, Go,
+    /// set-user-ID), unprotected, with a warning
+    #[arg(long)]
+    allow_uncovered: bool,
     /// The program to run, and its arguments (put `--` before them)
     #[arg(
         value_name = "CMD",
@@ -95,7 +109,7 @@ fn lib_candidates() -> Result<Vec<PathBuf>, String> {
     Ok(v)
 }
 
-fn find_lib(given: Option<PathBuf>) -> Result<PathBuf, String> {
+pub fn find_lib(given: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(p) = given {
         let p = std::path::absolute(&p).map_err(|e| format!("--lib {}: {e}", p.display()))?;
         return if p.is_file() {
@@ -178,6 +192,33 @@ pub fn main(a: Args) -> ExitCode {
             lib.display()
         ));
     }
+    if let Ok(j) = coverage::judge(&a.command[0], Some(&lib)) {
+        if !j.covered() {
+            if !a.allow_uncovered {
+                report(
+                    "error",
+                    format_args!(
+                        "not starting {}: {}; {}; to start it anyway, unprotected, give \
+                         --allow-uncovered",
+                        j.program.display(),
+                        j.why,
+                        j.remedy()
+                    ),
+                );
+                return ExitCode::from(coverage::NOT_COVERED);
+            }
+            report(
+                "warning",
+                format_args!(
+                    "starting {} unprotected (--allow-uncovered): {}; the policy does not \
+                     judge its accept, connect and listen",
+                    j.program.display(),
+                    j.why
+                ),
+            );
+        }
+    }
+    // Not found or not executable: exec says so below, with the shell's exit status.
     let mut cmd = Command::new(&a.command[0]);
     cmd.args(&a.command[1..])
         .env(

@@ -79,4 +79,5 @@ fn systemd_drop_in_sets_the_preload_and_policy() {
     assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/libsockexit.so"));
     assert!(lines.contains(&"Environment=SOCKEXIT_POLICY=/etc/sockexit/nginx.yaml"));
     assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit check /etc/sockexit/nginx.yaml"));
+    assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit check --program /usr/sbin/nginx"));
 }

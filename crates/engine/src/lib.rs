@@ -23,6 +23,7 @@ mod dispatch;
 mod files;
 mod forms;
 mod glob;
+mod image;
 mod perms;
 mod policy;
 mod ranges;
@@ -30,6 +31,10 @@ mod snapshot;
 
 pub use forms::{connect_target, nat64_embedded, Judged};
 pub use glob::Glob;
+pub use image::{
+    decode_image, fnv1a64, image_info, image_path, publication_dir, ImageInfo, GEN_FILE_BYTES,
+    GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
+};
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use ranges::{AddrSet, PortSet};
 pub use snapshot::{Prepared, Snapshot};

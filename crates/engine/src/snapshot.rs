@@ -34,13 +34,13 @@ pub enum Prepared {
 /// A policy whose files have been read but whose set files are not parsed yet.
 #[derive(Debug)]
 pub struct Snapshot {
-    origin: PathBuf,
-    policy: Vec<u8>,
+    pub(crate) origin: PathBuf,
+    pub(crate) policy: Vec<u8>,
     /// What the permission rule found about the policy file when it was read.
     policy_warnings: Vec<Warning>,
-    set_files: Vec<CapturedFile>,
-    users: Vec<(String, Option<u32>)>,
-    groups: Vec<(String, Option<u32>)>,
+    pub(crate) set_files: Vec<CapturedFile>,
+    pub(crate) users: Vec<(String, Option<u32>)>,
+    pub(crate) groups: Vec<(String, Option<u32>)>,
     /// The policy compiled with every file set empty: what does not depend on the
     /// contents of set files (mode, blocking_accept, audit, needs, stealth) is already final here.
     outline: Policy,
@@ -67,9 +67,9 @@ impl NameResolver for Recording<'_> {
 }
 
 /// Answers from a recording; a name it never saw does not exist.
-struct Replay<'a> {
-    users: &'a [(String, Option<u32>)],
-    groups: &'a [(String, Option<u32>)],
+pub(crate) struct Replay<'a> {
+    pub(crate) users: &'a [(String, Option<u32>)],
+    pub(crate) groups: &'a [(String, Option<u32>)],
 }
 
 fn find(list: &[(String, Option<u32>)], name: &str) -> Option<u32> {

@@ -13,6 +13,7 @@ mod audit;
 mod diag;
 mod facts;
 mod hook;
+mod live;
 mod state;
 mod stealth;
 mod sys;

@@ -6,6 +6,7 @@
 //! for a 100,000-line block list, and nothing the program does after start-up
 //! (`chroot`, seccomp, `chdir`, `clearenv`) can change which policy it runs under.
 
+use crate::live::Live;
 use crate::sys;
 use once_cell::race::OnceBox;
 use sockexit_engine::{
@@ -38,6 +39,9 @@ pub enum Loaded {
         /// `fork()` child, nothing to wait on in a signal handler.
         compiled: OnceBox<Option<Policy>>,
     },
+    /// Published by `sockexit apply`: the image in use, reloaded when the published
+    /// generation changes (`crate::live`).
+    Live(Box<Live>),
     /// Loading failed: refuse every IP call unless `SOCKEXIT_ON_ERROR=allow`.
     Failed,
 }
@@ -65,7 +69,16 @@ impl State {
                 Some(p) => p.as_ref(),
                 None => self.compile_deferred(snapshot, compiled),
             },
+            Loaded::Live(l) => l.current().map(|c| &c.policy),
             Loaded::Failed => None,
+        }
+    }
+
+    /// The published generation deciding now, when the policy path was applied.
+    pub fn generation(&self) -> Option<u64> {
+        match &self.loaded {
+            Loaded::Live(l) => l.current().map(|c| c.generation),
+            _ => None,
         }
     }
 
@@ -108,6 +121,7 @@ impl Loaded {
         match self {
             Loaded::Policy(p) => Some(p.audit()),
             Loaded::Deferred { snapshot, .. } => Some(snapshot.audit()),
+            Loaded::Live(l) => l.current().map(|c| c.policy.audit()),
             Loaded::Failed => None,
         }
     }
@@ -117,6 +131,10 @@ impl Loaded {
         match self {
             Loaded::Policy(p) => p.needs(call),
             Loaded::Deferred { snapshot, .. } => snapshot.needs(call),
+            Loaded::Live(l) => l
+                .current()
+                .map(|c| c.policy.needs(call))
+                .unwrap_or_default(),
             Loaded::Failed => Needs::default(),
         }
     }
@@ -193,14 +211,62 @@ fn load() -> State {
         resolver: &FilesResolver::default(),
         permissions: permissions(),
     };
-    let loaded = match Snapshot::read_deferring(&path, &opts, DEFER_SET_BYTES) {
+    let loaded = match published(&path) {
+        Some(Ok(live)) => Loaded::Live(Box::new(live)),
+        Some(Err(e)) => {
+            log_failure(
+                &format_args!("{}: published policy: {e}", path.display()),
+                on_error_allow,
+            );
+            Loaded::Failed
+        }
+        None => read(&path, &opts, on_error_allow),
+    };
+    // A published policy's program and audit needs are those of the generation in use
+    // at start-up: an apply that turns the audit log on takes effect at the next start.
+    let live = matches!(loaded, Loaded::Live(_));
+    let needs_program = live
+        || [Call::Accept, Call::Connect, Call::Listen]
+            .into_iter()
+            .any(|c| loaded.needs(c).program);
+    let audit_enabled = loaded.audit().is_some_and(|a| a.log != AuditLog::Off);
+    let program = if needs_program || audit_enabled {
+        use std::os::unix::ffi::OsStringExt;
+        sys::exe_path().map(|s| s.into_vec())
+    } else {
+        None
+    };
+    let policy_path = std::path::absolute(&path).unwrap_or(path);
+    State {
+        loaded,
+        on_error_allow,
+        program,
+        audit_enabled,
+        policy_path,
+    }
+}
+
+/// The live state when `sockexit apply` published this policy path (see
+/// [`crate::live`]); `None` when it never was.
+fn published(path: &std::path::Path) -> Option<Result<Live, String>> {
+    let run_dir = env_var("SOCKEXIT_RUN_DIR")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(crate::live::RUN_DIR));
+    let canonical = std::fs::canonicalize(path).ok()?;
+    Live::open(&canonical, &run_dir)
+}
+
+/// Today's load: the policy file and everything it names, read now.
+fn read(path: &std::path::Path, opts: &LoadOptions<'_>, on_error_allow: bool) -> Loaded {
+    match Snapshot::read_deferring(path, opts, DEFER_SET_BYTES) {
         Ok(Prepared::Compiled(p)) => {
-            log_permission_warnings(&path, p.permission_warnings());
+            log_permission_warnings(path, p.permission_warnings());
             log::debug!("policy {} loaded: {} rules", path.display(), p.rule_count());
             Loaded::Policy(p)
         }
         Ok(Prepared::Deferred(snap)) => {
-            log_permission_warnings(&path, snap.permission_warnings());
+            log_permission_warnings(path, snap.permission_warnings());
             log::debug!(
                 "policy {} read: {} rules, {} bytes of set files to compile at the first IP call",
                 path.display(),
@@ -216,23 +282,5 @@ fn load() -> State {
             log_failure(&e, on_error_allow);
             Loaded::Failed
         }
-    };
-    let needs_program = [Call::Accept, Call::Connect, Call::Listen]
-        .into_iter()
-        .any(|c| loaded.needs(c).program);
-    let audit_enabled = loaded.audit().is_some_and(|a| a.log != AuditLog::Off);
-    let program = if needs_program || audit_enabled {
-        use std::os::unix::ffi::OsStringExt;
-        sys::exe_path().map(|s| s.into_vec())
-    } else {
-        None
-    };
-    let policy_path = std::path::absolute(&path).unwrap_or(path);
-    State {
-        loaded,
-        on_error_allow,
-        program,
-        audit_enabled,
-        policy_path,
     }
 }

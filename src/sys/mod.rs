@@ -40,6 +40,7 @@ mod fini;
 pub mod logfile;
 mod rcmd;
 pub mod real;
+pub mod shared;
 mod sock;
 pub mod stderr;
 

@@ -150,6 +150,9 @@ fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     say(format_args!("ok: {}: {}", path.display(), summary(&policy)));
+    if let Some(n) = crate::apply::differs_note(&path) {
+        say(n);
+    }
     if policy.stealth() && policy.mode() == Mode::Enforce {
         for l in stealth_lines(&policy) {
             say(l);

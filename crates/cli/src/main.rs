@@ -5,6 +5,7 @@
 //! `accept` and friends; linking it here would hook this very program.
 
 mod addr;
+mod apply;
 mod check;
 mod coverage;
 mod elf;
@@ -61,6 +62,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     Check(check::Args),
+    Apply(apply::Args),
+    Status(apply::StatusArgs),
     Explain(explain::Args),
     Run(run::Args),
 }
@@ -69,6 +72,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check(a) => check::main(a),
+        Cmd::Apply(a) => apply::main(a),
+        Cmd::Status(a) => apply::status(a),
         Cmd::Explain(a) => explain::main(a),
         Cmd::Run(a) => run::main(a),
     }

@@ -1,0 +1,100 @@
+//! The two unsafe pieces of the live policy: the shared read-only mapping of the
+//! generation file, and the pointer to the policy in use, swapped on reload.
+
+use super::c_int;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Map `file` (one page, checked by the caller) read-only and shared, and return the
+/// generation word at `offset`. The mapping is never unmapped: the word stays valid
+/// for the life of the process (and its forks, which inherit the mapping).
+pub fn map_generation(file: &File, len: usize, offset: usize) -> Option<&'static AtomicU64> {
+    if offset % 8 != 0 || offset + 8 > len {
+        return None;
+    }
+    // SAFETY: a fresh shared read-only mapping of an open regular file of `len` bytes;
+    // checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: page-aligned mapping + an 8-aligned offset inside it; the mapping lives
+    // forever, and AtomicU64 has the layout of u64. `sockexit apply` writes the word
+    // with an atomic store through its own shared mapping of the same file.
+    Some(unsafe { &*((p as *const u8).add(offset) as *const AtomicU64) })
+}
+
+/// A value published to every thread, replaced on reload. Readers get `&'static T`
+/// with one atomic load and nothing else (no count, no lock: signal handlers and
+/// forked children included). A replaced value is freed only after [`GRACE`] — far
+/// longer than any decision takes — and only by a later replacement.
+pub struct Swap<T> {
+    ptr: AtomicPtr<T>,
+}
+
+/// How long a replaced value stays allocated.
+pub const GRACE: Duration = Duration::from_secs(60);
+
+/// A replaced value waiting for its grace period to pass.
+pub struct Retired<T> {
+    ptr: *mut T,
+    at: Instant,
+}
+
+// SAFETY: a Retired is only a pointer to a T that was shared with every thread; moving
+// it between threads is what Swap already does with T.
+unsafe impl<T: Send + Sync> Send for Retired<T> {}
+
+impl<T> Swap<T> {
+    pub const fn empty() -> Swap<T> {
+        Swap {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    #[inline]
+    pub fn load(&self) -> Option<&'static T> {
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: non-null pointers come from Box::into_raw in `replace` and are freed
+        // only by `reclaim`, GRACE after they stopped being published.
+        unsafe { p.as_ref() }
+    }
+
+    /// Publish `v`; the value it replaces (if any) is returned for [`reclaim`].
+    pub fn replace(&self, v: Box<T>) -> Option<Retired<T>> {
+        let old = self.ptr.swap(Box::into_raw(v), Ordering::AcqRel);
+        (!old.is_null()).then(|| Retired {
+            ptr: old,
+            at: Instant::now(),
+        })
+    }
+}
+
+/// Free the retired values whose grace period has passed; keep the others.
+pub fn reclaim<T>(list: &mut Vec<Retired<T>>) {
+    list.retain(|r| {
+        if r.at.elapsed() < GRACE {
+            return true;
+        }
+        // SAFETY: unpublished for longer than GRACE: no decision still uses it (stated
+        // limit: a thread stopped inside one decision for a minute, e.g. by a debugger).
+        drop(unsafe { Box::from_raw(r.ptr) });
+        false
+    });
+}
+
+/// The pid that holds a reload lock, 0 when free.
+pub fn pid() -> c_int {
+    super::pid() as c_int
+}

@@ -132,10 +132,14 @@ fn report(
         Verdict::Deny => {
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!(
-                    "{} {} refused by rule {}{}",
+                    "{} {} refused by rule {}{}{}",
                     call.as_str(),
                     remote.map(|r| r.to_string()).unwrap_or_default(),
                     d.rule,
+                    state()
+                        .generation()
+                        .map(|g| format!(" of policy generation {g}"))
+                        .unwrap_or_default(),
                     if policy.mode() == Mode::Audit {
                         " (audit mode: let through)"
                     } else {

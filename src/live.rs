@@ -201,7 +201,11 @@ impl Live {
         }
         let out = match self.read(g) {
             Ok(c) => {
-                log::debug!("policy generation {g} loaded from {}", self.dir.display());
+                log::debug!(
+                    "policy generation {g} (digest {:016x}) loaded from {}",
+                    c.digest,
+                    self.dir.display()
+                );
                 if let Some(r) = self.current.replace(Box::new(c)) {
                     if let Ok(mut list) = self.retired.try_lock() {
                         shared::reclaim(&mut list);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// generation word at `offset`. The mapping is never unmapped: the word stays valid
 /// for the life of the process (and its forks, which inherit the mapping).
 pub fn map_generation(file: &File, len: usize, offset: usize) -> Option<&'static AtomicU64> {
-    if offset % 8 != 0 || offset + 8 > len {
+    if !offset.is_multiple_of(8) || offset + 8 > len {
         return None;
     }
     // SAFETY: a fresh shared read-only mapping of an open regular file of `len` bytes;

@@ -76,6 +76,11 @@ impl Proc {
         }
     }
 
+    /// The program's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next stdout line.
     pub fn line(&mut self) -> String {
         match self.out.recv_timeout(PATIENCE) {

@@ -28,8 +28,10 @@ struct Carry {
     lib: Vec<u8>,
     /// `SOCKEXIT_POLICY=/abs/policy.yaml`.
     policy: CString,
-    /// `SOCKEXIT_ON_ERROR=allow`, when this process has it.
-    on_error: Option<CString>,
+    /// The other variables a child must have exactly as this process has them (or
+    /// not at all): `SOCKEXIT_ON_ERROR`, `SOCKEXIT_RUN_DIR` (where published policies
+    /// are). Each is the `KEY=` prefix and, when this process has it, the whole entry.
+    same: [(&'static [u8], Option<CString>); 2],
 }
 
 static CARRY: OnceLock<Carry> = OnceLock::new();
@@ -43,10 +45,16 @@ pub fn prepare(policy: &std::path::Path, on_error_allow: bool) {
     p.extend_from_slice(policy.as_os_str().as_bytes());
     let Ok(policy) = CString::new(p) else { return };
     let on_error = on_error_allow.then(|| c"SOCKEXIT_ON_ERROR=allow".to_owned());
+    let run_dir = crate::state::env_var("SOCKEXIT_RUN_DIR")
+        .filter(|d| !d.is_empty())
+        .and_then(|d| CString::new(format!("SOCKEXIT_RUN_DIR={d}")).ok());
     let _ = CARRY.set(Carry {
         lib,
         policy,
-        on_error,
+        same: [
+            (b"SOCKEXIT_ON_ERROR=", on_error),
+            (b"SOCKEXIT_RUN_DIR=", run_dir),
+        ],
     });
 }
 
@@ -98,8 +106,8 @@ fn entry_value<'a>(e: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 unsafe fn scan(env: Env, c: &Carry) -> Scan {
     let (mut count, mut preload, mut has_lib) = (0, None, false);
     let (mut policy_ok, mut policy_seen) = (true, 0);
-    let (mut on_error_ok, mut on_error_seen) = (true, 0);
-    let ours = c.on_error.as_deref().map(CStr::to_bytes);
+    let mut same_ok = [true; 2];
+    let mut same_seen = [0usize; 2];
     if !env.is_null() {
         while !(*env.add(count)).is_null() {
             let e = CStr::from_ptr(*env.add(count)).to_bytes();
@@ -113,17 +121,17 @@ unsafe fn scan(env: Env, c: &Carry) -> Scan {
             } else if e.starts_with(b"SOCKEXIT_POLICY=") {
                 policy_seen += 1;
                 policy_ok &= e == c.policy.as_bytes();
-            } else if e.starts_with(b"SOCKEXIT_ON_ERROR=") {
-                on_error_seen += 1;
-                on_error_ok &= Some(e) == ours;
+            } else if let Some(i) = c.same.iter().position(|(k, _)| e.starts_with(k)) {
+                same_seen[i] += 1;
+                same_ok[i] &= Some(e) == c.same[i].1.as_deref().map(CStr::to_bytes);
             }
         }
     }
-    let on_error_ok = on_error_ok && on_error_seen == usize::from(ours.is_some());
+    let same = (0..2).all(|i| same_ok[i] && same_seen[i] == usize::from(c.same[i].1.is_some()));
     Scan {
         count,
         preload,
-        ok: has_lib && policy_ok && policy_seen == 1 && on_error_ok,
+        ok: has_lib && policy_ok && policy_seen == 1 && same,
     }
 }
 
@@ -200,7 +208,7 @@ pub unsafe fn with_env<R>(env: Env, f: impl FnOnce(Env) -> R) -> R {
     pre[at] = 0;
 
     // The program's entries but LD_PRELOAD/SOCKEXIT_POLICY/SOCKEXIT_ON_ERROR, then ours.
-    let n = s.count + 4;
+    let n = s.count + 5;
     let mut env_stack = [std::ptr::null::<c_char>(); STACK_ENTRIES];
     let env_map;
     let out: &mut [*const c_char] = if n <= STACK_ENTRIES {
@@ -220,7 +228,7 @@ pub unsafe fn with_env<R>(env: Env, f: impl FnOnce(Env) -> R) -> R {
         let b = CStr::from_ptr(e).to_bytes();
         if entry_value(b, b"LD_PRELOAD").is_some()
             || b.starts_with(b"SOCKEXIT_POLICY=")
-            || b.starts_with(b"SOCKEXIT_ON_ERROR=")
+            || c.same.iter().any(|(k, _)| b.starts_with(k))
         {
             continue;
         }
@@ -230,7 +238,7 @@ pub unsafe fn with_env<R>(env: Env, f: impl FnOnce(Env) -> R) -> R {
     out[k] = pre.as_ptr() as *const c_char;
     out[k + 1] = c.policy.as_ptr();
     k += 2;
-    if let Some(o) = &c.on_error {
+    for o in c.same.iter().filter_map(|(_, v)| v.as_ref()) {
         out[k] = o.as_ptr();
         k += 1;
     }

@@ -86,15 +86,17 @@ pub struct Published {
 }
 
 /// Load POLICY as `check` does and publish it. `Err` is the message to print.
-pub fn publish(path: &Path) -> Result<Published, String> {
+pub fn publish(path: &Path, warn: bool) -> Result<Published, String> {
     let opts = LoadOptions {
         resolver: &FilesResolver::default(),
         permissions: Permissions::for_process(),
     };
     let snap = Snapshot::read_with(path, &opts).map_err(|e| e.to_string())?;
     let policy = snap.compile().map_err(|e| e.to_string())?;
-    for w in policy.warnings() {
-        eprintln!("warning: {}", warning_line(path, w));
+    if warn {
+        for w in policy.warnings() {
+            eprintln!("warning: {}", warning_line(path, w));
+        }
     }
     let run = run_dir();
     let canonical = fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -198,7 +200,7 @@ fn set_generation(dir: &Path, g: u64) -> Result<(), String> {
 
 pub fn main(a: Args) -> ExitCode {
     let path = crate::policy_path(a.policy);
-    match publish(&path) {
+    match publish(&path, true) {
         Ok(p) => {
             if !a.quiet {
                 say(format_args!(

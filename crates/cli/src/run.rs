@@ -1,4 +1,5 @@
-//! `sockexit run`: check the policy, then exec a program with the library preloaded.
+//! `sockexit run`: check and apply the policy, then exec a program with the library
+//! preloaded.
 
 use crate::coverage;
 use crate::out::stderr_is_ip_socket;
@@ -176,6 +177,14 @@ pub fn main(a: Args) -> ExitCode {
                 a.command[0].to_string_lossy()
             ))
         }
+    }
+    // What runs is what is published: apply before starting, so this service and
+    // every process already running under the same path decide with this policy.
+    if let Err(e) = crate::apply::publish(&policy, false) {
+        report(
+            "warning",
+            format_args!("not applied ({e}); the service reads the policy file when it starts"),
+        );
     }
     let lib = match find_lib(a.lib) {
         Ok(l) => l,

@@ -317,3 +317,108 @@ fn upgrade(env_directives: bool) {
         nginx.members().is_empty().then_some(())
     });
 }
+
+/// Issue 17: a running nginx with two workers follows `sockexit apply` within a
+/// second, without a restart and without a signal: the same worker pids before and
+/// after.
+#[test]
+fn nginx_two_workers_follow_an_apply_without_restart() {
+    let Some(nginx) = require("nginx") else {
+        return;
+    };
+    let dir = TempDir::new("nginx-live");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let policy = dir.write("policy.yaml", POLICY);
+    let apply = |text: &str| {
+        std::fs::write(&policy, text).unwrap();
+        let o = std::process::Command::new(common::cli_path())
+            .arg("apply")
+            .arg(&policy)
+            .env("SOCKEXIT_RUN_DIR", &run)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "apply: {o:?}");
+    };
+    apply(POLICY);
+    let p = dir.path().display().to_string();
+    for d in ["www", "tmp", "logs"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(dir.path().join("www/index.html"), PAGE).unwrap();
+    let port = free_port();
+    let conf = dir.write(
+        "nginx.conf",
+        &format!(
+            "daemon on;\nmaster_process on;\nworker_processes 2;\n\
+             pid {p}/nginx.pid;\nerror_log {p}/logs/error.log info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               access_log {p}/logs/access.log;\n\
+               client_body_temp_path {p}/tmp/body;\n\
+               proxy_temp_path {p}/tmp/proxy;\n\
+               fastcgi_temp_path {p}/tmp/fastcgi;\n\
+               uwsgi_temp_path {p}/tmp/uwsgi;\n\
+               scgi_temp_path {p}/tmp/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {p}/www; location / {{ }} }}\n\
+             }}\n"
+        ),
+    );
+    let error_log = dir.path().join("logs/error.log");
+    let out = preloaded(&nginx, &policy)
+        .env("SOCKEXIT_RUN_DIR", &run)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(&error_log)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("start nginx");
+    assert!(out.status.success(), "nginx did not start: {out:?}");
+    let pidfile = dir.path().join("nginx.pid");
+    let t0 = Instant::now();
+    let master = loop {
+        if let Some(pid) = read_pid(&pidfile) {
+            break pid;
+        }
+        assert!(t0.elapsed() < WAIT, "no nginx.pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let nginx = Session {
+        sid: master,
+        error_log,
+    };
+    let workers = nginx.wait_for("two workers, listening", || {
+        let w = processes(|pp, _| pp == master);
+        (w.len() == 2 && common::daemon::listening(port)).then_some(w)
+    });
+    for _ in 0..6 {
+        assert!(served(&get(port, LO)), "127.0.0.1 before the apply");
+        assert!(
+            get(port, DOT2).bytes.is_empty(),
+            "127.0.0.2 before the apply"
+        );
+    }
+    // Now 127.0.0.1 is refused and 127.0.0.2 allowed.
+    apply(&POLICY.replace("127.0.0.2/32", "127.0.0.1/32"));
+    let t = Instant::now();
+    while !get(port, LO).bytes.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "127.0.0.1 still served a second after the apply"
+        );
+    }
+    // Both workers: every connection, whichever worker takes it.
+    for _ in 0..12 {
+        assert!(get(port, LO).bytes.is_empty(), "127.0.0.1 after the apply");
+        assert!(served(&get(port, DOT2)), "127.0.0.2 after the apply");
+    }
+    assert_eq!(
+        processes(|pp, _| pp == master),
+        workers,
+        "workers were restarted"
+    );
+    drop(nginx);
+}

@@ -128,7 +128,7 @@ pub fn record(ev: &Event<'_>) {
         uid,
         program_json: &a.program_json,
         backend: None,
-        policy: None,
+        policy: crate::state::state().generation(),
     };
     // `\n{json}\n`: the leading newline is written only after a cut write (file).
     let mut rec = LineBuf::<LINE_MAX>::new();
@@ -149,7 +149,7 @@ fn emit_repeated(a: &Audit, f: &repeat::Flushed) {
         uid: f.uid(),
         program_json: &a.program_json,
         backend: None,
-        policy: None,
+        policy: crate::state::state().generation(),
     };
     let ev = f.event();
     let mut rec = LineBuf::<LINE_MAX>::new();

@@ -108,7 +108,10 @@ pub fn summary(p: &Policy) -> String {
         s.push_str(", mode audit (nothing is refused, would-be refusals are logged)");
     }
     if p.stealth() {
-        s.push_str(", stealth");
+        s.push_str(
+            ", stealth (a peer dropped at the SYN leaves no audit line: the kernel drops it \
+             before the library sees it)",
+        );
     }
     s
 }
@@ -150,12 +153,34 @@ fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     say(format_args!("ok: {}: {}", path.display(), summary(&policy)));
+    for l in link_lines(&path, &policy) {
+        say(l);
+    }
     if policy.stealth() && policy.mode() == Mode::Enforce {
         for l in stealth_lines(&policy) {
             say(l);
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `program: POLICY:L:C: rule `R`: PATH resolves to TARGET; ...` for each `programs:`
+/// path that is a symlink (or goes through one) on this host.
+pub fn link_lines(path: &Path, p: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in p.rules() {
+        for (written, target) in r.program_links() {
+            let (l, c) = r.location();
+            out.push(format!(
+                "program: {}:{l}:{c}: rule `{}`: {written} resolves to {}; the rule matches \
+                 both (the library sees the resolved executable)",
+                path.display(),
+                r.name(),
+                target.display()
+            ));
+        }
+    }
+    out
 }
 
 /// At most this many port groups get a line of their own.

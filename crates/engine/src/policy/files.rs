@@ -80,12 +80,50 @@ pub(crate) fn read_policy_bytes(
 }
 
 /// A set file as read for a [`crate::Snapshot`]: its bytes, and the permission
-/// warnings found when it was read, replayed with them.
+/// warnings found when it was read, replayed with them. Also, with `link` set and no
+/// bytes, what a `programs:` path resolved to when the policy was read (`Some(None)`:
+/// nothing else), so that a replay resolves it the same way without any I/O.
 #[derive(Debug)]
 pub(crate) struct CapturedFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub warnings: Vec<Warning>,
+    pub link: Option<Option<PathBuf>>,
+}
+
+/// What a `programs:` pattern without glob characters resolves to, when that is
+/// another path: the executable the kernel runs, as `/proc/self/exe` names it
+/// (every symlink on the path followed). `None` for a glob, a relative name, a path
+/// that does not exist, or one that is already canonical.
+pub(crate) fn resolve_program(pattern: &str) -> Option<PathBuf> {
+    if !pattern.starts_with('/') || pattern.contains(['*', '?', '[']) {
+        return None;
+    }
+    let target = std::fs::canonicalize(pattern).ok()?;
+    (target.as_os_str() != std::ffi::OsStr::new(pattern)).then_some(target)
+}
+
+impl SetFiles<'_> {
+    /// [`resolve_program`] now (`Disk`), recorded (`Capture`) or replayed (`Replay`).
+    pub(crate) fn program_link(&mut self, pattern: &str) -> Option<PathBuf> {
+        match self {
+            SetFiles::Disk => resolve_program(pattern),
+            SetFiles::Capture { into, .. } => {
+                let link = resolve_program(pattern);
+                into.push(CapturedFile {
+                    path: PathBuf::from(pattern),
+                    bytes: Vec::new(),
+                    warnings: Vec::new(),
+                    link: Some(link.clone()),
+                });
+                link
+            }
+            SetFiles::Replay(from) => from
+                .iter()
+                .find(|c| c.link.is_some() && c.path.as_os_str() == pattern)
+                .and_then(|c| c.link.clone().flatten()),
+        }
+    }
 }
 
 /// How [`compile`](super::compile) gets the contents of `sets: { NAME: { file: PATH } }`.

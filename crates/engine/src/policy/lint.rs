@@ -208,9 +208,8 @@ fn shadowed_part(earlier: &Rule, later: &Rule) -> Option<String> {
     Some(s)
 }
 
-/// A rule of the opposite action, earlier, that decides a part of a later rule:
-/// that part of the later rule can never apply (the block-list `deny` after a broad
-/// `allow`).
+/// An earlier allow that decides a part of a later deny: that part of the deny can
+/// never apply (the block-list `deny` after a broad `allow`).
 fn partly_shadowed(rules: &[Rule], out: &mut Vec<Warning>) {
     for (j, later) in rules.iter().enumerate() {
         if rules[..j].iter().any(|e| e.covers(later)) {
@@ -218,7 +217,10 @@ fn partly_shadowed(rules: &[Rule], out: &mut Vec<Warning>) {
         }
         let mut n = 0;
         for earlier in &rules[..j] {
-            if earlier.action == later.action {
+            // An allow after a deny that takes part of it away is the usual exception
+            // ("block these, then allow the rest"); a deny after an allow that already
+            // decided part of it lets through what the author meant to refuse.
+            if later.action != Verdict::Deny || earlier.action != Verdict::Allow {
                 continue;
             }
             let Some(part) = shadowed_part(earlier, later) else {
@@ -228,11 +230,10 @@ fn partly_shadowed(rules: &[Rule], out: &mut Vec<Warning>) {
                 rule: Some(later.name.clone()),
                 location: Some(later.location),
                 message: format!(
-                    "rule `{}` can never apply to {part}: rule `{}` comes first and {}s those calls; \
-                     move `{}` above `{}` if it should decide them",
+                    "rule `{}` can never apply to {part}: rule `{}` comes first and allows those calls; \
+                     move `{}` above `{}` if it should refuse them",
                     later.name,
                     earlier.name,
-                    earlier.action.as_str(),
                     later.name,
                     earlier.name
                 ),

@@ -35,7 +35,7 @@ impl Lcg {
         &xs[self.next() as usize % xs.len()]
     }
     fn chance(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
 }
 

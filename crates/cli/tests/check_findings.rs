@@ -196,9 +196,7 @@ fn a_deny_partly_decided_by_an_earlier_allow_names_the_part() {
     // A deny for more calls than the allow before it: the calls it can never apply to.
     let (_d, _p, o) = check(
         "find-partial-calls",
-        &format!(
-            "version: 1\ndefault: allow\nrules:\n  - {{ name: in, action: allow, calls: [accept] }}\n  - {{ name: no-lan, action: deny, remote: [10.0.0.0/8] }}\n"
-        ),
+        "version: 1\ndefault: allow\nrules:\n  - { name: in, action: allow, calls: [accept] }\n  - { name: no-lan, action: deny, remote: [10.0.0.0/8] }\n",
     );
     assert!(
         o.stderr

@@ -176,13 +176,13 @@ fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     say(format_args!("ok: {}: {}", path.display(), summary(&policy)));
-    for l in link_lines(&path, &policy) {
-        say(l);
-    }
     if policy.stealth() && policy.mode() == Mode::Enforce {
         for l in stealth_lines(&policy) {
             say(l);
         }
+    }
+    for l in link_lines(&path, &policy) {
+        say(l);
     }
     ExitCode::SUCCESS
 }

@@ -271,19 +271,20 @@ fn set_file(
                 path: path.to_path_buf(),
                 bytes,
                 warnings: found.clone(),
-                link: None,
             });
             Ok((set, found))
         }
-        SetFiles::Replay(from) => match from.iter().find(|c| c.link.is_none() && c.path == path) {
-            Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
-            // Only if the policy bytes differ from the captured ones.
-            None => Err(ctx.err(
-                at,
-                Some(name),
-                format!("set file {} was not read with the policy", path.display()),
-            )),
-        },
+        SetFiles::Replay(from) => {
+            match from.iter().find(|c| !c.is_program_link() && c.path == path) {
+                Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
+                // Only if the policy bytes differ from the captured ones.
+                None => Err(ctx.err(
+                    at,
+                    Some(name),
+                    format!("set file {} was not read with the policy", path.display()),
+                )),
+            }
+        }
     }
 }
 

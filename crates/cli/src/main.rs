@@ -10,6 +10,7 @@ mod check;
 mod coverage;
 mod elf;
 mod explain;
+mod listeners;
 mod out;
 mod run;
 

@@ -153,7 +153,7 @@ static int server(const char *mode, int port) {
             socklen_t len = sizeof p;
             int c = accept(lfd, (void *)&p, &len);
             if (c < 0) { printf("accept-error:%d\n", errno); fflush(stdout); continue; }
-            if (fork() == 0) { served = 0; want = 0; serve(c, &p, len); _exit(0); }
+            if (fork() == 0) { serve(c, &p, len); _exit(0); }
             close(c);
             served++;
             wait(0);

@@ -300,7 +300,7 @@ fn tcpx_args(mode: &'static str) -> impl Fn(&str, u16) -> Vec<String> {
 }
 
 #[test]
-fn static_c_client_is_judged_through_libc_syscall_inline_asm_and___connect() {
+fn static_c_client_is_judged_through_libc_syscall_inline_asm_and_glibc_connect_alias() {
     let s = setup("sup-cclient");
     let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
         return;

@@ -262,7 +262,7 @@ fn ip_socket(d: &OwnedFd) -> Result<bool, i32> {
 
 /// Copy `len` bytes of sockaddr from the target (at most 128, as the kernel).
 fn read_addr(n: &Notif, ptr: u64, len: u64) -> Result<Vec<u8>, i32> {
-    let len = i32::try_from(len as u32 as i32).map_err(|_| libc::EINVAL)?;
+    let len = len as u32 as i32;
     if !(0..=128).contains(&len) {
         return Err(libc::EINVAL);
     }

@@ -246,7 +246,7 @@ pub fn notif_addfd_send(lfd: &OwnedFd, id: u64, src: &OwnedFd, cloexec: bool) ->
     };
     // SAFETY: a is a struct seccomp_notif_addfd.
     let r = unsafe { libc::ioctl(lfd.as_raw_fd(), NOTIF_ADDFD, &a as *const RawAddfd) };
-    cvt(r as libc::c_long).map(|v| v as i64)
+    cvt(r as libc::c_long)
 }
 
 /// A pidfd for thread `tid` (PIDFD_THREAD), else for its thread group `tgid`.

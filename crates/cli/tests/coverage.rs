@@ -145,6 +145,7 @@ fn refused_then_allowed(s: &Setup, program: &Path, reason: &str, remedy: &str, p
     for want in [
         reason,
         remedy,
+        "to enforce the policy on it, run it with --supervise",
         "to start it anyway, unprotected, give --allow-uncovered",
     ] {
         assert!(o.stderr.contains(want), "missing {want:?}: {o:?}");

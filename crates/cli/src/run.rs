@@ -216,9 +216,7 @@ pub fn main(a: Args) -> ExitCode {
                 report(
                     "error",
                     format_args!(
-                        "not starting {}: {}; {}; to enforce the policy on it, run it \
-                         with --supervise (a seccomp supervisor that covers static and Go \
-                         programs and raw system calls); to start it anyway, unprotected, give --allow-uncovered",
+                        "not starting {}: {}; {}; to start it anyway, unprotected, give --allow-uncovered",
                         j.program.display(),
                         j.why,
                         j.remedy()

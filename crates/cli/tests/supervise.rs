@@ -519,3 +519,127 @@ fn unsafe_euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// A real daemon under `--supervise` on `port`: a refused peer that sends `request`
+/// gets zero bytes; an allowed one gets a reply starting with `expect`.
+fn daemon(s: &Setup, name: &str, cmd: Command, port: u16, request: &[u8], expect: &str) {
+    let mut d = Proc::start(cmd, s.dir.path(), Stdio::null());
+    d.wait_listening(port, T);
+    for round in 0..2 {
+        let r = socket_from("127.0.0.2", port).expect("refused peer connects");
+        r.set_read_timeout(Some(T)).unwrap();
+        let _ = (&r).write_all(request);
+        let mut b = Vec::new();
+        match (&r).read_to_end(&mut b) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => d.die(&format!("refused peer: {e}")),
+        }
+        assert!(b.is_empty(), "{name} round {round}: refused peer got {b:?}");
+        let a = socket_from("127.0.0.1", port).expect("allowed peer connects");
+        a.set_read_timeout(Some(T)).unwrap();
+        (&a).write_all(request).unwrap();
+        let mut got = vec![0u8; expect.len()];
+        if let Err(e) = (&a).read_exact(&mut got) {
+            d.die(&format!("allowed peer: {e}"));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expect,
+            "{name} round {round}"
+        );
+    }
+    let denied = s
+        .audit_lines()
+        .iter()
+        .filter(|v| {
+            v["verdict"] == "deny"
+                && v["program"].as_str().is_some_and(|p| p.contains(name))
+                && v["remote"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("127.0.0.2:"))
+        })
+        .count();
+    assert!(
+        denied >= 2,
+        "{name}: refusals audited: {:?}",
+        s.audit_lines()
+    );
+    d.assert_alive();
+}
+
+#[test]
+fn nginx_redis_vsftpd_unmodified() {
+    let s = setup("sup-daemons");
+    if let Some(nginx) = require("nginx") {
+        let port = free_port();
+        let dir = s.dir.path().join("nginx");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let d = dir.display();
+        let conf = s.dir.write(
+            "nginx.conf",
+            &format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\nerror_log {d}/logs/error.log;\n\
+                 pid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\nhttp {{\n access_log off;\n \
+                 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n \
+                 uwsgi_temp_path {d}; scgi_temp_path {d};\n \
+                 server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"page\\n\"; }} }}\n}}\n"
+            ),
+        );
+        let mut c = s.sup(&nginx);
+        c.arg("-p").arg(&dir).arg("-c").arg(&conf);
+        daemon(
+            &s,
+            "nginx",
+            c,
+            port,
+            b"GET / HTTP/1.0\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        );
+    }
+    if let Some(redis) = require("redis-server") {
+        let port = free_port();
+        let mut c = s.sup(&redis);
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(s.dir.path());
+        daemon(&s, "redis", c, port, b"PING\r\n", "+PONG\r\n");
+    }
+    if let Some(vsftpd) = require("vsftpd") {
+        let port = free_port();
+        let (root, empty) = (s.dir.path().join("ftproot"), s.dir.path().join("empty"));
+        use std::os::unix::fs::PermissionsExt;
+        for d in [s.dir.path(), &root, &empty] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let root_user = unsafe_euid() == 0;
+        let conf = s.dir.write(
+            "vsftpd.conf",
+            &format!(
+                "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n\
+                 background=NO\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\n\
+                 no_anon_password=YES\nanon_root={}\nsecure_chroot_dir={}\n\
+                 seccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\nsyslog_enable=NO\n\
+                 ftpd_banner=sockexit test ftpd ready\n{}",
+                root.display(),
+                empty.display(),
+                if root_user {
+                    ""
+                } else {
+                    "run_as_launching_user=YES\n"
+                }
+            ),
+        );
+        let mut c = s.sup(&vsftpd);
+        c.arg(&conf);
+        daemon(&s, "vsftpd", c, port, b"", "220 sockexit test ftpd ready");
+    }
+}

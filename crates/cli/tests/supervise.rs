@@ -643,3 +643,38 @@ fn nginx_redis_vsftpd_unmodified() {
         daemon(&s, "vsftpd", c, port, b"", "220 sockexit test ftpd ready");
     }
 }
+
+#[test]
+fn stealth_listener_gets_the_syn_filter_through_the_duplicate() {
+    let s = setup("sup-stealth");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "stealth.yaml",
+        "version: 1\ndefault: allow\nstealth: true\naudit: { log: off }\nrules:\n  \
+         - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }\n",
+    );
+    let port = free_port();
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["server", "block", &port.to_string(), "1"]);
+    let mut d = Proc::start(c, s.dir.path(), Stdio::null());
+    d.expect("listening", T);
+    // The refused peer's SYN is dropped: no SYN-ACK, its connect times out.
+    let started = std::time::Instant::now();
+    let r = std::thread::spawn(move || socket_from("127.0.0.2", port).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !r.is_finished(),
+        "the refused peer got an answer: {:?}",
+        r.join()
+    );
+    let (got, _) = allowed_peer(port);
+    assert_eq!(got, "hello 1\n");
+    assert!(started.elapsed() < T);
+    assert_eq!(d.exited_within(T).and_then(|s| s.code()), Some(0));
+}

@@ -362,7 +362,41 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
     if !judge(s, &mut caller, Call::Listen, None, local, dual) {
         return Reply::Done(Err(libc::EACCES));
     }
+    if s.policy.stealth() {
+        if let Some(l) = local {
+            stealth(s, &mut caller, &d, l);
+        }
+    }
     Reply::Done(sys::listen(&d, n.args[1] as i32))
+}
+
+/// `stealth: true`: before the listen, attach the engine's SYN filter for this
+/// listener through the duplicate (the same socket), as the preload does, unless the
+/// program has its own filter. The accept-time check stays the authority: the user
+/// and group are left unknown (they may change after listen), which the compiler
+/// turns into "let through to accept".
+fn stealth(s: &Sup, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
+    use sockexit_engine::bpf::{compile, Listener, Outcome};
+    if sys::type_and_protocol(d) != (Some(libc::SOCK_STREAM), Some(libc::IPPROTO_TCP)) {
+        return;
+    }
+    let v6_only = local.is_ipv6() && sys::v6only(d);
+    let program = caller.exe().map(<[u8]>::to_vec);
+    let compiled = compile(
+        &s.policy,
+        &Listener {
+            local,
+            v6_only,
+            uid: None,
+            gid: None,
+            program: program.as_deref(),
+        },
+    );
+    if let Outcome::Filter(prog) = &compiled.outcome {
+        if sys::attached_filter_len(d) == Some(0) {
+            let _ = sys::attach_filter(d, prog);
+        }
+    }
 }
 
 fn on_accept(s: &Arc<Sup>, n: Notif, flags: i32) -> Reply {

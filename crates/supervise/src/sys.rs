@@ -552,3 +552,46 @@ pub fn filter_before_exec(cmd: &mut std::process::Command, prog: Vec<SockFilter>
         });
     }
 }
+
+/// Instructions of the classic socket filter attached to `fd` (0: none).
+pub fn attached_filter_len(fd: &OwnedFd) -> Option<u32> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: optlen 0 asks only for the count (SO_GET_FILTER); no buffer is written.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(len)
+}
+
+/// `SO_ATTACH_FILTER` of `prog` on the socket (shared with the target: same socket).
+pub fn attach_filter(fd: &OwnedFd, prog: &[SockFilter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: SockFilter is repr(C) as struct sock_filter; fprog is valid for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    cvt(r as libc::c_long).map(|_| ())
+}
+
+/// `SO_TYPE` and `SO_PROTOCOL`.
+pub fn type_and_protocol(fd: &OwnedFd) -> (Option<i32>, Option<i32>) {
+    (
+        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL),
+    )
+}

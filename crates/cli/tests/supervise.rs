@@ -678,3 +678,25 @@ fn stealth_listener_gets_the_syn_filter_through_the_duplicate() {
     assert!(started.elapsed() < T);
     assert_eq!(d.exited_within(T).and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn a_blocked_accept_does_not_stall_other_calls() {
+    let s = setup("sup-nostall");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    // The server blocks in accept (a supervisor thread waits for it); meanwhile the
+    // client in the same tree is judged and served, then connects to the server.
+    let script = format!(
+        "{x} server block {port} 1 & sleep 0.5; {x} client syscall 127.0.0.1 {a}; \
+         {x} client libc 127.0.0.1 {port}; wait",
+        x = x.display(),
+        a = s.allowed.port
+    );
+    let o = run(s.sup(Path::new("/bin/sh")).args(["-c", &script]));
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines.contains(&"got:hello|"), "{o:?}");
+    assert!(lines.contains(&"got:hello 1|"), "{o:?}");
+    assert_eq!(o.code, Some(0), "{o:?}");
+}

@@ -91,7 +91,12 @@ pub fn run(policy: Policy, cmd: &[OsString]) -> Result<Outcome, String> {
         }
     };
     let pid = proc.id();
-    let sup = Arc::new(notify::Sup { lfd, policy, audit });
+    let sup = Arc::new(notify::Sup {
+        lfd,
+        policy,
+        audit,
+        accept_locks: Default::default(),
+    });
     let s2 = Arc::clone(&sup);
     let server = std::thread::Builder::new()
         .name("sockexit-notify".into())

@@ -7,10 +7,14 @@ use crate::audit::Audit;
 use crate::filter::nr;
 use crate::sys::{self, Notif};
 use sockexit_engine::{BlockingAccept, Call, FactSource, Mode, Policy, Verdict};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Serializes the accepts the supervisor makes on one blocking listener.
+pub type AcceptLock = Arc<Mutex<()>>;
 
 /// Everything the loop and its workers share.
 pub struct Sup {
@@ -20,6 +24,10 @@ pub struct Sup {
     pub policy: Policy,
     /// Where audit lines go.
     pub audit: Audit,
+    /// One lock per blocking listener (by socket inode), held from the last poll to
+    /// the accept: every accept on it comes through here, so under the lock a
+    /// readable listener's accept cannot block.
+    pub accept_locks: Mutex<HashMap<(u64, u64), AcceptLock>>,
 }
 
 /// How a notification is answered.
@@ -431,7 +439,13 @@ fn accept_loop(
     } else {
         None
     };
+    let lock = blocking.then(|| {
+        let key = sys::inode(&d).unwrap_or((0, 0));
+        let mut m = s.accept_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(m.entry(key).or_default())
+    });
     loop {
+        let mut _held = None;
         if blocking {
             // Wait readable, never past SO_RCVTIMEO, giving up when the caller does
             // (a signal interrupted it, or it died).
@@ -448,7 +462,15 @@ fn accept_loop(
                     ms = ms.min(left.as_millis().max(1) as i32);
                 }
                 if sys::readable(&d, ms) {
-                    break;
+                    // Readable still, under the lock: no other thread of ours takes
+                    // this connection first, so the accept below returns at once.
+                    let g = lock
+                        .as_ref()
+                        .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+                    if sys::readable(&d, 0) {
+                        _held = g;
+                        break;
+                    }
                 }
             }
         }

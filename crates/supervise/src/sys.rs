@@ -595,3 +595,12 @@ pub fn type_and_protocol(fd: &OwnedFd) -> (Option<i32>, Option<i32>) {
         getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL),
     )
 }
+
+/// `(st_dev, st_ino)` of the file `fd` refers to (a socket's inode).
+pub fn inode(fd: &OwnedFd) -> Option<(u64, u64)> {
+    // SAFETY: st is a valid out-parameter for fstat.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
+}

@@ -700,3 +700,25 @@ fn a_blocked_accept_does_not_stall_other_calls() {
     assert!(lines.contains(&"got:hello 1|"), "{o:?}");
     assert_eq!(o.code, Some(0), "{o:?}");
 }
+
+#[test]
+fn an_unbound_listen_is_judged_on_the_port_it_gets() {
+    let s = setup("sup-autobind");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "autobind.yaml",
+        "version: 1\ndefault: allow\naudit: { log: stderr, events: all }\nrules:\n  \
+         - { name: no-ephemeral, action: deny, calls: [listen], local_ports: [\"32768-60999\"] }\n",
+    );
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["server", "block", "0", "1"]);
+    let o = run(c);
+    assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
+    assert!(o.stderr.contains(r#""rule":"no-ephemeral""#), "{o:?}");
+}

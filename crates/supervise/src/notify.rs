@@ -365,6 +365,7 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
     if !tri!(ip_socket(&d)) {
         return Reply::Continue;
     }
+    tri!(bind_as_listen_would(&d));
     let local = local_of(&d);
     let dual = sys::domain(&d) == Some(libc::AF_INET6) && !sys::v6only(&d);
     if !judge(s, &mut caller, Call::Listen, None, local, dual) {
@@ -376,6 +377,27 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
         }
     }
     Reply::Done(sys::listen(&d, n.args[1] as i32))
+}
+
+/// `listen(2)` on an unbound socket binds it to an ephemeral port first: do that now
+/// (as the preload does), so the listen is judged on the port it will listen on. A
+/// bind that fails is the error the listen's own bind would have had.
+fn bind_as_listen_would(d: &OwnedFd) -> Result<(), i32> {
+    let Some(local) = local_of(d) else {
+        return Ok(());
+    };
+    if local.port() != 0 {
+        return Ok(());
+    }
+    let mut any = local;
+    any.set_port(0);
+    sys::bind(d, &encode(any))?;
+    if local_of(d).is_some_and(|l| l.port() == 0) {
+        // IP_BIND_ADDRESS_NO_PORT deferred the port again: pick it now.
+        sys::bind_port_now(d);
+        sys::bind(d, &encode(any))?;
+    }
+    Ok(())
 }
 
 /// `stealth: true`: before the listen, attach the engine's SYN filter for this

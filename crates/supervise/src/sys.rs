@@ -604,3 +604,35 @@ pub fn inode(fd: &OwnedFd) -> Option<(u64, u64)> {
         (libc::fstat(fd.as_raw_fd(), &mut st) == 0).then_some((st.st_dev, st.st_ino))
     }
 }
+
+/// `bind(fd, addr)` with a raw sockaddr.
+pub fn bind(fd: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
+    // SAFETY: addr is a readable buffer of the length given.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Turn `IP_BIND_ADDRESS_NO_PORT` off, so a bind to port 0 picks the port now.
+pub fn bind_port_now(fd: &OwnedFd) {
+    let off: libc::c_int = 0;
+    // SAFETY: off is a valid int option value.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}

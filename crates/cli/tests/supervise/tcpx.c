@@ -120,8 +120,11 @@ static int server(const char *mode, int port) {
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
-    if (bind(lfd, (void *)&a, sizeof a) < 0) { perror("bind"); return 1; }
+    if (port && bind(lfd, (void *)&a, sizeof a) < 0) { perror("bind"); return 1; }
     if (syscall(SYS_listen, lfd, 64) < 0) { printf("listen-error:%d\n", errno); return 1; }
+    socklen_t al = sizeof a;
+    getsockname(lfd, (void *)&a, &al);
+    if (!port) printf("port:%d\n", ntohs(a.sin_port));
     puts("listening");
     fflush(stdout);
     if (!strcmp(mode, "block")) {

@@ -238,8 +238,8 @@ fn judge(
 /// A duplicate of the caller's fd `fd`, checked to belong to a still-pending call.
 fn dup_fd(s: &Sup, n: &Notif, caller: &mut Caller, fd: u64) -> Result<OwnedFd, i32> {
     let fd = i32::try_from(fd as i64).map_err(|_| libc::EBADF)?;
-    let tgid = caller.status().map(|s| s.0).unwrap_or(n.pid);
-    let pidfd = sys::pidfd_open(n.pid, tgid).map_err(|_| libc::ESRCH)?;
+    let pidfd = sys::pidfd_open(n.pid, || caller.status().map(|s| s.0).unwrap_or(n.pid))
+        .map_err(|_| libc::ESRCH)?;
     // The pid in the notification may have been reused: the check comes after.
     let d = sys::pidfd_getfd(&pidfd, fd).map_err(|e| match e.raw_os_error() {
         Some(libc::EBADF) => libc::EBADF,

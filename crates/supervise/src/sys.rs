@@ -249,13 +249,15 @@ pub fn notif_addfd_send(lfd: &OwnedFd, id: u64, src: &OwnedFd, cloexec: bool) ->
     cvt(r as libc::c_long)
 }
 
-/// A pidfd for thread `tid` (PIDFD_THREAD), else for its thread group `tgid`.
-pub fn pidfd_open(tid: u32, tgid: u32) -> io::Result<OwnedFd> {
+/// A pidfd for thread `tid` (PIDFD_THREAD, Linux 6.9), else for its thread group
+/// (`tgid()` is asked only then).
+pub fn pidfd_open(tid: u32, tgid: impl FnOnce() -> u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, PIDFD_THREAD) };
     let r = if r < 0 {
+        let g = tgid();
         // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_pidfd_open, tgid as libc::pid_t, 0) }
+        unsafe { libc::syscall(libc::SYS_pidfd_open, g as libc::pid_t, 0) }
     } else {
         r
     };

@@ -722,3 +722,42 @@ fn an_unbound_listen_is_judged_on_the_port_it_gets() {
     assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
     assert!(o.stderr.contains(r#""rule":"no-ephemeral""#), "{o:?}");
 }
+
+#[test]
+fn other_syscall_abis_are_refused_enosys() {
+    let s = setup("sup-abi");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O", "-no-pie"]) else {
+        return;
+    };
+    for mode in ["int80", "x32"] {
+        for port in [s.allowed.port, s.refused.port] {
+            let o = run(s
+                .sup(&x)
+                .args(["client", mode, "127.0.0.1", &port.to_string()]));
+            assert_eq!(o.stdout.trim(), "refused:38", "{mode}: {o:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(s.allowed.conns.load(Ordering::SeqCst), 0);
+    assert_eq!(s.refused.conns.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_accept_interrupted_by_a_signal_returns_eintr_and_loses_no_connection() {
+    let s = setup("sup-eintr");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    let mut c = s.sup(&x);
+    c.args(["server", "alarm", &port.to_string(), "2"]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    assert_eq!(p.line(T), format!("accept-error:{}", libc::EINTR));
+    for n in 1..=2 {
+        let (got, local) = allowed_peer(port);
+        assert_eq!(got, format!("hello {n}\n"));
+        assert_eq!(p.line(T), format!("accepted:127.0.0.1:{}:16", local.port()));
+    }
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+}

@@ -489,6 +489,9 @@ fn accept_loop(
                     let g = lock
                         .as_ref()
                         .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+                    if !sys::notif_id_valid(&s.lfd, n.id) {
+                        return Reply::Nothing;
+                    }
                     if sys::readable(&d, 0) {
                         _held = g;
                         break;

@@ -31,6 +31,9 @@ static long asm_connect(long fd, const void *a, long l) {
     return r;
 }
 
+static struct sockaddr_in g_addr;
+static unsigned int g_args[3];
+
 static int client(const char *mode, const char *host, int port) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -42,6 +45,18 @@ static int client(const char *mode, const char *host, int port) {
     else if (!strcmp(mode, "syscall")) r = syscall(SYS_connect, s, &a, sizeof a);
     else if (!strcmp(mode, "asm")) {
         long x = asm_connect(s, &a, sizeof a);
+        if (x < 0) { errno = -x; r = -1; } else r = 0;
+    } else if (!strcmp(mode, "int80")) {
+        /* i386 socketcall(SYS_CONNECT) through int 0x80 from this 64-bit process
+         * (arguments in static, low memory of a non-PIE binary). */
+        g_addr = a;
+        g_args[0] = s; g_args[1] = (unsigned)(unsigned long)&g_addr; g_args[2] = sizeof g_addr;
+        long x;
+        __asm__ volatile("int $0x80" : "=a"(x) : "0"(102L), "b"(3L), "c"((long)(unsigned long)g_args) : "memory");
+        if (x < 0) { errno = -x; r = -1; } else r = 0;
+    } else if (!strcmp(mode, "x32")) {
+        long x;
+        __asm__ volatile("syscall" : "=a"(x) : "0"(42L | 0x40000000L), "D"((long)s), "S"(&a), "d"((long)sizeof a) : "rcx", "r11", "memory");
         if (x < 0) { errno = -x; r = -1; } else r = 0;
     } else if (!strcmp(mode, "__connect")) r = __connect(s, (void *)&a, sizeof a);
     else if (!strcmp(mode, "dlsym")) {
@@ -106,6 +121,8 @@ static int one(int flags) {
     return 0;
 }
 
+static void on_alarm(int sig) { (void)sig; }
+
 static void *worker(void *x) {
     (void)x;
     for (;;) one(0);
@@ -129,6 +146,14 @@ static int server(const char *mode, int port) {
     fflush(stdout);
     if (!strcmp(mode, "block")) {
         while (served < want) one(SOCK_CLOEXEC);
+    } else if (!strcmp(mode, "alarm")) {
+        /* A blocking accept interrupted by a signal (no SA_RESTART): EINTR, then
+         * the next accept gets the next connection. */
+        struct sigaction sa = {0};
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, 0);
+        alarm(1);
+        while (served < want) one(0);
     } else if (!strcmp(mode, "nonblock")) {
         fcntl(lfd, F_SETFL, O_NONBLOCK);
         while (served < want) {

@@ -761,3 +761,39 @@ fn an_accept_interrupted_by_a_signal_returns_eintr_and_loses_no_connection() {
     }
     assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn audit_mode_refuses_nothing_and_records_what_it_would_have() {
+    let s = setup("sup-auditmode");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "audit-mode.yaml",
+        &std::fs::read_to_string(&s.policy)
+            .unwrap()
+            .replace("default: allow\n", "default: allow\nmode: audit\n"),
+    );
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["client", "asm", "127.0.0.1", &s.refused.port.to_string()]);
+    let o = run(c);
+    assert!(o.stdout.contains("got:hello|"), "{o:?}");
+    let l = s
+        .audit_lines()
+        .into_iter()
+        .find(|v| v["call"] == "connect")
+        .expect("audited");
+    assert_eq!(
+        (
+            l["verdict"].as_str(),
+            l["mode"].as_str(),
+            l["local"].as_str()
+        ),
+        (Some("deny"), Some("audit"), Some("0.0.0.0:0")),
+        "{l}"
+    );
+}

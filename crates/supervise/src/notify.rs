@@ -286,11 +286,6 @@ fn local_of(d: &OwnedFd) -> Option<SocketAddr> {
     }
 }
 
-/// The source of a connect: `None` while the socket is unbound (as the preload).
-fn bound_of(d: &OwnedFd) -> Option<SocketAddr> {
-    local_of(d).filter(|a| a.port() != 0 || !a.ip().is_unspecified())
-}
-
 macro_rules! tri {
     ($e:expr) => {
         match $e {
@@ -341,7 +336,7 @@ fn on_connect(s: &Arc<Sup>, n: Notif) -> Reply {
                 &mut caller,
                 Call::Connect,
                 Some(dest),
-                bound_of(&d),
+                local_of(&d),
                 false,
             ) {
                 return Reply::Done(Err(libc::EACCES));
@@ -579,7 +574,7 @@ fn fastopen(s: &Arc<Sup>, n: Notif, buf: Vec<u8>, flags: i32, name: Option<Vec<u
                     &mut caller,
                     Call::Connect,
                     Some(dest),
-                    bound_of(&d),
+                    local_of(&d),
                     false,
                 ) {
                     return Reply::Done(Err(libc::EACCES));

@@ -8,9 +8,9 @@ N=${N:-3000}
 PORT=${PORT:-7880}
 here=$(cd "$(dirname "$0")/.." && pwd)
 sockexit=$here/target/release/sockexit
-d=$(mktemp -d)
+d=$(mktemp -d "$here/target/supervise-bench.XXXXXX")
 trap 'rm -rf "$d"' EXIT
-mkdir -p "$d/logs"
+mkdir -p "$d/logs" "$d/tmp"
 cat > "$d/nginx.conf" <<CONF
 daemon off;
 master_process on;
@@ -20,7 +20,7 @@ pid $d/nginx.pid;
 events { worker_connections 64; }
 http {
   access_log off;
-  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
+  client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
   server { listen 127.0.0.1:$PORT; location / { return 200 "page\n"; } }
 }
 CONF

@@ -42,7 +42,9 @@ enum Reply {
 /// Serve notifications until no process uses the filter anymore.
 pub fn serve(s: Arc<Sup>) {
     while let Ok(Some(n)) = sys::notif_recv(&s.lfd) {
-        let r = match n.nr as u32 {
+        // A bug here must neither leave the caller waiting forever nor let its call
+        // through: a panic refuses the call (EACCES) and the loop goes on.
+        let r = guarded(|| match n.nr as u32 {
             nr::CONNECT => on_connect(&s, n),
             nr::ACCEPT => on_accept(&s, n, 0),
             nr::ACCEPT4 => on_accept(&s, n, n.args[3] as i32),
@@ -51,9 +53,15 @@ pub fn serve(s: Arc<Sup>) {
             nr::SENDMSG => on_sendmsg(&s, n, None),
             nr::SENDMMSG => on_sendmmsg(&s, n),
             _ => Reply::Done(Err(libc::ENOSYS)),
-        };
+        });
         answer(&s, n.id, r);
     }
+}
+
+/// `f()`, or a refusal if it panics.
+fn guarded(f: impl FnOnce() -> Reply) -> Reply {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or(Reply::Done(Err(libc::EACCES)))
 }
 
 fn answer(s: &Sup, id: u64, r: Reply) {
@@ -310,7 +318,7 @@ fn maybe_worker(
     let spawned = std::thread::Builder::new()
         .name("sockexit-call".into())
         .spawn(move || {
-            let r = f(&s2);
+            let r = guarded(|| f(&s2));
             answer(&s2, id, r);
         });
     match spawned {

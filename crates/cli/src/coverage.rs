@@ -59,8 +59,8 @@ impl Judgement {
         match self.kind {
             Kind::Covered => "",
             Kind::Static | Kind::Go => {
-                "a supervised mode (`sockexit run --supervise`, not yet available) will cover \
-                 such programs"
+                "run it with `sockexit run --supervise` (a seccomp supervisor that judges \
+                 its system calls) to enforce the policy on it"
             }
             Kind::SecureExec => {
                 "to cover it, install libsockexit.so in a system library directory (e.g. \

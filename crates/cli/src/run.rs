@@ -35,10 +35,19 @@ LD_PRELOAD cannot reach (exit 3): a statically linked program, a Go program (raw
 system calls, even when dynamically linked with cgo), a program the kernel starts in
 secure-execution mode (set-user-ID or set-group-ID to another user or group, file
 capabilities), where the dynamic loader ignores an LD_PRELOAD entry with a slash.
---allow-uncovered starts it anyway, unprotected, with a warning. `sockexit check
+--supervise covers those programs (a seccomp supervisor instead of LD_PRELOAD:
+docs/supervise.md); --allow-uncovered starts them unprotected, with a warning. `sockexit check
 --program CMD` asks the same question without starting anything.
 
-Not seen even in a covered program: io_uring, raw syscall(2) and inline system calls.";
+Not seen even in a covered program: io_uring, raw syscall(2) and inline system calls
+(--supervise sees them: it refuses io_uring with ENOSYS and judges every connect,
+accept, accept4, listen and Fast Open send at the system call).
+
+With --supervise, sockexit stays the parent: CMD and every descendant run under a
+seccomp filter with no_new_privs; sockexit forwards INT, TERM, HUP, QUIT, USR1, USR2
+and WINCH, exits with CMD's status (128+N when killed by signal N) once the last
+supervised process is gone, and refuses to start (exit 1, saying why) on a kernel
+without seccomp user notification and SECCOMP_ADDFD_FLAG_SEND (Linux 5.14).";
 
 /// Run a program with libsockexit.so preloaded and the policy set.
 #[derive(clap::Args)]
@@ -65,6 +74,11 @@ pub struct Args {
     /// set-user-ID), unprotected, with a warning
     #[arg(long)]
     allow_uncovered: bool,
+    /// Enforce the policy from a supervisor (seccomp user notification) instead of
+    /// LD_PRELOAD: covers static and Go programs, raw system calls and io_uring;
+    /// CMD runs with no_new_privs (see docs/supervise.md)
+    #[arg(long, conflicts_with_all = ["lib", "on_error", "allow_uncovered"])]
+    supervise: bool,
     /// The program to run, and its arguments (put `--` before them)
     #[arg(
         value_name = "CMD",
@@ -165,11 +179,12 @@ pub fn main(a: Args) -> ExitCode {
     };
     // As root, a policy or set file others can change is an error here too: the
     // library would fail closed in the service (`Permissions::for_process`).
-    match Policy::load(&policy) {
+    let loaded = match Policy::load(&policy) {
         Ok(p) => {
             for w in p.warnings() {
                 report("warning", crate::check::warning_line(&policy, w));
             }
+            p
         }
         Err(e) => {
             return fail(format_args!(
@@ -177,6 +192,9 @@ pub fn main(a: Args) -> ExitCode {
                 a.command[0].to_string_lossy()
             ))
         }
+    };
+    if a.supervise {
+        return supervise(loaded, &a.command);
     }
     // What runs is what is published: apply before starting, so this service and
     // every process already running under the same path decide with this policy.
@@ -207,8 +225,7 @@ pub fn main(a: Args) -> ExitCode {
                 report(
                     "error",
                     format_args!(
-                        "not starting {}: {}; {}; to start it anyway, unprotected, give \
-                         --allow-uncovered",
+                        "not starting {}: {}; {}; to start it anyway, unprotected, give --allow-uncovered",
                         j.program.display(),
                         j.why,
                         j.remedy()
@@ -253,6 +270,22 @@ pub fn main(a: Args) -> ExitCode {
         std::io::ErrorKind::NotFound => 127,
         _ => 126,
     })
+}
+
+/// `run --supervise`: the policy is loaded (CMD is not started otherwise); the
+/// supervisor runs CMD and returns its exit status.
+fn supervise(policy: Policy, command: &[OsString]) -> ExitCode {
+    match sockexit_supervise::run(policy, command) {
+        Ok(sockexit_supervise::Outcome::Exited(code)) => ExitCode::from(code),
+        Ok(sockexit_supervise::Outcome::NotStarted(msg, code)) => {
+            report("error", msg);
+            ExitCode::from(code)
+        }
+        Err(e) => fail(format_args!(
+            "not starting {} supervised: {e}",
+            command[0].to_string_lossy()
+        )),
+    }
 }
 
 #[cfg(test)]

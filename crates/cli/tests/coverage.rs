@@ -194,8 +194,7 @@ fn started_normally(s: &Setup, program: &Path, prints: &str) {
 
 const STATIC: &str = "is statically linked: LD_PRELOAD cannot reach its socket calls";
 const GO: &str = "and Go makes its socket calls as raw system calls, not through libc: LD_PRELOAD cannot reach them";
-const SUPERVISE: &str =
-    "a supervised mode (`sockexit run --supervise`, not yet available) will cover such programs";
+const SUPERVISE: &str = "run it with `sockexit run --supervise` (a seccomp supervisor that judges its system calls) to enforce the policy on it";
 
 #[test]
 fn static_c_binary_is_refused_unless_allowed() {

@@ -11,6 +11,7 @@
 //! - [`Policy::decide`] taking a lazy [`FactSource`]
 //! - [`Policy::needs`], [`Policy::mode`], [`Policy::stealth`], [`Policy::blocking_accept`],
 //!   [`Policy::audit`]
+//! - [`audit_line`]: the audit line formatter both backends write with
 //! - [`Error`] whose `Display` is `FILE[:LINE:COLUMN]: [key `K`: ]message`
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,0 +1,799 @@
+//! `sockexit run --supervise`: the policy enforced on programs LD_PRELOAD cannot
+//! reach — a static C program making its calls through libc, `syscall(2)`, an inline
+//! `syscall` instruction and `__connect`; a dynamic one through `dlsym`; TCP Fast
+//! Open; liburing; static and cgo Go programs — with real connections on loopback:
+//! no refused destination is reached, every refused peer gets zero bytes, every
+//! allowed one is served byte-exact. Blocking, non-blocking, edge-triggered,
+//! threaded and forking servers; a bad policy starts nothing; a killed supervisor
+//! leaves no call allowed; exit status and signals; an unprivileged supervisor.
+//!
+//! The programs are built here (gcc, liburing-dev, golang-go from .ci/packages.txt);
+//! a missing tool is a loud SKIPPED locally and a failure under CI.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::daemon::{free_port, missing, require, Proc};
+use common::TempDir;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{clean, run, BIN};
+
+const TCPX: &str = include_str!("supervise/tcpx.c");
+const URING: &str = include_str!("supervise/uring.c");
+const GO_CLIENT: &str = include_str!("supervise/client.go");
+const GO_SERVER: &str = include_str!("supervise/server.go");
+const T: Duration = Duration::from_secs(10);
+
+struct Setup {
+    dir: TempDir,
+    policy: PathBuf,
+    audit: PathBuf,
+    /// A listener the policy lets clients reach, and one it refuses (by port).
+    allowed: Sink,
+    refused: Sink,
+}
+
+/// A loopback server outside the supervisor: sends `hello\n`, counts connections
+/// and the bytes it received.
+struct Sink {
+    port: u16,
+    conns: Arc<AtomicUsize>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+fn sink() -> Sink {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let port = l.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c2, r2) = (Arc::clone(&conns), Arc::clone(&received));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut b = [0u8; 64];
+            if let Ok(n) = s.read(&mut b) {
+                r2.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+            let _ = s.write_all(b"hello\n");
+        }
+    });
+    Sink {
+        port,
+        conns,
+        received,
+    }
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = TempDir::new(tag);
+    let (allowed, refused) = (sink(), sink());
+    let audit = dir.path().join("audit.jsonl");
+    let policy = dir.write(
+        "policy.yaml",
+        &format!(
+            "version: 1\ndefault: allow\naudit: {{ log: {}, events: all }}\nrules:\n  \
+             - {{ name: no-refused-port, action: deny, calls: [connect], remote_ports: [{}] }}\n  \
+             - {{ name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }}\n",
+            audit.display(),
+            refused.port
+        ),
+    );
+    Setup {
+        dir,
+        policy,
+        audit,
+        allowed,
+        refused,
+    }
+}
+
+impl Setup {
+    fn sup(&self, program: &Path) -> Command {
+        let mut c = clean(BIN);
+        c.args(["run", "--supervise", "--policy"])
+            .arg(&self.policy)
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    fn cc(&self, name: &str, src: &str, extra: &[&str]) -> Option<PathBuf> {
+        let gcc = require("gcc")?;
+        let c = self.dir.write(&format!("{name}.c"), src);
+        let out_path = self.dir.path().join(name);
+        let out = Command::new(gcc)
+            .args(extra)
+            .arg("-o")
+            .arg(&out_path)
+            .arg(&c)
+            .arg("-lpthread")
+            .args(if name.starts_with("uring") {
+                &["-luring"][..]
+            } else {
+                &[][..]
+            })
+            .output()
+            .expect("run gcc");
+        if !out.status.success() {
+            return missing(&format!(
+                "a C toolchain for {name} (libc6-dev, liburing-dev: {})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Some(out_path)
+    }
+
+    fn go(&self, name: &str, src: &str, cgo: bool) -> Option<PathBuf> {
+        let go = require("go")?;
+        let dir = self.dir.path().join(format!("go-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("main.go"), src).unwrap();
+        let out_path = self.dir.path().join(name);
+        let out = Command::new(go)
+            .current_dir(&dir)
+            .args(["build", "-o"])
+            .arg(&out_path)
+            .arg("main.go")
+            .env("HOME", &dir)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "")
+            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+            .output()
+            .expect("run go build");
+        assert!(out.status.success(), "go build ({name}): {out:?}");
+        Some(out_path)
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// A supervised client: reaches the allowed sink (served byte-exact), is
+    /// refused EACCES for the refused one, which never sees a connection.
+    fn clients(&self, program: &Path, pre: &[&str], post: impl Fn(&str, u16) -> Vec<String>) {
+        let before = self.allowed.conns.load(Ordering::SeqCst);
+        let o = run(self
+            .sup(program)
+            .args(pre)
+            .args(post("127.0.0.1", self.allowed.port)));
+        assert!(
+            o.stdout.lines().any(|l| l == "got:hello|"),
+            "allowed destination not served: {o:?}"
+        );
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert_eq!(self.allowed.conns.load(Ordering::SeqCst), before + 1);
+        let o = run(self
+            .sup(program)
+            .args(pre)
+            .args(post("127.0.0.1", self.refused.port)));
+        assert!(
+            o.stdout.lines().any(|l| l == "refused:13"),
+            "refused destination must fail EACCES: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            self.refused.conns.load(Ordering::SeqCst),
+            0,
+            "the refused destination was reached"
+        );
+        let lines = self.audit_lines();
+        let deny = lines
+            .iter()
+            .find(|v| v["verdict"] == "deny" && v["call"] == "connect")
+            .expect("the refusal is audited");
+        assert_eq!(deny["backend"], "supervise");
+        assert_eq!(deny["rule"], "no-refused-port");
+        assert_eq!(
+            deny["remote"],
+            format!("127.0.0.1:{}", self.refused.port).as_str()
+        );
+    }
+
+    /// A supervised server on `port`: per round a refused peer (127.0.0.2) gets zero
+    /// bytes, an allowed one (127.0.0.1) exactly `hello N\n`, and the server reports
+    /// the allowed peer's address as accept wrote it back.
+    fn server(&self, mut cmd: Command, port: u16, rounds: usize) -> Proc {
+        let mut p = Proc::start(
+            {
+                cmd.stdout(Stdio::piped());
+                cmd
+            },
+            self.dir.path(),
+            Stdio::null(),
+        );
+        p.expect("listening", T);
+        for n in 1..=rounds {
+            assert_eq!(
+                refused_peer_bytes(port),
+                Ok(0),
+                "round {n}: refused peer got bytes"
+            );
+            let (got, local) = allowed_peer(port);
+            assert_eq!(got, format!("hello {n}\n"), "round {n}");
+            let line = loop {
+                let l = p.line(T);
+                if l.starts_with("accepted:") {
+                    break l;
+                }
+                assert!(l.starts_with("accept-error:"), "unexpected line {l:?}");
+            };
+            assert_eq!(line, format!("accepted:127.0.0.1:{}:16", local.port()));
+        }
+        let lines = self.audit_lines();
+        let denied = lines
+            .iter()
+            .filter(|v| v["verdict"] == "deny" && v["call"] == "accept")
+            .count();
+        assert!(denied >= rounds, "{lines:?}");
+        p
+    }
+}
+
+/// Bytes a peer from 127.0.0.2 receives (0: reset or closed before any byte).
+fn refused_peer_bytes(port: u16) -> Result<usize, String> {
+    let s = socket_from("127.0.0.2", port)?;
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut b = Vec::new();
+    match (&s).read_to_end(&mut b) {
+        Ok(_) => Ok(b.len()),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(b.len()),
+        Err(e) => Err(format!("refused peer: {e}")),
+    }
+}
+
+fn allowed_peer(port: u16) -> (String, SocketAddr) {
+    let s = socket_from("127.0.0.1", port).expect("allowed peer connects");
+    s.set_read_timeout(Some(T)).unwrap();
+    let local = s.local_addr().unwrap();
+    let mut b = String::new();
+    (&s).read_to_string(&mut b).expect("allowed peer reads");
+    (b, local)
+}
+
+/// A connection from source address `src` (bound with a raw socket call).
+fn socket_from(src: &str, port: u16) -> Result<TcpStream, String> {
+    use std::os::fd::FromRawFd;
+    let src: std::net::Ipv4Addr = src.parse().unwrap();
+    let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: plain socket calls on a socket owned here, with valid sockaddrs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let s = TcpStream::from_raw_fd(fd);
+        let a = sa(src, 0);
+        if libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(format!("bind {src}: {}", std::io::Error::last_os_error()));
+        }
+        let d = sa(std::net::Ipv4Addr::LOCALHOST, port);
+        if libc::connect(fd, (&d as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(format!("connect: {}", std::io::Error::last_os_error()));
+        }
+        Ok(s)
+    }
+}
+
+fn tcpx_args(mode: &'static str) -> impl Fn(&str, u16) -> Vec<String> {
+    move |h, p| vec!["client".into(), mode.into(), h.into(), p.to_string()]
+}
+
+#[test]
+fn static_c_client_is_judged_through_libc_syscall_inline_asm_and_glibc_connect_alias() {
+    let s = setup("sup-cclient");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    for mode in ["libc", "syscall", "asm", "__connect", "nonblock"] {
+        s.clients(&x, &[], tcpx_args(mode));
+    }
+}
+
+#[test]
+fn dynamic_c_client_through_dlsym_is_judged() {
+    let s = setup("sup-dlsym");
+    let Some(x) = s.cc("tcpx-dyn", TCPX, &["-O", "-ldl"]) else {
+        return;
+    };
+    s.clients(&x, &[], tcpx_args("dlsym"));
+}
+
+#[test]
+fn tcp_fast_open_send_is_judged_and_its_data_delivered() {
+    let s = setup("sup-tfo");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    s.clients(&x, &[], tcpx_args("tfo"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(&s.allowed.received.lock().unwrap()[..], b"ping");
+    assert!(s.refused.received.lock().unwrap().is_empty());
+}
+
+#[test]
+fn io_uring_gets_enosys_and_the_fallback_connect_is_judged() {
+    let s = setup("sup-uring");
+    if !Path::new("/usr/include/liburing.h").exists() {
+        let _: Option<()> = missing("liburing-dev");
+        return;
+    }
+    let Some(x) = s.cc("uring", URING, &["-O"]) else {
+        return;
+    };
+    s.clients(&x, &[], |h, p| vec![h.into(), p.to_string()]);
+    let o = run(s.sup(&x).args(["127.0.0.1", &s.allowed.port.to_string()]));
+    assert!(
+        o.stdout.contains("uring:38"),
+        "io_uring_setup must be ENOSYS: {o:?}"
+    );
+}
+
+#[test]
+fn go_clients_static_and_cgo_are_judged() {
+    let s = setup("sup-goclient");
+    for cgo in [false, true] {
+        let Some(x) = s.go(if cgo { "cgo-client" } else { "go-client" }, GO_CLIENT, cgo) else {
+            return;
+        };
+        s.clients(&x, &[], |h, p| vec![format!("{h}:{p}")]);
+    }
+}
+
+#[test]
+fn c_servers_blocking_nonblocking_edge_triggered_threaded_forking() {
+    let s = setup("sup-cserver");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    for mode in ["block", "nonblock", "epollet", "threads", "fork"] {
+        let port = free_port();
+        let mut c = s.sup(&x);
+        c.args(["server", mode, &port.to_string(), "3"]);
+        let mut p = s.server(c, port, 3);
+        let st = p
+            .exited_within(T)
+            .expect("server exits after 3 connections");
+        assert_eq!(st.code(), Some(0), "{mode}: {}", p.output());
+    }
+}
+
+#[test]
+fn go_servers_static_and_cgo() {
+    let s = setup("sup-goserver");
+    for cgo in [false, true] {
+        let Some(x) = s.go(if cgo { "cgo-server" } else { "go-server" }, GO_SERVER, cgo) else {
+            return;
+        };
+        let port = free_port();
+        let mut c = s.sup(&x);
+        c.args([&port.to_string(), "2"]);
+        let mut p = s.server(c, port, 2);
+        assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+    }
+}
+
+#[test]
+fn a_refused_listen_is_eacces() {
+    let s = setup("sup-listen");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    let p = s.dir.write(
+        "listen.yaml",
+        &format!(
+            "version: 1\ndefault: allow\naudit: {{ log: off }}\nrules:\n  \
+             - {{ name: no-listen, action: deny, calls: [listen], local_ports: [{port}] }}\n"
+        ),
+    );
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["server", "block", &port.to_string(), "1"]);
+    let o = run(c);
+    assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
+}
+
+#[test]
+fn a_bad_policy_starts_nothing() {
+    let s = setup("sup-bad");
+    let bad = s.dir.write("bad.yaml", "version: 1\ndefualt: deny\n");
+    let marker = s.dir.path().join("started");
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&bad)
+        .arg("--")
+        .arg("/usr/bin/touch")
+        .arg(&marker);
+    let o = run(c);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("defualt"), "{o:?}");
+    assert!(!marker.exists(), "the command ran under a bad policy");
+}
+
+#[test]
+fn exit_status_is_propagated_and_signals_forwarded() {
+    let s = setup("sup-exit");
+    let o = run(s.sup(Path::new("/bin/sh")).args(["-c", "exit 7"]));
+    assert_eq!(o.code, Some(7), "{o:?}");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    let mut c = s.sup(&x);
+    c.args(["server", "block", &port.to_string(), "1"]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    p.signal(libc::SIGTERM);
+    let st = p
+        .exited_within(T)
+        .expect("SIGTERM forwarded: the server died");
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{}", p.output());
+}
+
+#[test]
+fn killing_the_supervisor_leaves_no_call_allowed() {
+    let s = setup("sup-kill");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    let mut c = s.sup(&x);
+    c.args(["server", "block", &port.to_string(), "5"]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    // SIGKILL to the supervisor alone (the server is its child, in its group).
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(p.pid(), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    // The server's accept now fails ENOSYS: an allowed peer gets nothing either.
+    let st = socket_from("127.0.0.1", port).expect("backlog still takes the SYN");
+    st.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut b = Vec::new();
+    let _ = (&st).read_to_end(&mut b);
+    assert!(b.is_empty(), "served without a supervisor: {b:?}");
+    let l = p.line(T);
+    assert_eq!(l, format!("accept-error:{}", libc::ENOSYS));
+}
+
+#[test]
+fn an_unprivileged_user_can_supervise() {
+    let s = setup("sup-user");
+    let Some(setpriv) = require("setpriv") else {
+        return;
+    };
+    if unsafe_euid() != 0 {
+        // Already unprivileged: every other test shows it.
+        return;
+    }
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    // Its own audit goes to stderr: the temporary directory is not its to write.
+    let policy = s.dir.write(
+        "user.yaml",
+        &std::fs::read_to_string(&s.policy)
+            .unwrap()
+            .replace(&format!("log: {}", s.audit.display()), "log: stderr"),
+    );
+    for p in [s.dir.path(), &policy, &x] {
+        let _ = Command::new("chmod").arg("a+rX").arg(p).status();
+    }
+    let mut c = clean(setpriv);
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["run", "--supervise", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&x)
+        .args(["client", "asm", "127.0.0.1", &s.refused.port.to_string()]);
+    let o = run(c);
+    assert!(o.stdout.contains("refused:13"), "{o:?}");
+    assert!(o.stderr.contains(r#""user":65534"#), "{o:?}");
+    assert_eq!(s.refused.conns.load(Ordering::SeqCst), 0);
+}
+
+fn unsafe_euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A real daemon under `--supervise` on `port`: a refused peer that sends `request`
+/// gets zero bytes; an allowed one gets a reply starting with `expect`.
+fn daemon(s: &Setup, name: &str, cmd: Command, port: u16, request: &[u8], expect: &str) {
+    let mut d = Proc::start(cmd, s.dir.path(), Stdio::null());
+    d.wait_listening(port, T);
+    for round in 0..2 {
+        let r = socket_from("127.0.0.2", port).expect("refused peer connects");
+        r.set_read_timeout(Some(T)).unwrap();
+        let _ = (&r).write_all(request);
+        let mut b = Vec::new();
+        match (&r).read_to_end(&mut b) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => d.die(&format!("refused peer: {e}")),
+        }
+        assert!(b.is_empty(), "{name} round {round}: refused peer got {b:?}");
+        let a = socket_from("127.0.0.1", port).expect("allowed peer connects");
+        a.set_read_timeout(Some(T)).unwrap();
+        (&a).write_all(request).unwrap();
+        let mut got = vec![0u8; expect.len()];
+        if let Err(e) = (&a).read_exact(&mut got) {
+            d.die(&format!("allowed peer: {e}"));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expect,
+            "{name} round {round}"
+        );
+    }
+    let denied = s
+        .audit_lines()
+        .iter()
+        .filter(|v| {
+            v["verdict"] == "deny"
+                && v["program"].as_str().is_some_and(|p| p.contains(name))
+                && v["remote"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("127.0.0.2:"))
+        })
+        .count();
+    assert!(
+        denied >= 2,
+        "{name}: refusals audited: {:?}",
+        s.audit_lines()
+    );
+    d.assert_alive();
+}
+
+#[test]
+fn nginx_redis_vsftpd_unmodified() {
+    let s = setup("sup-daemons");
+    if let Some(nginx) = require("nginx") {
+        let port = free_port();
+        let dir = s.dir.path().join("nginx");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let d = dir.display();
+        let conf = s.dir.write(
+            "nginx.conf",
+            &format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\nerror_log {d}/logs/error.log;\n\
+                 pid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\nhttp {{\n access_log off;\n \
+                 client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n \
+                 uwsgi_temp_path {d}; scgi_temp_path {d};\n \
+                 server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"page\\n\"; }} }}\n}}\n"
+            ),
+        );
+        let mut c = s.sup(&nginx);
+        c.arg("-p").arg(&dir).arg("-c").arg(&conf);
+        daemon(
+            &s,
+            "nginx",
+            c,
+            port,
+            b"GET / HTTP/1.0\r\n\r\n",
+            "HTTP/1.1 200 OK",
+        );
+    }
+    if let Some(redis) = require("redis-server") {
+        let port = free_port();
+        let mut c = s.sup(&redis);
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(s.dir.path());
+        daemon(&s, "redis", c, port, b"PING\r\n", "+PONG\r\n");
+    }
+    if let Some(vsftpd) = require("vsftpd") {
+        let port = free_port();
+        let (root, empty) = (s.dir.path().join("ftproot"), s.dir.path().join("empty"));
+        use std::os::unix::fs::PermissionsExt;
+        for d in [s.dir.path(), &root, &empty] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let root_user = unsafe_euid() == 0;
+        let conf = s.dir.write(
+            "vsftpd.conf",
+            &format!(
+                "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n\
+                 background=NO\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\n\
+                 no_anon_password=YES\nanon_root={}\nsecure_chroot_dir={}\n\
+                 seccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\nsyslog_enable=NO\n\
+                 ftpd_banner=sockexit test ftpd ready\n{}",
+                root.display(),
+                empty.display(),
+                if root_user {
+                    ""
+                } else {
+                    "run_as_launching_user=YES\n"
+                }
+            ),
+        );
+        let mut c = s.sup(&vsftpd);
+        c.arg(&conf);
+        daemon(&s, "vsftpd", c, port, b"", "220 sockexit test ftpd ready");
+    }
+}
+
+#[test]
+fn stealth_listener_gets_the_syn_filter_through_the_duplicate() {
+    let s = setup("sup-stealth");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "stealth.yaml",
+        "version: 1\ndefault: allow\nstealth: true\naudit: { log: off }\nrules:\n  \
+         - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }\n",
+    );
+    let port = free_port();
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["server", "block", &port.to_string(), "1"]);
+    let mut d = Proc::start(c, s.dir.path(), Stdio::null());
+    d.expect("listening", T);
+    // The refused peer's SYN is dropped: no SYN-ACK, its connect times out.
+    let started = std::time::Instant::now();
+    let r = std::thread::spawn(move || socket_from("127.0.0.2", port).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !r.is_finished(),
+        "the refused peer got an answer: {:?}",
+        r.join()
+    );
+    let (got, _) = allowed_peer(port);
+    assert_eq!(got, "hello 1\n");
+    assert!(started.elapsed() < T);
+    assert_eq!(d.exited_within(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn a_blocked_accept_does_not_stall_other_calls() {
+    let s = setup("sup-nostall");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    // The server blocks in accept (a supervisor thread waits for it); meanwhile the
+    // client in the same tree is judged and served, then connects to the server.
+    let script = format!(
+        "{x} server block {port} 1 & sleep 0.5; {x} client syscall 127.0.0.1 {a}; \
+         {x} client libc 127.0.0.1 {port}; wait",
+        x = x.display(),
+        a = s.allowed.port
+    );
+    let o = run(s.sup(Path::new("/bin/sh")).args(["-c", &script]));
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert!(lines.contains(&"got:hello|"), "{o:?}");
+    assert!(lines.contains(&"got:hello 1|"), "{o:?}");
+    assert_eq!(o.code, Some(0), "{o:?}");
+}
+
+#[test]
+fn an_unbound_listen_is_judged_on_the_port_it_gets() {
+    let s = setup("sup-autobind");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "autobind.yaml",
+        "version: 1\ndefault: allow\naudit: { log: stderr, events: all }\nrules:\n  \
+         - { name: no-ephemeral, action: deny, calls: [listen], local_ports: [\"32768-60999\"] }\n",
+    );
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["server", "block", "0", "1"]);
+    let o = run(c);
+    assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
+    assert!(o.stderr.contains(r#""rule":"no-ephemeral""#), "{o:?}");
+}
+
+#[test]
+fn other_syscall_abis_are_refused_enosys() {
+    let s = setup("sup-abi");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O", "-no-pie"]) else {
+        return;
+    };
+    for mode in ["int80", "x32"] {
+        for port in [s.allowed.port, s.refused.port] {
+            let o = run(s
+                .sup(&x)
+                .args(["client", mode, "127.0.0.1", &port.to_string()]));
+            assert_eq!(o.stdout.trim(), "refused:38", "{mode}: {o:?}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(s.allowed.conns.load(Ordering::SeqCst), 0);
+    assert_eq!(s.refused.conns.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_accept_interrupted_by_a_signal_returns_eintr_and_loses_no_connection() {
+    let s = setup("sup-eintr");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let port = free_port();
+    let mut c = s.sup(&x);
+    c.args(["server", "alarm", &port.to_string(), "2"]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    assert_eq!(p.line(T), format!("accept-error:{}", libc::EINTR));
+    for n in 1..=2 {
+        let (got, local) = allowed_peer(port);
+        assert_eq!(got, format!("hello {n}\n"));
+        assert_eq!(p.line(T), format!("accepted:127.0.0.1:{}:16", local.port()));
+    }
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn audit_mode_refuses_nothing_and_records_what_it_would_have() {
+    let s = setup("sup-auditmode");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let p = s.dir.write(
+        "audit-mode.yaml",
+        &std::fs::read_to_string(&s.policy)
+            .unwrap()
+            .replace("default: allow\n", "default: allow\nmode: audit\n"),
+    );
+    let mut c = clean(BIN);
+    c.args(["run", "--supervise", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .arg(&x)
+        .args(["client", "asm", "127.0.0.1", &s.refused.port.to_string()]);
+    let o = run(c);
+    assert!(o.stdout.contains("got:hello|"), "{o:?}");
+    let l = s
+        .audit_lines()
+        .into_iter()
+        .find(|v| v["call"] == "connect")
+        .expect("audited");
+    assert_eq!(
+        (
+            l["verdict"].as_str(),
+            l["mode"].as_str(),
+            l["local"].as_str()
+        ),
+        (Some("deny"), Some("audit"), Some("0.0.0.0:0")),
+        "{l}"
+    );
+}

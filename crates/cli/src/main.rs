@@ -9,7 +9,9 @@ mod apply;
 mod check;
 mod coverage;
 mod elf;
+mod enable;
 mod explain;
+mod gen;
 mod out;
 mod run;
 
@@ -20,6 +22,10 @@ use std::process::ExitCode;
 /// Where the library and this command look when neither an argument nor
 /// `$SOCKEXIT_POLICY` names a policy.
 pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
+
+/// Where `make install PREFIX=/usr` and the Debian package put the library; the last
+/// place `run`, `enable` and `system` look for it.
+pub const INSTALLED_LIB: &str = "/usr/lib/sockexit/libsockexit.so";
 
 /// The policy to use: the argument, else `$SOCKEXIT_POLICY` (non-empty), else the
 /// default path. Mirrors the library's own choice so `check` tests what `run` runs.
@@ -54,7 +60,7 @@ exactly as libsockexit.so chooses it.";
         policy before you trust it (check, explain) and starts a service under it (run).",
     after_help = TOP_HELP
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -66,6 +72,11 @@ enum Cmd {
     Status(apply::StatusArgs),
     Explain(explain::Args),
     Run(run::Args),
+    Enable(enable::EnableArgs),
+    Disable(enable::DisableArgs),
+    System(enable::SystemArgs),
+    #[command(name = "generate-docs", hide = true)]
+    GenerateDocs(gen::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +87,9 @@ fn main() -> ExitCode {
         Cmd::Status(a) => apply::status(a),
         Cmd::Explain(a) => explain::main(a),
         Cmd::Run(a) => run::main(a),
+        Cmd::Enable(a) => enable::enable(a),
+        Cmd::Disable(a) => enable::disable(a),
+        Cmd::System(a) => enable::system(a),
+        Cmd::GenerateDocs(a) => gen::main(a),
     }
 }

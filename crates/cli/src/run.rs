@@ -105,7 +105,12 @@ fn lib_candidates() -> Result<Vec<PathBuf>, String> {
         .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
     let mut v = vec![dir.join("libsockexit.so")];
     if let Some(prefix) = dir.parent() {
-        v.push(prefix.join("lib").join("libsockexit.so"));
+        v.push(prefix.join("lib/sockexit/libsockexit.so"));
+        v.push(prefix.join("lib/libsockexit.so"));
+    }
+    let standard = PathBuf::from(crate::INSTALLED_LIB);
+    if !v.contains(&standard) {
+        v.push(standard);
     }
     Ok(v)
 }
@@ -129,7 +134,7 @@ pub fn find_lib(given: Option<PathBuf>) -> Result<PathBuf, String> {
             format!(
                 "libsockexit.so not found (looked for {}); install it beside sockexit or \
                  name it with --lib",
-                list.join(" and ")
+                list.join(", ")
             )
         })
 }

@@ -1,17 +1,22 @@
-//! Hidden `sockexit generate-docs`: man pages (clap_mangen) and shell completions
+//! `sockexit __generate-docs --man DIR --completions DIR`: man pages (clap_mangen) and shell completions
 //! (clap_complete) from the real command definition, for `make install`.
 //!
-//! Hidden so it appears in neither `--help`, the man pages nor the completions; part of
-//! the one binary so `cargo build` of the workspace stays as it is.
+//! Recognised by `main` before `Cli` parses, so it appears in neither `--help`, the man
+//! pages nor the completions; part of the one binary so `cargo build` of the workspace
+//! stays as it is.
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use clap_complete::Shell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {
+/// The first argument that selects the generator.
+pub const ARG: &str = "__generate-docs";
+
+#[derive(Parser)]
+#[command(name = "sockexit __generate-docs")]
+struct Args {
     /// Write sockexit.1 and sockexit-SUBCOMMAND.1 into DIR
     #[arg(long, value_name = "DIR")]
     man: Option<PathBuf>,
@@ -40,7 +45,8 @@ fn man_pages(cmd: &clap::Command, name: &str, dir: &Path) -> std::io::Result<Vec
     Ok(written)
 }
 
-pub fn main(a: Args) -> ExitCode {
+pub fn main() -> ExitCode {
+    let a = Args::parse_from(std::env::args_os().skip(1));
     let mut cmd = crate::Cli::command();
     cmd.build();
     let res = (|| -> std::io::Result<()> {

@@ -75,11 +75,13 @@ enum Cmd {
     Enable(enable::EnableArgs),
     Disable(enable::DisableArgs),
     System(enable::SystemArgs),
-    #[command(name = "generate-docs", hide = true)]
-    GenerateDocs(gen::Args),
 }
 
 fn main() -> ExitCode {
+    // `make install`'s generator: outside `Cli`, so no page or completion shows it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == gen::ARG) {
+        return gen::main();
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check(a) => check::main(a),
@@ -90,6 +92,5 @@ fn main() -> ExitCode {
         Cmd::Enable(a) => enable::enable(a),
         Cmd::Disable(a) => enable::disable(a),
         Cmd::System(a) => enable::system(a),
-        Cmd::GenerateDocs(a) => gen::main(a),
     }
 }

@@ -171,7 +171,10 @@ fn make_install_gives_a_working_protected_service_man_pages_and_completions() {
             .map(|s| format!("usr/share/man/man1/sockexit-{s}.1.gz")),
     );
     for w in &want {
-        assert!(have.contains(w), "make install did not install {w}; it installed {have:#?}");
+        assert!(
+            have.contains(w),
+            "make install did not install {w}; it installed {have:#?}"
+        );
     }
     assert!(
         !have.iter().any(|f| f.contains("generate")),
@@ -284,8 +287,7 @@ fn built_deb() -> Option<PathBuf> {
 #[test]
 fn the_deb_holds_what_make_install_installs_and_runs_a_protected_service() {
     let Some(deb) = built_deb() else {
-        return missing::<()>("target/debian/sockexit_*.deb (run `make deb` first)")
-            .unwrap_or(());
+        return missing::<()>("target/debian/sockexit_*.deb (run `make deb` first)").unwrap_or(());
     };
     // Same file list as `make install PREFIX=/usr`, plus Debian's own documents.
     let listing = sh(Command::new("dpkg-deb").arg("-c").arg(&deb));
@@ -316,7 +318,10 @@ fn the_deb_holds_what_make_install_installs_and_runs_a_protected_service() {
         "/etc/logrotate.d/sockexit",
         "/etc/fail2ban/action.d/sockexit.conf",
     ] {
-        assert!(conf.lines().any(|l| l == c), "{c} is not a conffile: {conf}");
+        assert!(
+            conf.lines().any(|l| l == c),
+            "{c} is not a conffile: {conf}"
+        );
     }
 
     // Unpacked into a temporary root, the packaged command and library protect a

@@ -657,7 +657,7 @@ fn system_enable(o: SystemOpts) -> ExitCode {
         Err(e) => return fail(e),
     };
     let entries = preload_entries(&text);
-    if entries.iter().any(|e| *e == lib) {
+    if entries.contains(&lib) {
         say(format_args!("{}: already lists {lib}", path.display()));
         return ExitCode::SUCCESS;
     }

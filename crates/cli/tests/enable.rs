@@ -53,7 +53,11 @@ const NGINX_UNIT: &str = "[Unit]\nDescription=nginx\n\n[Service]\nType=forking\n
 fn enable(root: &Root, unit: &str, policy: &Path, extra: &[&str]) -> support::Out {
     let lib = root.put("usr/lib/sockexit/libsockexit.so", "not really a library\n");
     let mut c = sockexit(["enable", unit, "--policy"]);
-    c.arg(policy).arg("--lib").arg(&lib).arg("--root").arg(root.path());
+    c.arg(policy)
+        .arg("--lib")
+        .arg(&lib)
+        .arg("--root")
+        .arg(root.path());
     c.args(extra);
     run(c)
 }
@@ -94,7 +98,10 @@ fn enable_writes_the_dropin_for_nginx_and_disable_removes_it() {
         lines,
         [
             "[Service]".to_string(),
-            format!("Environment=LD_PRELOAD={} SOCKEXIT_POLICY={p}", lib.display()),
+            format!(
+                "Environment=LD_PRELOAD={} SOCKEXIT_POLICY={p}",
+                lib.display()
+            ),
             format!("ExecStartPre=+{bin} apply --quiet {p}"),
             format!("ExecStartPre={bin} check --program /usr/sbin/nginx"),
             "ExecReload=".to_string(),
@@ -105,7 +112,10 @@ fn enable_writes_the_dropin_for_nginx_and_disable_removes_it() {
         ],
         "{text}"
     );
-    assert!(text.contains("#   env LD_PRELOAD;\n#   env SOCKEXIT_POLICY;"), "{text}");
+    assert!(
+        text.contains("#   env LD_PRELOAD;\n#   env SOCKEXIT_POLICY;"),
+        "{text}"
+    );
     assert!(
         out.stderr.contains("env LD_PRELOAD;") && out.stderr.contains("env SOCKEXIT_POLICY;"),
         "the nginx advice is printed: {out:?}"
@@ -128,7 +138,10 @@ fn enable_writes_the_dropin_for_nginx_and_disable_removes_it() {
     assert_eq!(off.code, Some(0), "{off:?}");
     assert!(off.stdout.contains("daemon-reload"), "{off:?}");
     assert!(!dropin(&root, "nginx.service").exists());
-    assert!(root.path().join("etc/systemd/system/nginx.service.d/override.conf").exists());
+    assert!(root
+        .path()
+        .join("etc/systemd/system/nginx.service.d/override.conf")
+        .exists());
     let again = run(sockexit(["disable", "nginx", "--root"]).arg(root.path()));
     assert_eq!(again.code, Some(0), "{again:?}");
 }
@@ -142,7 +155,10 @@ fn enable_says_what_it_could_not_read() {
     assert!(out.stderr.contains("cannot read the unit"), "{out:?}");
     assert!(out.stderr.contains("ExecReload="), "{out:?}");
     // No reset of the unit's unknown reload: only comments.
-    assert!(!out.stdout.lines().any(|l| l.starts_with("ExecReload")), "{out:?}");
+    assert!(
+        !out.stdout.lines().any(|l| l.starts_with("ExecReload")),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("# ExecStartPre="), "{out:?}");
 
     // A unit with no ExecReload of its own: reload then only applies.
@@ -151,11 +167,20 @@ fn enable_says_what_it_could_not_read() {
         "[Service]\nExecStart=/bin/sleep 1000\n",
     );
     let out = enable(&root, "plain", &policy, &["--dry-run"]);
-    assert!(out.stdout.contains("check --program /bin/sleep\n"), "{out:?}");
-    assert!(out.stdout.contains("reload now only applies the policy"), "{out:?}");
+    assert!(
+        out.stdout.contains("check --program /bin/sleep\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("reload now only applies the policy"),
+        "{out:?}"
+    );
 
     // A broken policy: no drop-in.
-    let bad = root.put("etc/sockexit/bad.yaml", "version: 1\ndefault: allow\nrulez: []\n");
+    let bad = root.put(
+        "etc/sockexit/bad.yaml",
+        "version: 1\ndefault: allow\nrulez: []\n",
+    );
     let out = enable(&root, "plain", &bad, &[]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(!dropin(&root, "plain.service").exists());
@@ -195,10 +220,7 @@ fn systemd_analyze_verify_accepts_the_dropin() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    let ours: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("sockexit"))
-        .collect();
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("sockexit")).collect();
     assert!(
         o.status.success() && ours.is_empty(),
         "systemd-analyze verify: {}\n{err}",
@@ -219,6 +241,7 @@ fn system(root: &Root, args: &[&str], run_dir: &Path) -> support::Out {
 fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     let root = Root::new("system");
     let run_dir = root.path().join("run/sockexit");
+    fs::create_dir_all(root.path().join("run")).unwrap();
     let preload = root.path().join("etc/ld.so.preload");
     root.put("usr/lib/sockexit/libsockexit.so", "stand-in\n");
     let lib = "/usr/lib/sockexit/libsockexit.so";
@@ -229,7 +252,10 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     assert!(!preload.exists());
 
     // A broken policy.
-    let policy = root.put("etc/sockexit/policy.yaml", "version: 1\ndefault: allow\nrulez: []\n");
+    let policy = root.put(
+        "etc/sockexit/policy.yaml",
+        "version: 1\ndefault: allow\nrulez: []\n",
+    );
     let out = system(&root, &["enable"], &run_dir);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("does not load"), "{out:?}");
@@ -243,7 +269,9 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     assert!(!preload.exists());
 
     // Applied: enabled, an existing entry kept after ours.
-    let ap = run(sockexit(["apply"]).arg(&policy).env("SOCKEXIT_RUN_DIR", &run_dir));
+    let ap = run(sockexit(["apply"])
+        .arg(&policy)
+        .env("SOCKEXIT_RUN_DIR", &run_dir));
     assert_eq!(ap.code, Some(0), "{ap:?}");
     root.put("etc/ld.so.preload", "/usr/lib/other.so\n");
     let out = system(&root, &["enable"], &run_dir);
@@ -260,16 +288,29 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     assert!(again.stdout.contains("already lists"), "{again:?}");
 
     // An edit not yet applied: status says so; a fresh enable would refuse.
-    fs::write(&policy, format!("{POLICY}  - {{ name: more, action: deny, calls: [connect], remote_ports: [25] }}\n")).unwrap();
+    fs::write(
+        &policy,
+        format!(
+            "{POLICY}  - {{ name: more, action: deny, calls: [connect], remote_ports: [25] }}\n"
+        ),
+    )
+    .unwrap();
     let st = system(&root, &["status"], &run_dir);
-    assert!(st.stdout.contains("differs from what is published"), "{st:?}");
+    assert!(
+        st.stdout.contains("differs from what is published"),
+        "{st:?}"
+    );
 
     // Disable removes ours only; with nothing left the file goes.
     let out = system(&root, &["disable"], &run_dir);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(fs::read_to_string(&preload).unwrap(), "/usr/lib/other.so\n");
     let out = system(&root, &["enable"], &run_dir);
-    assert_eq!(out.code, Some(1), "refuses: the edit is not applied: {out:?}");
+    assert_eq!(
+        out.code,
+        Some(1),
+        "refuses: the edit is not applied: {out:?}"
+    );
     assert_eq!(fs::read_to_string(&preload).unwrap(), "/usr/lib/other.so\n");
 
     fs::write(&preload, format!("{lib}\n")).unwrap();
@@ -281,7 +322,9 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
 
     // A library that is not there is never listed.
     fs::remove_file(root.path().join("usr/lib/sockexit/libsockexit.so")).unwrap();
-    let ap = run(sockexit(["apply"]).arg(&policy).env("SOCKEXIT_RUN_DIR", &run_dir));
+    let ap = run(sockexit(["apply"])
+        .arg(&policy)
+        .env("SOCKEXIT_RUN_DIR", &run_dir));
     assert_eq!(ap.code, Some(0), "{ap:?}");
     let out = system(&root, &["enable"], &run_dir);
     assert_eq!(out.code, Some(1), "{out:?}");

@@ -21,8 +21,9 @@ What CMD gets:
   SOCKEXIT_POLICY  the policy's absolute path
   SOCKEXIT_ON_ERROR  only when --on-error is given (otherwise left as inherited)
 
-libsockexit.so is looked for beside the sockexit executable, then in ../lib/
-relative to it (/usr/bin/sockexit -> /usr/lib/libsockexit.so), unless --lib names it.
+libsockexit.so is looked for beside the sockexit executable, then in ../lib/sockexit/
+and ../lib/ relative to it (/usr/bin/sockexit -> /usr/lib/sockexit/libsockexit.so),
+then at /usr/lib/sockexit/libsockexit.so, unless --lib names it.
 
 An invalid policy is reported and CMD is not started (exit 1). CMD that the library
 cannot cover: exit 3 (below). CMD missing or not executable: exit 127 or 126.

@@ -76,8 +76,9 @@ fn systemd_drop_in_sets_the_preload_and_policy() {
             .unwrap();
     let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(lines.contains(&"[Service]"));
-    assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/libsockexit.so"));
+    assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/sockexit/libsockexit.so"));
     assert!(lines.contains(&"Environment=SOCKEXIT_POLICY=/etc/sockexit/nginx.yaml"));
-    assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit check /etc/sockexit/nginx.yaml"));
+    assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit apply /etc/sockexit/nginx.yaml"));
+    assert!(lines.contains(&"ExecReload=/usr/bin/sockexit apply /etc/sockexit/nginx.yaml"));
     assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit check --program /usr/sbin/nginx"));
 }

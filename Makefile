@@ -65,9 +65,9 @@ install: gen
 		$(DESTDIR)$(SYSCONFDIR)/sockexit $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
 		$(DESTDIR)$(SYSCONFDIR)/fail2ban/action.d
 	$(INSTALL) -m 0755 $(OUT)/sockexit $(DESTDIR)$(BINDIR)/sockexit
-	$(STRIP) --strip-all $(DESTDIR)$(BINDIR)/sockexit
+	$(STRIP) --strip-all --remove-section=.comment --remove-section=.note $(DESTDIR)$(BINDIR)/sockexit
 	$(INSTALL) -m 0644 $(OUT)/libsockexit.so $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
-	$(STRIP) --strip-unneeded $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
 	for f in $(GEN)/man/*.1; do \
 		gzip -9n -c $$f > $(DESTDIR)$(MANDIR)/man1/$$(basename $$f).gz; done
 	gzip -9n -c man/sockexit-policy.5 > $(DESTDIR)$(MANDIR)/man5/sockexit-policy.5.gz

@@ -331,3 +331,111 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     assert!(out.stderr.contains("no such file"), "{out:?}");
     assert!(!preload.exists());
 }
+
+/// The commands of `key =` in a fail2ban action file, continuation lines included,
+/// with the tags replaced.
+fn action(text: &str, key: &str, tags: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    let mut on = false;
+    for l in text.lines() {
+        if let Some((k, v)) = l
+            .split_once('=')
+            .filter(|_| !l.starts_with([' ', '\t', '#']))
+        {
+            on = k.trim() == key;
+            if on {
+                out.push_str(v.trim());
+                out.push('\n');
+            }
+        } else if on && l.starts_with([' ', '\t']) {
+            out.push_str(l.trim());
+            out.push('\n');
+        } else {
+            on = false;
+        }
+    }
+    for (t, v) in tags {
+        out = out.replace(&format!("<{t}>"), v);
+    }
+    out
+}
+
+/// The shipped fail2ban action, run as fail2ban would (each value as one shell
+/// script) against the shipped default policy: ban adds the address to the set file
+/// and publishes the policy; the address is then refused; unban removes it and
+/// publishes again.
+#[test]
+fn fail2ban_action_bans_and_unbans_through_apply() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = fs::read_to_string(repo.join("contrib/fail2ban/action.d/sockexit.conf")).unwrap();
+    let root = Root::new("f2b");
+    let run_dir = root.path().join("run");
+    fs::create_dir_all(&run_dir).unwrap();
+    let policy = root.put(
+        "etc/sockexit/policy.yaml",
+        &fs::read_to_string(repo.join("contrib/policy.yaml")).unwrap(),
+    );
+    let setfile = root.path().join("etc/sockexit/fail2ban.txt");
+    let tags = |ip: &str| {
+        vec![
+            ("ip", ip.to_string()),
+            ("setfile", setfile.display().to_string()),
+            ("policy", policy.display().to_string()),
+            ("sockexit", support::BIN.to_string()),
+        ]
+    };
+    let sh = |key: &str, ip: &str| {
+        let script = action(&text, key, &tags(ip));
+        assert!(!script.trim().is_empty(), "no {key} in the action");
+        let mut c = support::clean("sh");
+        c.arg("-ec").arg(&script).env("SOCKEXIT_RUN_DIR", &run_dir);
+        let o = run(c);
+        assert_eq!(o.code, Some(0), "{key}: {script}\n{o:?}");
+    };
+    let verdict = |ip: &str| {
+        let o = run(sockexit(["explain"])
+            .arg(&policy)
+            .args(["--call", "accept", "--remote", &format!("{ip}:40000")])
+            .args(["--local", "127.0.0.1:22"]));
+        assert_eq!(o.code, Some(0), "{o:?}");
+        o.stdout
+    };
+    let status = || {
+        run(sockexit(["status"])
+            .arg(&policy)
+            .env("SOCKEXIT_RUN_DIR", &run_dir))
+        .stdout
+    };
+
+    sh("actionstart", "");
+    assert!(setfile.exists());
+    sh("actionban", "203.0.113.9");
+    sh("actionban", "203.0.113.9"); // twice: one line
+    sh("actionban", "198.51.100.7");
+    assert_eq!(
+        fs::read_to_string(&setfile).unwrap(),
+        "203.0.113.9\n198.51.100.7\n"
+    );
+    assert!(verdict("203.0.113.9").starts_with("deny  rule=fail2ban-banned"));
+    let st = status();
+    assert!(
+        st.contains("generation 3") && st.contains("unchanged"),
+        "{st}"
+    );
+
+    sh("actionunban", "203.0.113.9");
+    assert_eq!(fs::read_to_string(&setfile).unwrap(), "198.51.100.7\n");
+    assert!(verdict("203.0.113.9").starts_with("allow rule=default"));
+    assert!(verdict("198.51.100.7").starts_with("deny"));
+    let st = status();
+    assert!(
+        st.contains("generation 4") && st.contains("unchanged"),
+        "{st}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&setfile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o644,
+        "the set file stays trusted (root-only writable)"
+    );
+}

@@ -586,7 +586,35 @@ fn system_lib(o: &SystemOpts) -> Result<(String, PathBuf), String> {
     if !at.is_file() {
         return Err(format!("{}: no such file", at.display()));
     }
+    trusted(&at, &o.root)?;
     Ok((s, at))
+}
+
+/// Every process on the machine, root's included, will run this file: it and every
+/// directory up to `root` must be owned by root (or this user) and writable by no one
+/// else, or whoever can replace it owns the machine.
+fn trusted(lib: &Path, root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut p = Some(lib);
+    while let Some(cur) = p {
+        let m = fs::metadata(cur).map_err(|e| format!("{}: {e}", cur.display()))?;
+        if (m.uid() != 0 && m.uid() != me) || m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{}: owned by uid {} with mode {:04o}: every program would load a library \
+                 that others can replace; chown root and chmod go-w",
+                cur.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+        if cur == root {
+            break;
+        }
+        p = cur.parent();
+    }
+    Ok(())
 }
 
 fn preload_entries(text: &str) -> Vec<String> {

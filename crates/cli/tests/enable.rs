@@ -320,6 +320,20 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     let st = system(&root, &["status"], &run_dir);
     assert!(st.stdout.contains("system-wide mode: off"), "{st:?}");
 
+    // A library others can replace is never listed.
+    use std::os::unix::fs::PermissionsExt;
+    let libdir = root.path().join("usr/lib/sockexit");
+    fs::set_permissions(&libdir, fs::Permissions::from_mode(0o777)).unwrap();
+    let ap = run(sockexit(["apply"])
+        .arg(&policy)
+        .env("SOCKEXIT_RUN_DIR", &run_dir));
+    assert_eq!(ap.code, Some(0), "{ap:?}");
+    let out = system(&root, &["enable"], &run_dir);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("chmod go-w"), "{out:?}");
+    assert!(!preload.exists());
+    fs::set_permissions(&libdir, fs::Permissions::from_mode(0o755)).unwrap();
+
     // A library that is not there is never listed.
     fs::remove_file(root.path().join("usr/lib/sockexit/libsockexit.so")).unwrap();
     let ap = run(sockexit(["apply"])

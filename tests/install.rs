@@ -236,6 +236,43 @@ fn make_install_gives_a_working_protected_service_man_pages_and_completions() {
         );
     }
 
+    // zsh: the completion parses; fish: it loads and completes the subcommands.
+    let zsh = root.join("usr/share/zsh/vendor-completions/_sockexit");
+    match Command::new("zsh").arg("-n").arg(&zsh).output() {
+        Ok(o) => assert!(
+            o.status.success(),
+            "zsh -n: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => missing::<()>("zsh").unwrap_or(()),
+    }
+    let fish = root.join("usr/share/fish/vendor_completions.d/sockexit.fish");
+    match Command::new("fish")
+        .arg("--no-config")
+        .arg("-c")
+        .arg(format!(
+            "source '{}'; complete -C 'sockexit '",
+            fish.display()
+        ))
+        .output()
+    {
+        Ok(o) => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "fish: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            for s in SUBCOMMANDS {
+                assert!(
+                    out.lines().any(|l| l.split('\t').next() == Some(*s)),
+                    "fish completion lacks {s}: {out}"
+                );
+            }
+        }
+        Err(_) => missing::<()>("fish").unwrap_or(()),
+    }
+
     protected_service_from(root, &scratch);
 
     // Alone, without its library, it says every place it looked.

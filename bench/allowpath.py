@@ -172,9 +172,37 @@ def main():
             print(f"  {sc:16} plain {per_plain:5.2f}  preloaded {per_pre:5.2f}{mark}")
     if not any_extra:
         print("  no syscall beyond the program's own")
+    exec_hook(args, env, tmp)
     for fn in os.listdir(tmp):
         os.unlink(os.path.join(tmp, fn))
     os.rmdir(tmp)
+
+
+def exec_hook(args, env, tmp):
+    """What the exec-family hooks cost the process that execs (issue 15): callgrind
+    of a preloaded execloop that posix_spawns /bin/true 100 and 200 times; the
+    difference per spawn is the hook (the children are not traced). Twice: with an
+    environment that already carries the library and the policy (the common case: a
+    scan, nothing built), and with one that lacks them (the environment is rebuilt)."""
+    print("\nexec-family hooks, instructions inside libsockexit.so per posix_spawn (the parent's side):")
+    for label, child_env in (
+        ("environment already carries the library and the policy", True),
+        ("environment lacks them (rebuilt on the stack)", False),
+    ):
+        e = dict(env)
+        if child_env:
+            e["BENCH_CHILD_LD_PRELOAD"] = e["LD_PRELOAD"]
+            e["BENCH_CHILD_POLICY"] = e["SOCKEXIT_POLICY"]
+        ir = []
+        for n in (100, 200):
+            out = os.path.join(tmp, f"ex{n}.out")
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   f"{args.bin}/execloop", str(n), "/bin/true"]
+            p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=900)
+            if p.returncode != 0:
+                sys.exit(f"profile: {' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
+            ir.append(parse_callgrind(out, "libsockexit.so")[0])
+        print(f"  {label}: {(ir[1] - ir[0]) / 100:,.0f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //!
 //! Loaded with `LD_PRELOAD`, it checks every `accept`, `accept4`, `connect` and
 //! `listen` against the policy in `$SOCKEXIT_POLICY` (default
-//! `/etc/sockexit/policy.yaml`) and refuses what the policy refuses. See DESIGN.md.
+//! `/etc/sockexit/policy.yaml`) and refuses what the policy refuses. See docs/design.md.
 //!
 //! Layers: [`sys`] (the only `unsafe`: libc calls and the exported symbols) →
 //! [`hook`] (what each call does) → [`facts`] (lazy facts) → `sockexit_engine`

@@ -376,3 +376,40 @@ fn an_unprivileged_user_applies_a_policy_of_their_own() {
     assert!(served(&talk(DOT2, addr, None), BANNER));
     p.kill();
 }
+
+#[test]
+fn every_audit_line_names_the_generation_that_decided() {
+    let l = Live::new("live-audit", "");
+    let log = l.dir.path().join("audit.jsonl");
+    let with_audit = |deny: &str| {
+        format!(
+            "{}audit: {{ log: {}, events: deny }}\n",
+            policy(Some(deny)),
+            log.display()
+        )
+    };
+    l.apply_ok(&with_audit("127.0.0.2"));
+    let (mut p, addr) = l.server("banner_server");
+    assert!(talk(DOT2, addr, None).bytes.is_empty());
+    l.apply_ok(&with_audit("127.0.0.1"));
+    assert!(within(Duration::from_secs(1), || talk(LO, addr, None)
+        .bytes
+        .is_empty())
+    .is_some());
+    p.kill();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines
+        .iter()
+        .find(|v| v["rule"] == "no-127-0-0-2")
+        .expect("the first refusal");
+    assert_eq!(first["policy"], 1, "{text}");
+    let second = lines
+        .iter()
+        .find(|v| v["rule"] == "no-127-0-0-1")
+        .expect("the second refusal");
+    assert_eq!(second["policy"], 2, "{text}");
+}

@@ -127,6 +127,8 @@ pub fn record(ev: &Event<'_>) {
         pid,
         uid,
         program_json: &a.program_json,
+        backend: None,
+        policy: crate::state::state().generation(),
     };
     // `\n{json}\n`: the leading newline is written only after a cut write (file).
     let mut rec = LineBuf::<LINE_MAX>::new();
@@ -146,6 +148,8 @@ fn emit_repeated(a: &Audit, f: &repeat::Flushed) {
         pid: f.pid(),
         uid: f.uid(),
         program_json: &a.program_json,
+        backend: None,
+        policy: crate::state::state().generation(),
     };
     let ev = f.event();
     let mut rec = LineBuf::<LINE_MAX>::new();

@@ -28,7 +28,17 @@ decide (users, groups and programs are unknown to check):
   stealth: port 21: filter of 37 instructions on 0.0.0.0, 52 on [::]
   stealth: any other port: filter of 2 instructions on 0.0.0.0, 9 on [::]
 Use `sockexit explain POLICY --call listen --local ADDR:PORT --user U --program P`
-for one listener with known facts.
+for one listener with known facts. A peer dropped at the SYN never reaches the
+library, so it leaves no audit line (the summary says so).
+
+--listeners PID... shows, for running processes, each TCP listening socket and the
+filter the kernel has on it (read with pidfd_getfd and SO_GET_FILTER: run as root or
+as the process's user):
+  sockexit check --listeners $(pidof vsftpd)
+  listener: 812 (vsftpd) fd 3 0.0.0.0:21: socket filter of 37 instructions (drops
+  refused SYNs; the socket's drop count: ss -tlnm 'sport = :21', skmem d)
+The kernel keeps no count of a filter's drops alone: `d` in `ss -tlnm` counts the
+SYNs the filter dropped together with connections dropped for a full accept queue.
 
 Exit status: 0 valid (warnings allowed), 1 invalid, unreadable, or (as root)
 changeable by others (`error: FILE:LINE:COL: ...` on stderr), 2 warnings with
@@ -65,6 +75,10 @@ pub struct Args {
     /// `sockexit run` judges it, without starting it
     #[arg(long, value_name = "PROGRAM")]
     program: Option<OsString>,
+    /// Show the TCP listening sockets of these running processes and the socket
+    /// filter (stealth) each carries, with its size, as the kernel reports it
+    #[arg(long, value_name = "PID", num_args = 1..)]
+    listeners: Vec<u32>,
 }
 
 /// `covered: ...` (0) or `not covered: ...` (3), on stdout.
@@ -108,12 +122,24 @@ pub fn summary(p: &Policy) -> String {
         s.push_str(", mode audit (nothing is refused, would-be refusals are logged)");
     }
     if p.stealth() {
-        s.push_str(", stealth");
+        s.push_str(
+            ", stealth (a peer dropped at the SYN leaves no audit line: the kernel drops it \
+             before the library sees it)",
+        );
     }
     s
 }
 
 pub fn main(a: Args) -> ExitCode {
+    if !a.listeners.is_empty() {
+        if a.policy.is_some() {
+            let code = check_policy(a.policy, a.deny_warnings);
+            if code != ExitCode::SUCCESS {
+                return code;
+            }
+        }
+        return crate::listeners::main(&a.listeners);
+    }
     let Some(program) = a.program else {
         return check_policy(a.policy, a.deny_warnings);
     };
@@ -158,7 +184,29 @@ fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
             say(l);
         }
     }
+    for l in link_lines(&path, &policy) {
+        say(l);
+    }
     ExitCode::SUCCESS
+}
+
+/// `program: POLICY:L:C: rule `R`: PATH resolves to TARGET; ...` for each `programs:`
+/// path that is a symlink (or goes through one) on this host.
+pub fn link_lines(path: &Path, p: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in p.rules() {
+        for (written, target) in r.program_links() {
+            let (l, c) = r.location();
+            out.push(format!(
+                "program: {}:{l}:{c}: rule `{}`: {written} resolves to {}; the rule matches \
+                 both (the library sees the resolved executable)",
+                path.display(),
+                r.name(),
+                target.display()
+            ));
+        }
+    }
+    out
 }
 
 /// At most this many port groups get a line of their own.

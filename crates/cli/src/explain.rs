@@ -42,7 +42,11 @@ dropped, passes or no-filter}.
 For `--call accept` under a stealth policy, a second line says what the filter of a
 listener on --local does with this peer's SYN (run in a userspace BPF interpreter):
   stealth: the listener's filter drops this SYN: no SYN-ACK, the peer's connect times out
-  stealth: the SYN passes the listener's filter; refused at accept (reset)";
+  stealth: the SYN passes the listener's filter; refused at accept (reset)
+
+Exit status: 0 when the call was judged (whatever the verdict), 1 when the policy
+is invalid or cannot be read, 2 on bad arguments (a missing --call, an address or
+user that cannot be parsed, --remote with --call listen).";
 
 /// The socket call to decide.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -72,6 +76,9 @@ impl From<CallArg> for Call {
     long_about = "Evaluate one accept, connect or listen against a policy, with the facts you \
         give, and show the verdict and the rule that decided it (or `default`). Nothing is \
         sent on the network and no name is resolved.",
+    override_usage = "sockexit explain [POLICY] --call <CALL> [--remote <ADDR:PORT>] \
+        [--local <ADDR:PORT>] [--user <NAME|UID>] [--group <NAME|GID>] [--program <PATH>] \
+        [--v6-only] [--json]",
     after_help = HELP
 )]
 pub struct Args {
@@ -135,7 +142,10 @@ impl FactSource for Given<'_> {
 pub fn main(a: Args) -> ExitCode {
     let call: Call = a.call.into();
     if call == Call::Listen && a.remote.is_some() {
-        return fail("--remote does not apply to --call listen: a listening socket has no peer");
+        eprintln!(
+            "error: --remote does not apply to --call listen: a listening socket has no peer"
+        );
+        return ExitCode::from(2);
     }
     let path = crate::policy_path(a.policy.clone());
     let policy = match Policy::load(&path) {
@@ -147,7 +157,7 @@ pub fn main(a: Args) -> ExitCode {
         local: a.local.map(addr::unmap),
         uid: a.user.as_ref().map(|u| u.id),
         gid: a.group.as_ref().map(|g| g.id),
-        program: a.program.clone(),
+        program: resolved_program(a.program.as_deref()).or_else(|| a.program.clone()),
     };
     let judged = policy.judge(
         call,
@@ -166,7 +176,7 @@ pub fn main(a: Args) -> ExitCode {
             local,
             a.user.as_ref().map(|u| u.id),
             a.group.as_ref().map(|g| g.id),
-            a.program.as_deref(),
+            facts.program.as_deref(),
         )
     };
     let stealth = match (call, a.local) {
@@ -196,6 +206,13 @@ pub fn main(a: Args) -> ExitCode {
         stealth.text();
     }
     ExitCode::SUCCESS
+}
+
+/// The executable an absolute `--program` path names, every symlink followed, when
+/// that is another path: the library matches `/proc/self/exe`, which is resolved.
+fn resolved_program(p: Option<&std::path::Path>) -> Option<PathBuf> {
+    let p = p.filter(|p| p.is_absolute())?;
+    std::fs::canonicalize(p).ok().filter(|t| t != p)
 }
 
 /// The filter the library would compile for a listener on `local`, run by `uid`/`gid`
@@ -423,6 +440,16 @@ fn text(a: &Args, call: Call, f: &Facts, policy: &Policy, j: Judged<'_>, unknown
             if unknown.len() == 1 { "it" } else { "them" }
         ));
     }
+    if let (Some(given), Some(seen)) = (&a.program, &f.program) {
+        if given != seen {
+            say(format_args!(
+                "note: --program {} resolves to {}, the executable the library sees \
+                 (/proc/self/exe), and was judged as that",
+                given.display(),
+                seen.display()
+            ));
+        }
+    }
     if let Some(p) = &a.program {
         if !p.is_absolute() {
             say(format_args!(
@@ -462,6 +489,7 @@ fn json(
         "gid": f.gid,
         "group": a.group.as_ref().and_then(|g| g.name.clone()),
         "program": a.program.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        "program_resolved": f.program.as_ref().map(|p| p.to_string_lossy().into_owned()),
         "mode": policy.mode().as_str(),
         "refused": refused,
         "unknown": unknown,

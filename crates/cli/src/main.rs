@@ -12,6 +12,7 @@ mod elf;
 mod enable;
 mod explain;
 mod gen;
+mod listeners;
 mod out;
 mod run;
 
@@ -57,7 +58,9 @@ exactly as libsockexit.so chooses it.";
     long_about = "Socket exit points for Linux.\n\n\
         libsockexit.so, preloaded into a dynamically linked program, approves or refuses \
         every accept, connect and listen against a YAML policy. This command tests a \
-        policy before you trust it (check, explain) and starts a service under it (run).",
+        policy before you trust it (check, explain), publishes it (apply, status), starts a \
+        service under it (run), puts a systemd unit under it (enable, disable) or, \
+        system-wide, every program (system).",
     after_help = TOP_HELP
 )]
 pub struct Cli {

@@ -218,7 +218,8 @@ fn remote_with_listen_is_refused() {
         "--local",
         "0.0.0.0:80",
     ]);
-    assert_eq!(o.code, Some(1), "{o:?}");
+    // A bad argument: 2, as docs/cli.md says (1 is an invalid policy).
+    assert_eq!(o.code, Some(2), "{o:?}");
     assert!(
         o.stderr.starts_with("error: ") && o.stderr.contains("--remote"),
         "{o:?}"

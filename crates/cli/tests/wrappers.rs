@@ -78,7 +78,21 @@ fn systemd_drop_in_sets_the_preload_and_policy() {
     assert!(lines.contains(&"[Service]"));
     assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/sockexit/libsockexit.so"));
     assert!(lines.contains(&"Environment=SOCKEXIT_POLICY=/etc/sockexit/nginx.yaml"));
+    // Published before start, and applied before the service's own reload: a typo
+    // fails the reload instead of reaching the running service.
     assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit apply /etc/sockexit/nginx.yaml"));
-    assert!(lines.contains(&"ExecReload=/usr/bin/sockexit apply /etc/sockexit/nginx.yaml"));
+    let reload: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("ExecReload="))
+        .collect();
+    assert_eq!(
+        reload.first().map(|l| **l),
+        Some("ExecReload="),
+        "the unit's own ExecReload must be reset first: {reload:?}"
+    );
+    assert_eq!(
+        reload.get(1).map(|l| **l),
+        Some("ExecReload=/usr/bin/sockexit apply /etc/sockexit/nginx.yaml")
+    );
     assert!(lines.contains(&"ExecStartPre=/usr/bin/sockexit check --program /usr/sbin/nginx"));
 }

@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod audit_line;
 pub mod bpf;
 mod dispatch;
 mod files;

@@ -161,7 +161,7 @@ fn reversed_port_range() {
 fn duplicate_rule_name() {
     refused(
         format!("{HEAD}rules:\n  - name: ftp\n    action: allow\n  - name: web\n    action: allow\n  - name: ftp\n    action: deny\n"),
-        ":8:5: key `name`: duplicate rule name `ftp`",
+        ":8:11: key `name`: duplicate rule name `ftp`",
     );
 }
 
@@ -173,11 +173,11 @@ fn missing_or_reserved_rule_name_and_bad_action() {
     );
     refused(
         format!("{HEAD}rules:\n  - name: default\n    action: allow\n"),
-        ":4:5: key `name`: `default` is reserved for the policy's default verdict",
+        ":4:11: key `name`: `default` is reserved for the policy's default verdict",
     );
     refused(
         format!("{HEAD}rules:\n  - name: r\n    action: permit\n"),
-        ":4:5: key `action`: rule `r`: `permit` is not allow or deny",
+        ":5:13: key `action`: rule `r`: `permit` is not allow or deny",
     );
     refused(
         format!("{HEAD}rules:\n  - name: r\n"),
@@ -189,7 +189,7 @@ fn missing_or_reserved_rule_name_and_bad_action() {
 fn bad_calls_families_programs_and_empty_lists() {
     refused(
         rule("    calls: [accept, conect]\n"),
-        ":4:5: key `calls`: rule `r`: `conect` is not accept, connect or listen",
+        ":6:21: key `calls`: rule `r`: `conect` is not accept, connect or listen",
     );
     refused(
         rule("    calls: []\n"),
@@ -197,11 +197,11 @@ fn bad_calls_families_programs_and_empty_lists() {
     );
     refused(
         rule("    families: [inet]\n"),
-        ":4:5: key `families`: rule `r`: `inet` is not ipv4 or ipv6",
+        ":6:16: key `families`: rule `r`: `inet` is not ipv4 or ipv6",
     );
     refused(
         rule("    programs: [\"/usr/sbin/[vsftpd\"]\n"),
-        ":4:5: key `programs`: rule `r`: unterminated `[` in pattern `/usr/sbin/[vsftpd`",
+        ":6:16: key `programs`: rule `r`: unterminated `[` in pattern `/usr/sbin/[vsftpd`",
     );
     refused(
         rule("    remote: []\n"),
@@ -276,14 +276,14 @@ fn empty_file() {
 
 #[test]
 fn not_a_mapping() {
-    refused("~\n", ":1:1: expected a mapping (`key: value` lines) here");
+    refused("~\n", ":1:1: expected a mapping (`key: value` lines) here; a list item (`- `) at the wrong indentation level?");
     refused(
         "- version: 1\n",
-        ":1:1: expected a mapping (`key: value` lines) here",
+        ":1:1: expected a mapping (`key: value` lines) here; a list item (`- `) at the wrong indentation level?",
     );
     refused(
         format!("{HEAD}rules: [ftp]\n"),
-        ":3:9: expected a mapping (`key: value` lines) here",
+        ":3:9: expected a mapping (`key: value` lines) here; a list item (`- `) at the wrong indentation level?",
     );
 }
 
@@ -364,7 +364,7 @@ fn yaml_syntax_errors_point_at_the_spot() {
     refused("version: 1\ndefault: \"deny\n", ":2:10: unclosed quote");
     refused(
         format!("{HEAD}rules:\n  - name: r\n   action: allow\n"),
-        ":5:4: while parsing a block collection, did not find expected '-' indicator",
+        ":5:4: indentation: this line does not line up with the lines above it: the keys of one rule line up under its first key (after `- `), and a new list item starts with `- ` at the level of the others",
     );
 }
 

@@ -75,11 +75,12 @@ pub(crate) fn compile(
     // Permission findings about set files, put first (as the policy file's are by
     // its reader), so they are a prefix the library can log on its own.
     let mut file_warnings = Vec::new();
+    let mut files = files;
     let sets = compile_sets(
         &ctx,
         &raw,
         base,
-        files,
+        &mut files,
         opts.permissions,
         &mut warnings,
         &mut file_warnings,
@@ -87,10 +88,13 @@ pub(crate) fn compile(
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for r in raw.rules.iter().flatten() {
-        rules.push(compile_rule(&ctx, r, &mut names, &sets, opts)?);
+        let mut rule = compile_rule(&ctx, r, &mut names, &sets, opts)?;
+        link_programs(&mut rule, &mut files);
+        rules.push(rule);
     }
 
     lint(&rules, default, &mut warnings);
+    super::lint::lint_raw(&raw, &rules, &mut warnings);
     let permission_warnings = file_warnings.len();
     file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
@@ -193,7 +197,7 @@ fn compile_sets(
     ctx: &Ctx<'_>,
     raw: &RawPolicy,
     base: &Path,
-    mut files: SetFiles<'_>,
+    files: &mut SetFiles<'_>,
     perms: Permissions,
     warnings: &mut Vec<Warning>,
     file_warnings: &mut Vec<Warning>,
@@ -224,7 +228,7 @@ fn compile_sets(
                 ))
             }
             RawSet::File(f) => {
-                let (set, mut found) = set_file(ctx, name, loc(s), &base.join(f), &mut files, perms)?;
+                let (set, mut found) = set_file(ctx, name, loc(s), &base.join(f), files, perms)?;
                 file_warnings.append(&mut found);
                 set
             }
@@ -270,15 +274,17 @@ fn set_file(
             });
             Ok((set, found))
         }
-        SetFiles::Replay(from) => match from.iter().find(|c| c.path == path) {
-            Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
-            // Only if the policy bytes differ from the captured ones.
-            None => Err(ctx.err(
-                at,
-                Some(name),
-                format!("set file {} was not read with the policy", path.display()),
-            )),
-        },
+        SetFiles::Replay(from) => {
+            match from.iter().find(|c| !c.is_program_link() && c.path == path) {
+                Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
+                // Only if the policy bytes differ from the captured ones.
+                None => Err(ctx.err(
+                    at,
+                    Some(name),
+                    format!("set file {} was not read with the policy", path.display()),
+                )),
+            }
+        }
     }
 }
 
@@ -326,19 +332,23 @@ impl RuleCtx<'_> {
         }
     }
 
-    fn calls(&self, v: &ListField<String>) -> Result<u8, Error> {
+    fn calls(&self, v: &ListField<Spanned<String>>) -> Result<u8, Error> {
         let why = ": the rule would apply to nothing";
         let Some(cs) = self.items("calls", v, why)? else {
             return Ok(ALL_CALLS);
         };
         let mut m = 0;
         for c in cs {
-            m |= match c.as_str() {
+            m |= match c.value.as_str() {
                 "accept" => 1,
                 "connect" => 2,
                 "listen" => 4,
                 o => {
-                    return Err(self.err("calls", format!("`{o}` is not accept, connect or listen")))
+                    return Err(self.err_at(
+                        loc(c),
+                        "calls",
+                        format!("`{o}` is not accept, connect or listen"),
+                    ))
                 }
             };
         }
@@ -415,29 +425,62 @@ impl RuleCtx<'_> {
         Ok(Some(out))
     }
 
-    fn programs(&self, v: &ListField<String>) -> Result<Option<Vec<Glob>>, Error> {
+    fn programs(&self, v: &ListField<Spanned<String>>) -> Result<Option<Vec<Glob>>, Error> {
         let Some(ps) = self.items("programs", v, "")? else {
             return Ok(None);
         };
         ps.iter()
-            .map(|p| Glob::new(p).map_err(|m| self.err("programs", m)))
+            .map(|p| Glob::new(&p.value).map_err(|m| self.err_at(loc(p), "programs", m)))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
 
-    fn families(&self, v: &ListField<String>) -> Result<Option<u8>, Error> {
+    fn families(&self, v: &ListField<Spanned<String>>) -> Result<Option<u8>, Error> {
         let Some(fs) = self.items("families", v, "")? else {
             return Ok(None);
         };
         let mut m = 0;
         for f in fs {
-            m |= match f.as_str() {
+            m |= match f.value.as_str() {
                 "ipv4" => FAM_V4,
                 "ipv6" => FAM_V6,
-                o => return Err(self.err("families", format!("`{o}` is not ipv4 or ipv6"))),
+                o => {
+                    return Err(self.err_at(
+                        loc(f),
+                        "families",
+                        format!("`{o}` is not ipv4 or ipv6"),
+                    ))
+                }
             };
         }
         Ok(Some(m))
+    }
+}
+
+/// A `programs:` path that resolves to another one (a symlink, `/etc/alternatives`,
+/// a merged `/usr`) also matches what it resolves to: the library matches the
+/// executable `/proc/self/exe` names, every link followed. Resolved when the policy
+/// is read (recorded in a snapshot, replayed by its compile), never at a call.
+fn link_programs(rule: &mut Rule, files: &mut SetFiles<'_>) {
+    let Some(globs) = rule.programs.as_mut() else {
+        return;
+    };
+    let written: Vec<String> = globs.iter().map(|g| g.as_str().to_owned()).collect();
+    for p in written {
+        let Some(target) = files.program_link(&p) else {
+            continue;
+        };
+        let Some(t) = target.to_str() else { continue };
+        // A target with glob characters cannot be written as a literal pattern.
+        if t.contains(['*', '?', '[']) {
+            continue;
+        }
+        if let Ok(g) = Glob::new(t) {
+            if !globs.contains(&g) {
+                globs.push(g);
+            }
+        }
+        rule.links.push((p, target));
     }
 }
 
@@ -451,19 +494,24 @@ fn compile_rule(
 ) -> Result<Rule, Error> {
     let l = loc(r);
     let rr = &r.value;
+    let name_at = rr.name.as_ref().and_then(loc).or(l);
     let name = match &rr.name {
-        Some(n) if !n.trim().is_empty() => n.clone(),
-        _ => return Err(ctx.err(l, Some("name"), "every rule needs a `name`")),
+        Some(n) if !n.value.trim().is_empty() => n.value.clone(),
+        _ => return Err(ctx.err(name_at, Some("name"), "every rule needs a `name`")),
     };
     if name == "default" {
         return Err(ctx.err(
-            l,
+            name_at,
             Some("name"),
             "`default` is reserved for the policy's default verdict",
         ));
     }
     if !names.insert(name.clone()) {
-        return Err(ctx.err(l, Some("name"), format!("duplicate rule name `{name}`")));
+        return Err(ctx.err(
+            name_at,
+            Some("name"),
+            format!("duplicate rule name `{name}`"),
+        ));
     }
     let rc = RuleCtx {
         ctx,
@@ -471,10 +519,16 @@ fn compile_rule(
         at: l,
         sets,
     };
-    let action = match rr.action.as_deref() {
-        Some("allow") => Verdict::Allow,
-        Some("deny") => Verdict::Deny,
-        Some(o) => return Err(rc.err("action", format!("`{o}` is not allow or deny"))),
+    let action = match &rr.action {
+        Some(a) if a.value == "allow" => Verdict::Allow,
+        Some(a) if a.value == "deny" => Verdict::Deny,
+        Some(a) => {
+            return Err(rc.err_at(
+                loc(a),
+                "action",
+                format!("`{}` is not allow or deny", a.value),
+            ))
+        }
         None => return Err(rc.err("action", "missing `action: allow|deny`".into())),
     };
     let calls = rc.calls(&rr.calls)?;
@@ -491,6 +545,7 @@ fn compile_rule(
         action,
         calls,
         location: l.unwrap_or((0, 0)),
+        links: Vec::new(),
     };
     Ok(rule)
 }

@@ -81,11 +81,73 @@ pub(crate) fn read_policy_bytes(
 
 /// A set file as read for a [`crate::Snapshot`]: its bytes, and the permission
 /// warnings found when it was read, replayed with them.
+///
+/// Also, under a path that starts with [`LINK_MARK`] (a NUL byte, which no file path
+/// can contain, so no set file is ever mistaken for one), what a `programs:` path
+/// resolved to when the policy was read: the bytes are the target path, empty when it
+/// resolved to nothing else. A replay (and a published image, which carries captured
+/// files as path and bytes) resolves it the same way without any I/O.
 #[derive(Debug)]
 pub(crate) struct CapturedFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub warnings: Vec<Warning>,
+}
+
+/// The start of a captured `programs:` resolution's path (see [`CapturedFile`]).
+pub(crate) const LINK_MARK: &str = "\0program:";
+
+impl CapturedFile {
+    /// Whether this is a `programs:` resolution, not a set file.
+    pub(crate) fn is_program_link(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        self.path
+            .as_os_str()
+            .as_bytes()
+            .starts_with(LINK_MARK.as_bytes())
+    }
+}
+
+/// What a `programs:` pattern without glob characters resolves to, when that is
+/// another path: the executable the kernel runs, as `/proc/self/exe` names it
+/// (every symlink on the path followed). `None` for a glob, a relative name, a path
+/// that does not exist, or one that is already canonical.
+pub(crate) fn resolve_program(pattern: &str) -> Option<PathBuf> {
+    if !pattern.starts_with('/') || pattern.contains(['*', '?', '[']) {
+        return None;
+    }
+    let target = std::fs::canonicalize(pattern).ok()?;
+    (target.as_os_str() != std::ffi::OsStr::new(pattern)).then_some(target)
+}
+
+impl SetFiles<'_> {
+    /// [`resolve_program`] now (`Disk`), recorded (`Capture`) or replayed (`Replay`).
+    pub(crate) fn program_link(&mut self, pattern: &str) -> Option<PathBuf> {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let key = PathBuf::from(format!("{LINK_MARK}{pattern}"));
+        match self {
+            SetFiles::Disk => resolve_program(pattern),
+            SetFiles::Capture { into, .. } => {
+                let link = resolve_program(pattern);
+                if !into.iter().any(|c| c.path == key) {
+                    into.push(CapturedFile {
+                        path: key,
+                        bytes: link
+                            .as_ref()
+                            .map(|t| t.as_os_str().as_bytes().to_vec())
+                            .unwrap_or_default(),
+                        warnings: Vec::new(),
+                    });
+                }
+                link
+            }
+            SetFiles::Replay(from) => from
+                .iter()
+                .find(|c| c.path == key)
+                .filter(|c| !c.bytes.is_empty())
+                .map(|c| PathBuf::from(std::ffi::OsString::from_vec(c.bytes.clone()))),
+        }
+    }
 }
 
 /// How [`compile`](super::compile) gets the contents of `sets: { NAME: { file: PATH } }`.

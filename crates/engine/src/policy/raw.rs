@@ -137,10 +137,10 @@ where
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
-    pub(super) name: Option<String>,
-    pub(super) action: Option<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) action: Option<Spanned<String>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) calls: ListField<String>,
+    pub(super) calls: ListField<Spanned<String>>,
 
     #[serde(default, deserialize_with = "present")]
     pub(super) remote: ListField<Spanned<String>>,
@@ -155,7 +155,7 @@ pub(super) struct RawRule {
     #[serde(default, deserialize_with = "present")]
     pub(super) groups: ListField<Spanned<NumOrStr>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) programs: ListField<String>,
+    pub(super) programs: ListField<Spanned<String>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) families: ListField<String>,
+    pub(super) families: ListField<Spanned<String>>,
 }

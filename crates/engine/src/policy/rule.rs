@@ -19,6 +19,9 @@ pub struct Rule {
     pub(super) programs: Option<Vec<Glob>>,
     pub(super) families: Option<u8>,
     pub(super) location: (usize, usize),
+    /// `programs:` paths that resolve to another path when the policy was read, and
+    /// that path (also matched).
+    pub(super) links: Vec<(String, std::path::PathBuf)>,
 }
 
 pub(super) const FAM_V4: u8 = 1;
@@ -77,6 +80,12 @@ impl Rule {
     /// `families:` — (ipv4, ipv6), if named.
     pub fn families(&self) -> Option<(bool, bool)> {
         self.families.map(|f| (f & FAM_V4 != 0, f & FAM_V6 != 0))
+    }
+    /// `programs:` paths written without glob characters that resolved to another
+    /// path when the policy was read (a symlink), with that path: the rule matches
+    /// both, as the library sees the resolved executable.
+    pub fn program_links(&self) -> &[(String, std::path::PathBuf)] {
+        &self.links
     }
     /// 1-based line and column of the rule in the policy file.
     pub fn location(&self) -> (usize, usize) {

@@ -134,8 +134,30 @@ fn plain_message(text: &str) -> String {
     if let Some(rest) = message.strip_prefix("invalid type: unit value") {
         message = format!("no value (null){rest}");
     }
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("tab") && (lower.contains("indent") || lower.contains("disallowed")) {
+        return "a tab in the indentation: YAML indents with spaces only; replace the tab with spaces"
+            .to_string();
+    }
+    if lower.contains("did not find expected '-' indicator")
+        || lower.contains("did not find expected key")
+    {
+        return "indentation: this line does not line up with the lines above it: the keys of one \
+                rule line up under its first key (after `- `), and a new list item starts with `- ` \
+                at the level of the others"
+            .to_string();
+    }
+    if lower.contains("mapping values are not allowed") {
+        return "indentation: a `key: value` where none can be: a list item (`- `) or key indented \
+                deeper than the lines it belongs with, or a value with `: ` in it that needs quotes"
+            .to_string();
+    }
     match message.as_str() {
-        "expected mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
+        "expected mapping start" => {
+            "expected a mapping (`key: value` lines) here; a list item (`- `) at the wrong \
+             indentation level?"
+                .to_string()
+        }
         "invalid boolean" => "expected true or false".to_string(),
         "alias references unknown anchor" => {
             "unknown YAML alias: `*` starts an alias; quote a program glob (\"*/nginx\")"

@@ -26,7 +26,7 @@ INSTALL ?= install
 PROFILE ?= release
 CARGO_TARGET_DIR ?= target
 OUT  := $(CARGO_TARGET_DIR)/$(PROFILE)
-GEN  := $(CARGO_TARGET_DIR)/install-gen
+GEN  ?= $(CARGO_TARGET_DIR)/install-gen
 ifeq ($(PROFILE),release)
 PROFILE_FLAG := --release
 else ifeq ($(PROFILE),debug)

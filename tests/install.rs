@@ -33,7 +33,8 @@ fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `make install` of this test's build into `dest`.
+/// `make install` of this test's build into `dest` (generated pages in `dest-gen`,
+/// removed afterwards).
 fn make_install(dest: &Path) {
     common::cli_path(); // builds the library, the examples and the command
     let profile = common::profile_dir();
@@ -48,10 +49,13 @@ fn make_install(dest: &Path) {
             profile.file_name().unwrap().to_string_lossy()
         ))
         .arg("NOBUILD=1")
+        // Its own scratch directory for the generated pages: two tests install at once.
+        .arg(format!("GEN={}-gen", dest.display()))
         .arg(format!(
             "CARGO_TARGET_DIR={}",
             profile.parent().unwrap().display()
         )));
+    let _ = std::fs::remove_dir_all(format!("{}-gen", dest.display()));
 }
 
 /// Every file under `root`, relative to it.

@@ -9,7 +9,9 @@ mod apply;
 mod check;
 mod coverage;
 mod elf;
+mod enable;
 mod explain;
+mod gen;
 mod listeners;
 mod out;
 mod run;
@@ -21,6 +23,10 @@ use std::process::ExitCode;
 /// Where the library and this command look when neither an argument nor
 /// `$SOCKEXIT_POLICY` names a policy.
 pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
+
+/// Where `make install PREFIX=/usr` and the Debian package put the library; the last
+/// place `run`, `enable` and `system` look for it.
+pub const INSTALLED_LIB: &str = "/usr/lib/sockexit/libsockexit.so";
 
 /// The policy to use: the argument, else `$SOCKEXIT_POLICY` (non-empty), else the
 /// default path. Mirrors the library's own choice so `check` tests what `run` runs.
@@ -52,10 +58,12 @@ exactly as libsockexit.so chooses it.";
     long_about = "Socket exit points for Linux.\n\n\
         libsockexit.so, preloaded into a dynamically linked program, approves or refuses \
         every accept, connect and listen against a YAML policy. This command tests a \
-        policy before you trust it (check, explain) and starts a service under it (run).",
+        policy before you trust it (check, explain), publishes it (apply, status), starts a \
+        service under it (run), puts a systemd unit under it (enable, disable) or, \
+        system-wide, every program (system).",
     after_help = TOP_HELP
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -67,9 +75,16 @@ enum Cmd {
     Status(apply::StatusArgs),
     Explain(explain::Args),
     Run(run::Args),
+    Enable(enable::EnableArgs),
+    Disable(enable::DisableArgs),
+    System(enable::SystemArgs),
 }
 
 fn main() -> ExitCode {
+    // `make install`'s generator: outside `Cli`, so no page or completion shows it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == gen::ARG) {
+        return gen::main();
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check(a) => check::main(a),
@@ -77,5 +92,8 @@ fn main() -> ExitCode {
         Cmd::Status(a) => apply::status(a),
         Cmd::Explain(a) => explain::main(a),
         Cmd::Run(a) => run::main(a),
+        Cmd::Enable(a) => enable::enable(a),
+        Cmd::Disable(a) => enable::disable(a),
+        Cmd::System(a) => enable::system(a),
     }
 }

@@ -21,8 +21,9 @@ What CMD gets:
   SOCKEXIT_POLICY  the policy's absolute path
   SOCKEXIT_ON_ERROR  only when --on-error is given (otherwise left as inherited)
 
-libsockexit.so is looked for beside the sockexit executable, then in ../lib/
-relative to it (/usr/bin/sockexit -> /usr/lib/libsockexit.so), unless --lib names it.
+libsockexit.so is looked for beside the sockexit executable, then in ../lib/sockexit/
+and ../lib/ relative to it (/usr/bin/sockexit -> /usr/lib/sockexit/libsockexit.so),
+then at /usr/lib/sockexit/libsockexit.so, unless --lib names it.
 
 An invalid policy is reported and CMD is not started (exit 1). CMD that the library
 cannot cover: exit 3 (below). CMD missing or not executable: exit 127 or 126.
@@ -119,7 +120,12 @@ fn lib_candidates() -> Result<Vec<PathBuf>, String> {
         .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
     let mut v = vec![dir.join("libsockexit.so")];
     if let Some(prefix) = dir.parent() {
-        v.push(prefix.join("lib").join("libsockexit.so"));
+        v.push(prefix.join("lib/sockexit/libsockexit.so"));
+        v.push(prefix.join("lib/libsockexit.so"));
+    }
+    let standard = PathBuf::from(crate::INSTALLED_LIB);
+    if !v.contains(&standard) {
+        v.push(standard);
     }
     Ok(v)
 }
@@ -143,7 +149,7 @@ pub fn find_lib(given: Option<PathBuf>) -> Result<PathBuf, String> {
             format!(
                 "libsockexit.so not found (looked for {}); install it beside sockexit or \
                  name it with --lib",
-                list.join(" and ")
+                list.join(", ")
             )
         })
 }

@@ -76,7 +76,7 @@ fn systemd_drop_in_sets_the_preload_and_policy() {
             .unwrap();
     let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(lines.contains(&"[Service]"));
-    assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/libsockexit.so"));
+    assert!(lines.contains(&"Environment=LD_PRELOAD=/usr/lib/sockexit/libsockexit.so"));
     assert!(lines.contains(&"Environment=SOCKEXIT_POLICY=/etc/sockexit/nginx.yaml"));
     // Published before start, and applied before the service's own reload: a typo
     // fails the reload instead of reaching the running service.

@@ -1713,6 +1713,31 @@ fn cmd_exec(args: &[String]) {
                     0,
                 );
             }
+            "vfork" => {
+                // vfork + execve with the rebuilt environment: the hook runs in the
+                // child, which shares our memory until the exec.
+                let pid = libc::vfork();
+                if pid == 0 {
+                    libc::execve(exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(127);
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+                exit(if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    1
+                });
+            }
+            "execv-environ" => {
+                // The forms that use the process's own environment, after the program
+                // rebuilt it (clearenv + its own entries).
+                libc::clearenv();
+                for e in envp.iter().take_while(|e| !e.is_null()) {
+                    libc::putenv(*e as *mut libc::c_char);
+                }
+                libc::execv(exe_c.as_ptr(), argv.as_ptr());
+            }
             "posix_spawn" => {
                 let mut pid: libc::pid_t = 0;
                 let r = libc::posix_spawn(

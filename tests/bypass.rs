@@ -1891,6 +1891,8 @@ fn exec_with_a_rebuilt_environment_keeps_the_library_and_the_policy() {
         "fexecve",
         "execveat",
         "posix_spawn",
+        "vfork",
+        "execv-environ",
     ];
     let envs = ["empty", "no-preload", swap.as_str()];
     for form in forms {

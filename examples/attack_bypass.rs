@@ -1716,6 +1716,10 @@ fn cmd_exec(args: &[String]) {
             "vfork" => {
                 // vfork + execve with the rebuilt environment: the hook runs in the
                 // child, which shares our memory until the exec.
+                // libc marks vfork deprecated for Rust callers because the child shares
+                // the parent's stack; this child only calls execve and _exit, the
+                // pattern vfork exists for (and the one the hook must survive).
+                #[allow(deprecated)]
                 let pid = libc::vfork();
                 if pid == 0 {
                     libc::execve(exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr());

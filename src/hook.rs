@@ -330,11 +330,16 @@ pub fn coverage_lost(kind: Lost, what: &[u8]) {
     if SAID[kind as usize].swap(true, Ordering::Relaxed) || loading() {
         return;
     }
-    let program = state()
-        .program
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_else(|| "this program".into());
+    // Read now when the load did not need it (no allocation: this may run in the
+    // child of a vfork).
+    let mut buf = [0u8; 512];
+    let program = match state().program.as_deref() {
+        Some(p) => String::from_utf8_lossy(p),
+        None => match crate::sys::exe_path_into(&mut buf) {
+            [] => "this program".into(),
+            p => String::from_utf8_lossy(p),
+        },
+    };
     let what = String::from_utf8_lossy(what);
     let why = match kind {
         Lost::DeepBind => {

@@ -139,6 +139,19 @@ pub fn at_secure() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+/// `/proc/self/exe` into a caller's buffer, without allocating (safe after `vfork`):
+/// the bytes read, empty when it cannot be read.
+pub fn exe_path_into(buf: &mut [u8]) -> &[u8] {
+    match syscall!(readlink(
+        c"/proc/self/exe".as_ptr(),
+        buf.as_mut_ptr() as *mut libc::c_char,
+        buf.len()
+    )) {
+        Ok(n) => &buf[..n as usize],
+        Err(_) => &[],
+    }
+}
+
 /// The executable's path (`/proc/self/exe`), read once at load time.
 pub fn exe_path() -> Option<OsString> {
     std::fs::read_link("/proc/self/exe")

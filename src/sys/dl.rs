@@ -37,6 +37,50 @@ static SOCKEXIT_REAL_DLVSYM: AtomicPtr<c_void> = AtomicPtr::new(dlvsym_lazy as *
 // which sets dlerror() as it always does. Naked functions: exported like every other
 // hook, with no prologue between the caller and glibc.
 
+/// The body of `dlsym`/`dlvsym`: ask `$hooked` (our hook, or 0), and when it says 0
+/// — or for `RTLD_NEXT` — jump to the real function in `$real` with the caller's
+/// stack untouched.
+macro_rules! hook_or_jump {
+    ($hooked:path, $real:path) => {
+        std::arch::naked_asm!(
+            "cmp rdi, -1", // RTLD_NEXT: glibc's answer, untouched
+            "je 2f",
+            "push rdi",
+            "push rsi",
+            "push rdx",
+            "call {hooked}",
+            "pop rdx",
+            "pop rsi",
+            "pop rdi",
+            "test rax, rax",
+            "jz 2f",
+            "ret",
+            "2:",
+            "jmp qword ptr [rip + {real}]",
+            hooked = sym $hooked,
+            real = sym $real,
+        )
+    };
+}
+
+/// The body of a stub that calls `$prep` with its own arguments, then jumps to the
+/// address `$prep` returns with the caller's stack as it was.
+macro_rules! prep_then_jump {
+    ($prep:path) => {
+        std::arch::naked_asm!(
+            "push rdi",
+            "push rsi",
+            "push rdx",
+            "call {prep}",
+            "pop rdx",
+            "pop rsi",
+            "pop rdi",
+            "jmp rax",
+            prep = sym $prep,
+        )
+    };
+}
+
 /// Interposed `dlsym(3)`.
 ///
 /// # Safety
@@ -44,24 +88,7 @@ static SOCKEXIT_REAL_DLVSYM: AtomicPtr<c_void> = AtomicPtr::new(dlvsym_lazy as *
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn dlsym(_handle: *mut c_void, _name: *const c_char) -> *mut c_void {
-    std::arch::naked_asm!(
-        "cmp rdi, -1", // RTLD_NEXT: glibc's answer, untouched
-        "je 2f",
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {hooked}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "test rax, rax",
-        "jz 2f",
-        "ret",
-        "2:",
-        "jmp qword ptr [rip + {real}]",
-        hooked = sym dlsym_hooked,
-        real = sym SOCKEXIT_REAL_DLSYM,
-    )
+    hook_or_jump!(dlsym_hooked, SOCKEXIT_REAL_DLSYM)
 }
 
 /// Interposed `dlvsym(3)`.
@@ -75,59 +102,20 @@ pub unsafe extern "C" fn dlvsym(
     _name: *const c_char,
     _version: *const c_char,
 ) -> *mut c_void {
-    std::arch::naked_asm!(
-        "cmp rdi, -1",
-        "je 2f",
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {hooked}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "test rax, rax",
-        "jz 2f",
-        "ret",
-        "2:",
-        "jmp qword ptr [rip + {real}]",
-        hooked = sym dlvsym_hooked,
-        real = sym SOCKEXIT_REAL_DLVSYM,
-    )
+    hook_or_jump!(dlvsym_hooked, SOCKEXIT_REAL_DLVSYM)
 }
 
 /// Until glibc's `dlsym` is known: resolve it, then jump to it with the caller's
 /// stack as it was.
 #[unsafe(naked)]
 unsafe extern "C" fn dlsym_lazy() {
-    std::arch::naked_asm!(
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {resolve}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "jmp qword ptr [rip + {real}]",
-        resolve = sym resolve,
-        real = sym SOCKEXIT_REAL_DLSYM,
-    )
+    prep_then_jump!(dlsym_lazy_prep)
 }
 
 /// Likewise for `dlvsym`.
 #[unsafe(naked)]
 unsafe extern "C" fn dlvsym_lazy() {
-    std::arch::naked_asm!(
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {resolve}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "jmp qword ptr [rip + {real}]",
-        resolve = sym resolve,
-        real = sym SOCKEXIT_REAL_DLVSYM,
-    )
+    prep_then_jump!(dlvsym_lazy_prep)
 }
 
 /// Our definition for a hooked name, `None` for every other name.
@@ -212,6 +200,18 @@ extern "C" fn resolve() {
     };
     SOCKEXIT_REAL_DLVSYM.store(v, Ordering::Release);
     SOCKEXIT_REAL_DLSYM.store(s, Ordering::Release);
+}
+
+/// For the lazy stubs: resolve, then glibc's `dlsym` (or the stand-in).
+extern "C" fn dlsym_lazy_prep() -> *mut c_void {
+    resolve();
+    SOCKEXIT_REAL_DLSYM.load(Ordering::Acquire)
+}
+
+/// Likewise for `dlvsym`.
+extern "C" fn dlvsym_lazy_prep() -> *mut c_void {
+    resolve();
+    SOCKEXIT_REAL_DLVSYM.load(Ordering::Acquire)
 }
 
 extern "C" fn missing_dlsym(_: *mut c_void, _: *const c_char) -> *mut c_void {
@@ -374,17 +374,7 @@ static DLMOPEN: super::real::Slot = super::real::Slot::new(c"dlmopen");
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn dlopen(_file: *const c_char, _flags: c_int) -> *mut c_void {
-    std::arch::naked_asm!(
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {prep}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "jmp rax",
-        prep = sym dlopen_prep,
-    )
+    prep_then_jump!(dlopen_prep)
 }
 
 /// Interposed `dlmopen(3)`: a new namespace loads its own copy of libc, which the
@@ -399,17 +389,7 @@ pub unsafe extern "C" fn dlmopen(
     _file: *const c_char,
     _flags: c_int,
 ) -> *mut c_void {
-    std::arch::naked_asm!(
-        "push rdi",
-        "push rsi",
-        "push rdx",
-        "call {prep}",
-        "pop rdx",
-        "pop rsi",
-        "pop rdi",
-        "jmp rax",
-        prep = sym dlmopen_prep,
-    )
+    prep_then_jump!(dlmopen_prep)
 }
 
 /// # Safety

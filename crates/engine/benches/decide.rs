@@ -153,6 +153,7 @@ fn facts(peer: &str, local: &str) -> Facts {
         uid: Some(1000),
         gid: Some(1000),
         program: Some("/usr/sbin/nginx".into()),
+        dynamic: None,
     }
 }
 

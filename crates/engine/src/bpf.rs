@@ -329,7 +329,11 @@ fn residual(
         if let Some(ps) = r.remote_ports() {
             add(check(Field::SrcPort, ps.ranges()));
         }
-        if let Some(s) = r.local() {
+        let dynamic = r.local_dynamic().len() + r.remote_dynamic().len() > 0;
+        if dynamic {
+            unknown.push("a dynamic set, whose entries change at run time");
+        }
+        if let Some(s) = r.local().filter(|_| r.local_dynamic().is_empty()) {
             if local_known {
                 if !s.contains(local_ip) {
                     continue;
@@ -340,7 +344,7 @@ fn residual(
                 add(check(Field::Dst4, s.v4_ranges()));
             }
         }
-        if let Some(s) = r.remote() {
+        if let Some(s) = r.remote().filter(|_| r.remote_dynamic().is_empty()) {
             if v6 {
                 add(check(Field::Src6, s.v6_ranges()));
             } else {

@@ -151,6 +151,8 @@ impl Dispatch {
                         let inside = match bit[i as usize] {
                             None if r.remote().is_none() => false,
                             Some(k) if m[k / 64] >> (k % 64) & 1 == 1 => true,
+                            // Its dynamic sets may hold any address: checked at the call.
+                            _ if !r.remote_dynamic().is_empty() => false,
                             _ => continue,
                         };
                         cands.push(if inside { i | IN_REMOTE } else { i });

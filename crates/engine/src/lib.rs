@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 pub mod audit_line;
 pub mod bpf;
 mod dispatch;
+mod dynset;
 mod files;
 mod forms;
 mod glob;
@@ -31,6 +32,9 @@ mod policy;
 mod ranges;
 mod snapshot;
 
+pub use dynset::{
+    now as unix_now, DynContent, DynEntry, DynSets, DYN_REV_OFFSET, MAX_DYNAMIC_BYTES,
+};
 pub use forms::{connect_target, nat64_embedded, Judged};
 pub use glob::Glob;
 pub use image::{
@@ -115,6 +119,12 @@ pub trait FactSource {
     fn gid(&mut self) -> Option<u32>;
     /// Absolute path of the calling process's executable, as bytes.
     fn program(&mut self) -> Option<&[u8]>;
+    /// The current entries of the policy's dynamic sets. `None` (unknown): a rule that
+    /// names a dynamic set is taken to hold the address if it denies, not to if it
+    /// allows — unknown entries fail closed.
+    fn dynamic(&mut self) -> Option<&DynSets> {
+        None
+    }
     /// For `listen` on an IPv6 socket: whether it also accepts IPv4 (`IPV6_V6ONLY`
     /// off). Asked only for a `[::]` listener, by [`Policy::judge`].
     fn dual_stack(&mut self) -> bool {
@@ -135,6 +145,8 @@ pub struct Facts {
     pub gid: Option<u32>,
     /// See [`FactSource::program`].
     pub program: Option<PathBuf>,
+    /// See [`FactSource::dynamic`].
+    pub dynamic: Option<std::sync::Arc<DynSets>>,
 }
 
 impl FactSource for Facts {
@@ -153,6 +165,9 @@ impl FactSource for Facts {
     fn program(&mut self) -> Option<&[u8]> {
         use std::os::unix::ffi::OsStrExt;
         self.program.as_deref().map(|p| p.as_os_str().as_bytes())
+    }
+    fn dynamic(&mut self) -> Option<&DynSets> {
+        self.dynamic.as_deref()
     }
 }
 
@@ -386,6 +401,8 @@ pub struct Policy {
     /// How many of `warnings`, at its start, are about file permissions.
     permission_warnings: usize,
     path: PathBuf,
+    /// The names of the `{ dynamic: true }` sets, sorted.
+    dynamic_sets: Vec<String>,
 }
 
 fn call_index(c: Call) -> usize {
@@ -550,6 +567,11 @@ impl Policy {
     /// `default:`
     pub fn default_verdict(&self) -> Verdict {
         self.default
+    }
+
+    /// The names of the `{ dynamic: true }` sets, sorted.
+    pub fn dynamic_sets(&self) -> &[String] {
+        &self.dynamic_sets
     }
 }
 

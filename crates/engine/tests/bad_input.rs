@@ -60,12 +60,12 @@ fn unknown_key_inside_audit() {
 fn unknown_key_inside_a_set_file_entry() {
     let e = refused(
         format!("{HEAD}sets:\n  drop: {{ fil: drop.txt }}\n"),
-        ":4:11: key `fil`: unknown field `fil`, expected one of file",
+        ":4:11: key `fil`: unknown field `fil`, expected one of file, dynamic",
     );
     assert_eq!(e.key.as_deref(), Some("fil"));
     refused(
         format!("{HEAD}sets:\n  drop:\n    file: drop.txt\n    format: lines\n"),
-        ":6:5: key `format`: unknown field `format`, expected one of file",
+        ":6:5: key `format`: unknown field `format`, expected one of file, dynamic",
     );
 }
 

@@ -159,6 +159,7 @@ fn same_decisions(p: &Policy, seed: u64) -> Result<usize, TestCaseError> {
             uid: (k % 4 != 0).then_some([0, 107, 5][k % 3]),
             gid: None,
             program: None,
+            dynamic: None,
         };
         for call in [Call::Accept, Call::Connect, Call::Listen] {
             let fast = p.decide(call, &mut f.clone());

@@ -152,6 +152,7 @@ fn facts() -> impl Strategy<Value = Facts> {
             uid,
             gid,
             program: program.map(Into::into),
+            dynamic: None,
         })
 }
 

@@ -94,6 +94,7 @@ fn facts(src: SocketAddr, dst: SocketAddr, l: &Listener<'_>, uid: u32) -> Facts 
         uid: Some(uid),
         gid: l.gid,
         program: l.program.map(|p| std::str::from_utf8(p).unwrap().into()),
+        dynamic: None,
     }
 }
 

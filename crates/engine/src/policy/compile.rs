@@ -99,7 +99,15 @@ pub(crate) fn compile(
     file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
     let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
+    let dynamic_sets = sets
+        .iter()
+        .filter(|(_, d)| matches!(d, SetDef::Dynamic))
+        .map(|(n, _)| n.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Ok(Policy {
+        dynamic_sets,
         default,
         mode,
         stealth: raw.stealth.unwrap_or(false),
@@ -192,7 +200,8 @@ fn audit_config(ctx: &Ctx<'_>, raw: Option<&RawAudit>, base: &Path) -> Result<Au
     Ok(audit)
 }
 
-/// `sets:`, each compiled once so rules naming it only copy its ranges.
+/// `sets:`, each compiled once so rules naming it only copy its ranges (a dynamic
+/// set only its name).
 fn compile_sets(
     ctx: &Ctx<'_>,
     raw: &RawPolicy,
@@ -201,10 +210,14 @@ fn compile_sets(
     perms: Permissions,
     warnings: &mut Vec<Warning>,
     file_warnings: &mut Vec<Warning>,
-) -> Result<HashMap<String, AddrSet>, Error> {
+) -> Result<HashMap<String, SetDef>, Error> {
     let mut sets = HashMap::new();
     for (name, s) in raw.sets.iter().flatten() {
         let set = match &s.value {
+            RawSet::Dynamic => {
+                sets.insert(name.clone(), SetDef::Dynamic);
+                continue;
+            }
             RawSet::List(items) => {
                 let mut b = AddrSetBuilder::default();
                 for sp in items {
@@ -240,9 +253,17 @@ fn compile_sets(
                 message: format!("set `{name}` is empty: rules naming only it match no address"),
             });
         }
-        sets.insert(name.clone(), set);
+        sets.insert(name.clone(), SetDef::Static(set));
     }
     Ok(sets)
+}
+
+/// A compiled `sets:` entry.
+pub(super) enum SetDef {
+    /// Its addresses, copied into the rules that name it.
+    Static(AddrSet),
+    /// `{ dynamic: true }`: looked up at decision time (`crate::dynset`).
+    Dynamic,
 }
 
 /// `{ file: PATH }`: read (or replay) and parse as `files` says; with the permission
@@ -293,7 +314,7 @@ struct RuleCtx<'a> {
     ctx: &'a Ctx<'a>,
     name: &'a str,
     at: At,
-    sets: &'a HashMap<String, AddrSet>,
+    sets: &'a HashMap<String, SetDef>,
 }
 
 impl RuleCtx<'_> {
@@ -355,24 +376,37 @@ impl RuleCtx<'_> {
         Ok(m)
     }
 
-    /// `remote` / `local`: addresses, prefixes and `@set`s.
-    fn addrs(&self, key: &str, v: &ListField<Spanned<String>>) -> Result<Option<AddrSet>, Error> {
+    /// `remote` / `local`: addresses, prefixes and `@set`s; with the dynamic sets named
+    /// (their entries are looked up when a call is decided).
+    fn addrs(
+        &self,
+        key: &str,
+        v: &ListField<Spanned<String>>,
+    ) -> Result<(Option<AddrSet>, Vec<String>), Error> {
         let why = ": write the field out or list addresses";
         let Some(items) = self.items(key, v, why)? else {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         };
         let mut b = AddrSetBuilder::default();
+        let mut dynamic = Vec::new();
         for sp in items {
             let it = &sp.value;
             if let Some(set) = it.strip_prefix('@') {
-                let s = self.sets.get(set).ok_or_else(|| {
-                    self.err_at(
-                        loc(sp),
-                        key,
-                        format!("unknown set `@{set}` (define it under `sets:`)"),
-                    )
-                })?;
-                b.extend(s);
+                match self.sets.get(set) {
+                    Some(SetDef::Static(s)) => b.extend(s),
+                    Some(SetDef::Dynamic) => {
+                        if !dynamic.iter().any(|d| d == set) {
+                            dynamic.push(set.to_owned());
+                        }
+                    }
+                    None => {
+                        return Err(self.err_at(
+                            loc(sp),
+                            key,
+                            format!("unknown set `@{set}` (define it under `sets:`)"),
+                        ))
+                    }
+                }
             } else {
                 b.add(parse_net(it).ok_or_else(|| {
                     self.err_at(
@@ -383,7 +417,7 @@ impl RuleCtx<'_> {
                 })?);
             }
         }
-        Ok(Some(b.build()))
+        Ok((Some(b.build()), dynamic))
     }
 
     fn ports(&self, key: &str, v: &ListField<Spanned<NumOrStr>>) -> Result<Option<PortSet>, Error> {
@@ -489,7 +523,7 @@ fn compile_rule(
     ctx: &Ctx<'_>,
     r: &Spanned<RawRule>,
     names: &mut HashSet<String>,
-    sets: &HashMap<String, AddrSet>,
+    sets: &HashMap<String, SetDef>,
     opts: &LoadOptions<'_>,
 ) -> Result<Rule, Error> {
     let l = loc(r);
@@ -532,10 +566,14 @@ fn compile_rule(
         None => return Err(rc.err("action", "missing `action: allow|deny`".into())),
     };
     let calls = rc.calls(&rr.calls)?;
+    let (remote, remote_dynamic) = rc.addrs("remote", &rr.remote)?;
+    let (local, local_dynamic) = rc.addrs("local", &rr.local)?;
     let rule = Rule {
-        remote: rc.addrs("remote", &rr.remote)?,
+        remote,
+        remote_dynamic,
         remote_ports: rc.ports("remote_ports", &rr.remote_ports)?,
-        local: rc.addrs("local", &rr.local)?,
+        local,
+        local_dynamic,
         local_ports: rc.ports("local_ports", &rr.local_ports)?,
         users: rc.ids("users", &rr.users, &|s| opts.resolver.user(s), "user")?,
         groups: rc.ids("groups", &rr.groups, &|s| opts.resolver.group(s), "group")?,

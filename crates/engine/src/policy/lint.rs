@@ -167,6 +167,13 @@ fn shadowed_part(earlier: &Rule, later: &Rule) -> Option<String> {
     let ids = |b: &Vec<u32>, a: &Vec<u32>| b.iter().all(|x| a.contains(x));
     let id_list = |a: &Vec<u32>| some(a, |x| x.to_string());
     field!(remote, |b: &AddrSet, a| b.is_subset(a), addrs);
+    // A dynamic set may hold anything: only the same sets are known to be covered.
+    let dyn_covered = |a: &[String], b: &[String]| b.iter().all(|d| a.contains(d));
+    if earlier.remote.is_some() && !dyn_covered(&earlier.remote_dynamic, &later.remote_dynamic)
+        || earlier.local.is_some() && !dyn_covered(&earlier.local_dynamic, &later.local_dynamic)
+    {
+        return None;
+    }
     field!(
         remote_ports,
         |b: &PortSet, a| b.is_subset(a),

@@ -32,6 +32,8 @@ pub(super) struct RawAudit {
 pub(super) enum RawSet {
     List(Vec<Spanned<String>>),
     File(String),
+    /// `{ dynamic: true }`: entries changed at run time by `sockexit set`.
+    Dynamic,
     /// `lan:` with no value (its entries commented out?): refused by `compile`, which
     /// knows the set's name for the message.
     Null,
@@ -43,7 +45,7 @@ impl<'de> Deserialize<'de> for RawSet {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RawSet;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of addresses, or `{ file: PATH }`")
+                f.write_str("a list of addresses, `{ file: PATH }` or `{ dynamic: true }`")
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<RawSet, E> {
                 Ok(RawSet::Null)
@@ -61,17 +63,29 @@ impl<'de> Deserialize<'de> for RawSet {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<RawSet, A::Error> {
                 use serde::de::Error as _;
                 let mut file = None;
+                let mut dynamic = None;
                 while let Some(k) = m.next_key::<String>()? {
-                    if k != "file" {
-                        return Err(A::Error::unknown_field(&k, &["file"]));
+                    match k.as_str() {
+                        "file" if file.is_some() => return Err(A::Error::duplicate_field("file")),
+                        "file" => file = Some(m.next_value::<String>()?),
+                        "dynamic" if dynamic.is_some() => {
+                            return Err(A::Error::duplicate_field("dynamic"))
+                        }
+                        "dynamic" => dynamic = Some(m.next_value::<bool>()?),
+                        _ => return Err(A::Error::unknown_field(&k, &["file", "dynamic"])),
                     }
-                    if file.is_some() {
-                        return Err(A::Error::duplicate_field("file"));
-                    }
-                    file = Some(m.next_value::<String>()?);
                 }
-                file.map(RawSet::File)
-                    .ok_or_else(|| A::Error::missing_field("file"))
+                match (file, dynamic) {
+                    (Some(f), None | Some(false)) => Ok(RawSet::File(f)),
+                    (None, Some(true)) => Ok(RawSet::Dynamic),
+                    (Some(_), Some(true)) => Err(A::Error::custom(
+                        "a set is either `{ file: PATH }` or `{ dynamic: true }`, not both",
+                    )),
+                    (None, Some(false)) => Err(A::Error::custom(
+                        "`dynamic: false` is not a set: list addresses or write `{ file: PATH }`",
+                    )),
+                    (None, None) => Err(A::Error::missing_field("file")),
+                }
             }
         }
         d.deserialize_any(V)

@@ -10,9 +10,14 @@ pub struct Rule {
     pub(super) name: String,
     pub(super) action: Verdict,
     pub(super) calls: u8,
+    /// The addresses, prefixes and static sets of `remote:` (`Some`, maybe empty,
+    /// whenever the field is present)...
     pub(super) remote: Option<AddrSet>,
+    /// ...and the dynamic sets it names, looked up when a call is decided.
+    pub(super) remote_dynamic: Vec<String>,
     pub(super) remote_ports: Option<PortSet>,
     pub(super) local: Option<AddrSet>,
+    pub(super) local_dynamic: Vec<String>,
     pub(super) local_ports: Option<PortSet>,
     pub(super) users: Option<Vec<u32>>,
     pub(super) groups: Option<Vec<u32>>,
@@ -96,7 +101,7 @@ impl Rule {
     pub(crate) fn matches(&self, call: Call, f: &mut dyn crate::FactSource) -> bool {
         if self.needs_remote(call) {
             let Some(r) = f.remote() else { return false };
-            if !self.remote_ok(call, r, r.ip().to_canonical(), false) {
+            if !self.remote_ok(call, r, r.ip().to_canonical(), false, f) {
                 return false;
             }
         }
@@ -115,7 +120,7 @@ impl Rule {
         in_remote: bool,
         f: &mut dyn crate::FactSource,
     ) -> bool {
-        (!self.needs_remote(call) || self.remote_ok(call, r, ip, in_remote))
+        (!self.needs_remote(call) || self.remote_ok(call, r, ip, in_remote, f))
             && self.rest_ok(call, f)
     }
 
@@ -123,7 +128,8 @@ impl Rule {
     /// user, group or program field (the address dispatch stops listing candidates
     /// after such a rule once its `remote` and `families` are known to hold the peer).
     pub(crate) fn peer_decides(&self) -> bool {
-        self.remote_ports.is_none()
+        self.remote_dynamic.is_empty()
+            && self.remote_ports.is_none()
             && self.local.is_none()
             && self.local_ports.is_none()
             && self.users.is_none()
@@ -145,6 +151,7 @@ impl Rule {
         r: std::net::SocketAddr,
         ip: std::net::IpAddr,
         in_remote: bool,
+        f: &mut dyn crate::FactSource,
     ) -> bool {
         if let Some(fam) = self.families {
             if call != Call::Listen && fam & family_bit(ip) == 0 {
@@ -157,9 +164,37 @@ impl Rule {
             }
         }
         match &self.remote {
-            Some(s) if !in_remote => s.contains(ip),
+            Some(s) if !in_remote => s.contains(ip) || self.in_dynamic(&self.remote_dynamic, ip, f),
             _ => true,
         }
+    }
+
+    /// Whether `ip` is in one of the dynamic sets `names`; when their entries are
+    /// unknown, what fails closed: in the set for a deny rule, not for an allow rule.
+    #[cold]
+    fn in_dynamic(
+        &self,
+        names: &[String],
+        ip: std::net::IpAddr,
+        f: &mut dyn crate::FactSource,
+    ) -> bool {
+        if names.is_empty() {
+            return false;
+        }
+        match f.dynamic() {
+            Some(d) => names.iter().any(|n| d.contains(n, ip)),
+            None => self.action == Verdict::Deny,
+        }
+    }
+
+    /// The dynamic sets named in `remote:`.
+    pub fn remote_dynamic(&self) -> &[String] {
+        &self.remote_dynamic
+    }
+
+    /// The dynamic sets named in `local:`.
+    pub fn local_dynamic(&self) -> &[String] {
+        &self.local_dynamic
     }
 
     /// Everything but the remote fields.
@@ -182,7 +217,7 @@ impl Rule {
                 }
             }
             if let Some(s) = &self.local {
-                if !s.contains(ip) {
+                if !s.contains(ip) && !self.in_dynamic(&self.local_dynamic, ip, f) {
                     return false;
                 }
             }
@@ -231,9 +266,16 @@ impl Rule {
             }
         }
         let ids = |b: &Vec<u32>, a: &Vec<u32>| b.iter().all(|x| a.contains(x));
+        // A dynamic set may hold anything later: a rule covers a later one's dynamic
+        // sets only by naming the same ones (or by having no address field at all).
+        let dynamic = |mine: &[String], theirs: &[String], field: &Option<AddrSet>| {
+            field.is_none() || theirs.iter().all(|t| mine.contains(t))
+        };
         later.calls & !self.calls == 0
             && opt(&self.remote, &later.remote, |b, a| b.is_subset(a))
+            && dynamic(&self.remote_dynamic, &later.remote_dynamic, &self.remote)
             && opt(&self.local, &later.local, |b, a| b.is_subset(a))
+            && dynamic(&self.local_dynamic, &later.local_dynamic, &self.local)
             && opt(&self.remote_ports, &later.remote_ports, |b, a| {
                 b.is_subset(a)
             })

@@ -2,7 +2,7 @@
 //! not see a syscall the policy never needed).
 
 use crate::sys::{self, c_int};
-use sockexit_engine::{Call, FactSource};
+use sockexit_engine::{Call, DynSets, FactSource};
 use std::net::SocketAddr;
 
 /// Lazily gathered, per-call facts. Nothing here allocates.
@@ -12,7 +12,12 @@ pub struct LazyFacts<'a> {
     remote: Option<SocketAddr>,
     local: Option<Option<SocketAddr>>,
     program: Option<&'a [u8]>,
+    live: Option<&'static crate::live::Live>,
 }
+
+/// The dynamic sets of a policy that was never applied: nothing can have been added
+/// to them (`sockexit set` needs a published policy).
+static NEVER_APPLIED: DynSets = DynSets::empty(0);
 
 impl<'a> LazyFacts<'a> {
     /// `fd` is the socket whose own address is "local": the accepted connection for
@@ -22,6 +27,7 @@ impl<'a> LazyFacts<'a> {
         fd: c_int,
         remote: Option<SocketAddr>,
         program: Option<&'a [u8]>,
+        live: Option<&'static crate::live::Live>,
     ) -> LazyFacts<'a> {
         LazyFacts {
             call,
@@ -29,6 +35,7 @@ impl<'a> LazyFacts<'a> {
             remote,
             local: None,
             program,
+            live,
         }
     }
 
@@ -63,6 +70,14 @@ impl FactSource for LazyFacts<'_> {
 
     fn program(&mut self) -> Option<&[u8]> {
         self.program
+    }
+
+    fn dynamic(&mut self) -> Option<&DynSets> {
+        // Asked only when a rule naming a dynamic set is evaluated.
+        match self.live {
+            Some(l) => l.dynamic(),
+            None => Some(&NEVER_APPLIED),
+        }
     }
 
     fn dual_stack(&mut self) -> bool {

@@ -77,7 +77,7 @@ fn check(call: Call, fd: c_int, remote: Option<SocketAddr>) -> bool {
     let Some(policy) = st.policy() else {
         return no_policy(call, st.on_error_allow);
     };
-    let mut facts = LazyFacts::new(call, fd, remote, st.program.as_deref());
+    let mut facts = LazyFacts::new(call, fd, remote, st.program.as_deref(), st.live());
     let j = policy.judge(call, &mut facts);
     if j.decision.verdict == Verdict::Allow && policy.audit().events == AuditEvents::Deny {
         return true;

@@ -19,7 +19,8 @@
 
 use crate::sys::shared::{self, Retired, Swap};
 use sockexit_engine::{
-    decode_image, image_path, Policy, GEN_FILE_BYTES, GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
+    decode_image, image_path, DynContent, DynSets, Policy, DYN_REV_OFFSET, GEN_FILE_BYTES,
+    GEN_MAGIC, GEN_OFFSET, MAX_DYNAMIC_BYTES, MAX_IMAGE_BYTES,
 };
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -38,11 +39,23 @@ pub struct Current {
     pub policy: Policy,
 }
 
+/// The entries of the dynamic sets in use, and the revision word they were read for.
+pub struct Dynamic {
+    word: u64,
+    sets: DynSets,
+}
+
 /// The live state of a published policy path.
 pub struct Live {
     dir: PathBuf,
     generation: &'static AtomicU64,
     current: Swap<Current>,
+    /// The dynamic-set revision `sockexit set` bumps (same page as the generation).
+    dyn_rev: &'static AtomicU64,
+    dynamic: Swap<Dynamic>,
+    /// A revision whose entries could not be read: not retried at every call.
+    dyn_failed: AtomicU64,
+    dyn_retired: Mutex<Vec<Retired<Dynamic>>>,
     /// A generation whose image could not be loaded: not retried at every call.
     failed: AtomicU64,
     /// The pid of the thread's process that is reloading (0: nobody). A child of
@@ -128,21 +141,128 @@ impl Live {
                 gen_path.display()
             ));
         }
-        let generation = shared::map_generation(&f, GEN_FILE_BYTES, GEN_OFFSET)
+        let words = shared::map_words(&f, GEN_FILE_BYTES)
             .ok_or_else(|| format!("{}: cannot map it", gen_path.display()))?;
         let live = Live {
             dir,
-            generation,
+            generation: &words[GEN_OFFSET / 8],
             current: Swap::empty(),
+            dyn_rev: &words[DYN_REV_OFFSET / 8],
+            dynamic: Swap::empty(),
+            dyn_failed: AtomicU64::new(u64::MAX),
+            dyn_retired: Mutex::new(Vec::new()),
             failed: AtomicU64::new(0),
             lock: AtomicI32::new(0),
             retired: Mutex::new(Vec::new()),
             trusted: uids,
         };
-        let g = generation.load(Ordering::Acquire);
+        let g = live.generation.load(Ordering::Acquire);
         let cur = live.read(g)?;
+        let has_dynamic = !cur.policy.dynamic_sets().is_empty();
         let _ = live.current.replace(Box::new(cur));
+        if has_dynamic {
+            // Read now, so no call waits for (or races) the first read. On failure the
+            // rules naming dynamic sets fail closed until a readable revision comes.
+            let w = live.dyn_rev.load(Ordering::Acquire);
+            live.install_dynamic(w);
+        }
         Ok(live)
+    }
+
+    /// The dynamic sets' entries to decide with: one atomic load when nothing changed.
+    /// `None` when they cannot be read: the rules that name them fail closed.
+    #[inline]
+    pub fn dynamic(&self) -> Option<&'static DynSets> {
+        let w = self.dyn_rev.load(Ordering::Acquire);
+        match self.dynamic.load() {
+            Some(d) if d.word == w => Some(&d.sets),
+            d => self.reload_dynamic(w, d),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reload_dynamic(&self, w: u64, old: Option<&'static Dynamic>) -> Option<&'static DynSets> {
+        let old_sets = old.map(|d| &d.sets);
+        if self.dyn_failed.load(Ordering::Relaxed) == w || !self.try_lock() {
+            return old_sets;
+        }
+        let out = if self.install_dynamic(w) {
+            self.dynamic.load().map(|d| &d.sets)
+        } else {
+            old_sets
+        };
+        self.lock.store(0, Ordering::Release);
+        out
+    }
+
+    /// Read revision `w`'s entries and publish them; false (and one warning per
+    /// revision) when they cannot be read.
+    fn install_dynamic(&self, w: u64) -> bool {
+        match self.read_dynamic(w) {
+            Ok(d) => {
+                log::debug!(
+                    "dynamic sets revision {w} loaded from {}",
+                    self.dir.display()
+                );
+                if let Some(r) = self.dynamic.replace(Box::new(d)) {
+                    if let Ok(mut list) = self.dyn_retired.try_lock() {
+                        shared::reclaim(&mut list);
+                        list.push(r);
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.dyn_failed.store(w, Ordering::Relaxed);
+                log::warn!(
+                    "dynamic sets revision {w} cannot be loaded ({e}); {}",
+                    if self.dynamic.load().is_some() {
+                        "keeping the entries in use"
+                    } else {
+                        "rules naming dynamic sets fail closed"
+                    }
+                );
+                false
+            }
+        }
+    }
+
+    /// The `dynamic` file as of revision `w` (absent before the first `sockexit set`).
+    fn read_dynamic(&self, w: u64) -> Result<Dynamic, String> {
+        let p = self.dir.join("dynamic");
+        let f = match open_nofollow(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && w == 0 => {
+                return Ok(Dynamic {
+                    word: 0,
+                    sets: DynSets::empty(0),
+                })
+            }
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        };
+        let m = f.metadata().map_err(|e| e.to_string())?;
+        if !m.is_file() || !trusted(&m, &self.trusted) {
+            return Err(format!(
+                "{}: not a regular file owned by root, this user or the policy's owner, writable only by its owner",
+                p.display()
+            ));
+        }
+        let mut bytes = Vec::with_capacity(m.len().min(MAX_DYNAMIC_BYTES as u64) as usize);
+        f.take(MAX_DYNAMIC_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if bytes.len() > MAX_DYNAMIC_BYTES {
+            return Err(format!(
+                "{}: larger than {MAX_DYNAMIC_BYTES} bytes",
+                p.display()
+            ));
+        }
+        let c = DynContent::decode(&bytes, &p).map_err(|e| e.to_string())?;
+        Ok(Dynamic {
+            word: w,
+            sets: DynSets::build(&c),
+        })
     }
 
     /// Read and decode generation `g`'s image.
@@ -206,6 +326,9 @@ impl Live {
                     c.digest,
                     self.dir.display()
                 );
+                if !c.policy.dynamic_sets().is_empty() && self.dynamic.load().is_none() {
+                    self.install_dynamic(self.dyn_rev.load(Ordering::Acquire));
+                }
                 if let Some(r) = self.current.replace(Box::new(c)) {
                     if let Ok(mut list) = self.retired.try_lock() {
                         shared::reclaim(&mut list);

@@ -74,6 +74,14 @@ impl State {
         }
     }
 
+    /// The live state, when the policy path was applied.
+    pub fn live(&self) -> Option<&Live> {
+        match &self.loaded {
+            Loaded::Live(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// The published generation deciding now, when the policy path was applied.
     pub fn generation(&self) -> Option<u64> {
         match &self.loaded {

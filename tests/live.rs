@@ -6,13 +6,14 @@
 
 mod common;
 
+use common::live::{served, within, Live};
 use common::proc::Proc;
-use common::tcp_peer::{talk, Reply};
-use common::{cli_path, example_path, preloaded, TempDir};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use common::tcp_peer::talk;
+use common::{cli_path, example_path};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const DOT2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -30,73 +31,6 @@ fn policy(deny: Option<&str>) -> String {
         None => p.push_str("  - {name: lo, action: allow, remote: [127.0.0.0/8]}\n"),
     }
     p
-}
-
-struct Live {
-    dir: TempDir,
-    policy: PathBuf,
-    run: PathBuf,
-}
-
-impl Live {
-    fn new(tag: &str, text: &str) -> Live {
-        let dir = TempDir::new(tag);
-        let policy = dir.write("policy.yaml", text);
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        Live { dir, policy, run }
-    }
-
-    fn sockexit(&self, args: &[&str]) -> Output {
-        Command::new(cli_path())
-            .args(args)
-            .arg(&self.policy)
-            .env("SOCKEXIT_RUN_DIR", &self.run)
-            .env_remove("SOCKEXIT_POLICY")
-            .output()
-            .expect("run sockexit")
-    }
-
-    /// Write `text` to the policy file and apply it; the command's output.
-    fn apply(&self, text: &str) -> Output {
-        std::fs::write(&self.policy, text).unwrap();
-        self.sockexit(&["apply"])
-    }
-
-    fn apply_ok(&self, text: &str) {
-        let o = self.apply(text);
-        assert!(o.status.success(), "apply failed: {o:?}");
-    }
-
-    fn cmd(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = preloaded(example_path(program), &self.policy);
-        c.args(args).env("SOCKEXIT_RUN_DIR", &self.run);
-        c
-    }
-
-    fn server(&self, program: &str) -> (Proc, SocketAddr) {
-        let mut p = Proc::start(self.cmd(program, &["127.0.0.1:0"]));
-        let a = p.listening();
-        (p, a)
-    }
-}
-
-fn served(r: &Reply, banner: &[u8]) -> bool {
-    r.bytes == banner
-}
-
-/// Poll until `want` holds for a fresh peer, for at most `within`.
-fn within(within: Duration, mut want: impl FnMut() -> bool) -> Option<Duration> {
-    let t0 = Instant::now();
-    loop {
-        if want() {
-            return Some(t0.elapsed());
-        }
-        if t0.elapsed() > within {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

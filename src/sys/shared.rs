@@ -7,11 +7,12 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Map `file` (one page, checked by the caller) read-only and shared, and return the
-/// generation word at `offset`. The mapping is never unmapped: the word stays valid
-/// for the life of the process (and its forks, which inherit the mapping).
-pub fn map_generation(file: &File, len: usize, offset: usize) -> Option<&'static AtomicU64> {
-    if !offset.is_multiple_of(8) || offset + 8 > len {
+/// Map `file` (one page, checked by the caller) read-only and shared, and return its
+/// u64 words (the generation, the dynamic-set revision). The mapping is never
+/// unmapped: the words stay valid for the life of the process (and its forks, which
+/// inherit the mapping).
+pub fn map_words(file: &File, len: usize) -> Option<&'static [AtomicU64]> {
+    if len == 0 || !len.is_multiple_of(8) {
         return None;
     }
     // SAFETY: a fresh shared read-only mapping of an open regular file of `len` bytes;
@@ -29,10 +30,10 @@ pub fn map_generation(file: &File, len: usize, offset: usize) -> Option<&'static
     if p == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: page-aligned mapping + an 8-aligned offset inside it; the mapping lives
-    // forever, and AtomicU64 has the layout of u64. `sockexit apply` writes the word
-    // with an atomic store through its own shared mapping of the same file.
-    Some(unsafe { &*((p as *const u8).add(offset) as *const AtomicU64) })
+    // SAFETY: a page-aligned mapping of `len` bytes that lives forever, seen as len / 8
+    // AtomicU64 (the layout of u64). `sockexit apply` and `sockexit set` write the
+    // words with atomic stores through their own shared mappings of the same file.
+    Some(unsafe { std::slice::from_raw_parts(p as *const AtomicU64, len / 8) })
 }
 
 /// A value published to every thread, replaced on reload. Readers get `&'static T`

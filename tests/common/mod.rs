@@ -142,6 +142,7 @@ pub fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command
 // Child processes and test peers (tests/preload.rs, tests/bypass.rs)
 // ---------------------------------------------------------------------------------
 
+pub mod live;
 pub mod proc;
 pub mod tcp_peer;
 // Also included by some test files directly (`mod sample`), hence the allow.

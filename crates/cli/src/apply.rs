@@ -70,12 +70,8 @@ pub fn publication(policy: &Path) -> Option<PathBuf> {
 }
 
 /// The published generation in `dir`, 0 when none.
-fn generation(dir: &Path) -> u64 {
-    let mut b = [0u8; 24];
-    match File::open(dir.join("generation")).and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) if &b[..16] == GEN_MAGIC => u64::from_le_bytes(b[16..24].try_into().unwrap()),
-        _ => 0,
-    }
+pub fn generation(dir: &Path) -> u64 {
+    read_word(dir, GEN_OFFSET)
 }
 
 /// What `publish` did.
@@ -109,6 +105,7 @@ pub fn publish(path: &Path, warn: bool) -> Result<Published, String> {
                 .map_err(|e| format!("cannot create {}: {e} (set SOCKEXIT_RUN_DIR to a directory you own, or apply as root)", d.display()))?;
         }
     }
+    let _lock = lock(&dir)?;
     let g = generation(&dir) + 1;
     let img = snap.to_image(g);
     let digest = snap.digest();
@@ -142,7 +139,7 @@ pub fn publish(path: &Path, warn: bool) -> Result<Published, String> {
     })
 }
 
-fn write_atomically(to: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomically(to: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = to.with_extension(format!("tmp{}", std::process::id()));
     let err = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
     let mut f = OpenOptions::new()
@@ -160,13 +157,20 @@ fn write_atomically(to: &Path, bytes: &[u8]) -> Result<(), String> {
 /// through a shared mapping (what the processes read with one atomic load).
 fn set_generation(dir: &Path, g: u64) -> Result<(), String> {
     let path = dir.join("generation");
-    let err = |e: std::io::Error| format!("cannot publish {}: {e}", path.display());
     if !path.exists() {
         let mut page = vec![0u8; GEN_FILE_BYTES];
         page[..16].copy_from_slice(GEN_MAGIC);
         page[GEN_OFFSET..GEN_OFFSET + 8].copy_from_slice(&g.to_le_bytes());
         return write_atomically(&path, &page);
     }
+    store_word(dir, GEN_OFFSET, g)
+}
+
+/// One atomic store of `v` at `offset` of the existing generation page, through a
+/// shared mapping: processes read that word with one atomic load.
+pub fn store_word(dir: &Path, offset: usize, v: u64) -> Result<(), String> {
+    let path = dir.join("generation");
+    let err = |e: std::io::Error| format!("cannot publish {}: {e}", path.display());
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -174,7 +178,10 @@ fn set_generation(dir: &Path, g: u64) -> Result<(), String> {
         .open(&path)
         .map_err(err)?;
     let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
-    if f.metadata().map_err(err)?.len() != GEN_FILE_BYTES as u64 {
+    if f.metadata().map_err(err)?.len() != GEN_FILE_BYTES as u64
+        || !offset.is_multiple_of(8)
+        || offset + 8 > GEN_FILE_BYTES
+    {
         return Err(format!("{}: not a generation file", path.display()));
     }
     // SAFETY: a fresh shared read-write mapping of the whole one-page file, checked for
@@ -191,11 +198,43 @@ fn set_generation(dir: &Path, g: u64) -> Result<(), String> {
         if p == libc::MAP_FAILED {
             return Err(err(std::io::Error::last_os_error()));
         }
-        let word = &*((p as *const u8).add(GEN_OFFSET) as *const AtomicU64);
-        word.store(g, Ordering::Release);
+        let word = &*((p as *const u8).add(offset) as *const AtomicU64);
+        word.store(v, Ordering::Release);
         libc::munmap(p, GEN_FILE_BYTES);
     }
     Ok(())
+}
+
+/// The word at `offset` of the generation page, 0 when there is none.
+pub fn read_word(dir: &Path, offset: usize) -> u64 {
+    let mut b = vec![0u8; offset + 8];
+    match File::open(dir.join("generation")).and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) if &b[..16] == GEN_MAGIC => u64::from_le_bytes(b[offset..].try_into().unwrap()),
+        _ => 0,
+    }
+}
+
+/// An exclusive lock on the publication directory, held until dropped: applies and
+/// set changes (fail2ban may ban from several threads at once) never interleave.
+pub fn lock(dir: &Path) -> Result<File, String> {
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    // SAFETY: flock on an fd we own; blocks until the other holder is done.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(f)
 }
 
 pub fn main(a: Args) -> ExitCode {

@@ -134,6 +134,9 @@ impl FactSource for Given<'_> {
     fn program(&mut self) -> Option<&[u8]> {
         self.facts.program()
     }
+    fn dynamic(&mut self) -> Option<&sockexit_engine::DynSets> {
+        self.facts.dynamic()
+    }
     fn dual_stack(&mut self) -> bool {
         self.dual_stack
     }
@@ -158,6 +161,7 @@ pub fn main(a: Args) -> ExitCode {
         uid: a.user.as_ref().map(|u| u.id),
         gid: a.group.as_ref().map(|g| g.id),
         program: resolved_program(a.program.as_deref()).or_else(|| a.program.clone()),
+        dynamic: crate::set::current(&path),
     };
     let judged = policy.judge(
         call,

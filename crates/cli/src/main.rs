@@ -15,6 +15,7 @@ mod gen;
 mod listeners;
 mod out;
 mod run;
+mod set;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ enum Cmd {
     Check(check::Args),
     Apply(apply::Args),
     Status(apply::StatusArgs),
+    Set(set::Args),
     Explain(explain::Args),
     Run(run::Args),
     Enable(enable::EnableArgs),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check::main(a),
         Cmd::Apply(a) => apply::main(a),
         Cmd::Status(a) => apply::status(a),
+        Cmd::Set(a) => set::main(a),
         Cmd::Explain(a) => explain::main(a),
         Cmd::Run(a) => run::main(a),
         Cmd::Enable(a) => enable::enable(a),

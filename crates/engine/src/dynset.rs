@@ -321,7 +321,7 @@ pub struct DynSets {
 
 impl DynSets {
     /// No set has any entry (a policy path whose sets were never changed).
-    pub fn empty(revision: u64) -> DynSets {
+    pub const fn empty(revision: u64) -> DynSets {
         DynSets {
             revision,
             sets: Vec::new(),

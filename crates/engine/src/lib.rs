@@ -41,6 +41,7 @@ pub use image::{
     decode_image, fnv1a64, image_info, image_path, publication_dir, ImageInfo, GEN_FILE_BYTES,
     GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
 };
+pub use ipnet::IpNet;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use ranges::{AddrSet, PortSet};
 pub use snapshot::{Prepared, Snapshot};

@@ -76,7 +76,6 @@ install: gen
 	$(INSTALL) -m 0644 $(GEN)/completions/_sockexit $(DESTDIR)$(ZSHCOMPDIR)/_sockexit
 	$(INSTALL) -m 0644 $(GEN)/completions/sockexit.fish $(DESTDIR)$(FISHCOMPDIR)/sockexit.fish
 	$(INSTALL) -m 0644 contrib/policy.yaml $(DESTDIR)$(SYSCONFDIR)/sockexit/policy.yaml
-	$(INSTALL) -m 0644 contrib/fail2ban.txt $(DESTDIR)$(SYSCONFDIR)/sockexit/fail2ban.txt
 	$(INSTALL) -m 0644 contrib/logrotate/sockexit $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sockexit
 	$(INSTALL) -m 0644 contrib/fail2ban/action.d/sockexit.conf \
 		$(DESTDIR)$(SYSCONFDIR)/fail2ban/action.d/sockexit.conf

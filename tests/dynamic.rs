@@ -315,3 +315,24 @@ fn explain_decides_with_the_published_entries() {
         "{after}"
     );
 }
+
+#[test]
+fn check_and_status_say_how_many_entries_are_in_force() {
+    let l = Live::new("dyn-status", "");
+    std::fs::write(&l.policy, policy(None)).unwrap();
+    let out = String::from_utf8_lossy(&l.sockexit(&["check"]).stdout).into_owned();
+    assert!(
+        out.contains("dynamic sets banned: empty until the policy is applied"),
+        "{out}"
+    );
+    l.apply_ok(&policy(None));
+    l.set_ok("add", &["banned", "192.0.2.1", "192.0.2.2"]);
+    l.set_ok("add", &["banned", "192.0.2.3", "--ttl", "1h"]);
+    for sub in ["check", "status"] {
+        let out = String::from_utf8_lossy(&l.sockexit(&[sub]).stdout).into_owned();
+        assert!(
+            out.contains("dynamic set banned: 3 entries in force (revision 2)"),
+            "{sub}: {out}"
+        );
+    }
+}

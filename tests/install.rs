@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const SUBCOMMANDS: &[&str] = &[
-    "check", "apply", "status", "explain", "run", "enable", "disable", "system",
+    "check", "apply", "status", "set", "explain", "run", "enable", "disable", "system",
 ];
 
 fn sh(cmd: &mut Command) -> String {
@@ -165,7 +165,6 @@ fn make_install_gives_a_working_protected_service_man_pages_and_completions() {
         "usr/share/doc/sockexit/examples/systemd/nginx.service.d/sockexit.conf".into(),
         "usr/share/doc/sockexit/examples/fail2ban/jail.conf".into(),
         "etc/sockexit/policy.yaml".into(),
-        "etc/sockexit/fail2ban.txt".into(),
         "etc/logrotate.d/sockexit".into(),
         "etc/fail2ban/action.d/sockexit.conf".into(),
     ];
@@ -355,7 +354,6 @@ fn the_deb_holds_what_make_install_installs_and_runs_a_protected_service() {
     let conf = std::fs::read_to_string(tmp.path().join("conffiles")).unwrap();
     for c in [
         "/etc/sockexit/policy.yaml",
-        "/etc/sockexit/fail2ban.txt",
         "/etc/logrotate.d/sockexit",
         "/etc/fail2ban/action.d/sockexit.conf",
     ] {

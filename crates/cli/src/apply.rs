@@ -321,5 +321,14 @@ pub fn status(a: StatusArgs) -> ExitCode {
     if let Some(n) = differs_note(&path) {
         say(n);
     }
+    let img = image_path(&dir, g);
+    if let Some((_, p)) = fs::read(&img)
+        .ok()
+        .and_then(|b| sockexit_engine::decode_image(&b, &img).ok())
+    {
+        for n in crate::set::notes(&path, p.dynamic_sets()) {
+            say(n);
+        }
+    }
     ExitCode::SUCCESS
 }

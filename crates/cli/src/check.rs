@@ -179,6 +179,9 @@ fn check_policy(policy: Option<PathBuf>, deny_warnings: bool) -> ExitCode {
     if let Some(n) = crate::apply::differs_note(&path) {
         say(n);
     }
+    for n in crate::set::notes(&path, policy.dynamic_sets()) {
+        say(n);
+    }
     if policy.stealth() && policy.mode() == Mode::Enforce {
         for l in stealth_lines(&policy) {
             say(l);

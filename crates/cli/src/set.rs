@@ -166,6 +166,44 @@ pub fn current(policy: &Path) -> Option<std::sync::Arc<DynSets>> {
     Some(std::sync::Arc::new(DynSets::build(&c)))
 }
 
+/// One line per dynamic set of `names` for `check` and `status`: how many entries
+/// are in force for the processes under `policy`.
+pub fn notes(policy: &Path, names: &[String]) -> Vec<String> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let Some(dir) = publication(policy).filter(|d| generation(d) > 0) else {
+        return vec![format!(
+            "dynamic sets {}: empty until the policy is applied (`sockexit apply`), then \
+             changed with `sockexit set add|del`",
+            names.join(", ")
+        )];
+    };
+    match read_content(&dir) {
+        Ok(c) => {
+            let now = unix_now();
+            names
+                .iter()
+                .map(|n| {
+                    let live = c.sets.get(n).map_or(0, |v| {
+                        v.iter()
+                            .filter(|e| e.expires.is_none_or(|x| x > now))
+                            .count()
+                    });
+                    format!(
+                        "dynamic set {n}: {live} entr{} in force (revision {})",
+                        if live == 1 { "y" } else { "ies" },
+                        c.revision
+                    )
+                })
+                .collect()
+        }
+        Err(e) => vec![format!(
+            "dynamic sets: {e}; the rules that name them fail closed"
+        )],
+    }
+}
+
 /// Change the entries of `set` under the lock, write them, bump the revision.
 fn change(
     policy: &Path,

@@ -200,27 +200,35 @@ fn a_corrupt_or_truncated_image_fails_closed_at_start_and_is_refused_at_reload()
 }
 
 #[test]
-fn hundreds_of_applies_while_clients_connect_lose_no_allowed_connection() {
+fn a_thousand_applies_while_threads_decide_lose_no_allowed_connection() {
     let l = Live::new("live-storm", "");
     l.apply_ok(&policy(Some("127.0.0.2")));
-    let (mut p, addr) = l.server("banner_server");
+    // Thread per connection: several server threads decide while generations change.
+    let (mut p, addr) = l.server("threaded_server");
     let pid = p_pid(&p);
     let rss0 = rss_kb(pid);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let clients = std::thread::spawn(move || {
-        let (mut ok, mut bad) = (0, Vec::new());
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let r = talk(LO, addr, None);
-            if served(&r, BANNER) {
-                ok += 1;
-            } else {
-                bad.push(r.to_string());
-            }
-        }
-        (ok, bad)
-    });
-    for i in 0..300 {
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let s = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut bad) = (0, Vec::new());
+                // The server echoes until EOF: send a line and half-close.
+                let want = [THREADED, b"ping\n"].concat();
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = talk(LO, addr, Some(b"ping\n"));
+                    if served(&r, &want) {
+                        ok += 1;
+                    } else {
+                        bad.push(r.to_string());
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    const APPLIES: usize = 1000;
+    for i in 0..APPLIES {
         // Two valid policies that both allow 127.0.0.1.
         let text = if i % 2 == 0 {
             policy(Some("127.0.0.3"))
@@ -232,7 +240,12 @@ fn hundreds_of_applies_while_clients_connect_lose_no_allowed_connection() {
         assert!(o.status.success(), "{o:?}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, bad) = clients.join().unwrap();
+    let (mut ok, mut bad) = (0, Vec::new());
+    for c in clients {
+        let (o, b) = c.join().unwrap();
+        ok += o;
+        bad.extend(b);
+    }
     assert!(
         bad.is_empty(),
         "{} of {} allowed connections failed: {:?}",
@@ -240,10 +253,18 @@ fn hundreds_of_applies_while_clients_connect_lose_no_allowed_connection() {
         ok + bad.len(),
         &bad[..bad.len().min(3)]
     );
-    assert!(ok > 50, "only {ok} connections made");
-    // Stated bound: replaced policies are kept 60 s; 300 small ones are well under 8 MB.
+    assert!(ok > 100, "only {ok} connections made");
+    // The last generation is in force.
+    assert!(talk(DOT2, addr, None).bytes.is_empty());
+    // Stated bound (docs/live.md): a replaced policy is kept 60 s, so the process
+    // holds at most the generations replaced in the last minute — here all 1,000 of
+    // these small ones (about 2 kB each).
     let grown = rss_kb(pid).saturating_sub(rss0);
-    assert!(grown < 8 * 1024, "RSS grew by {grown} kB over 300 applies");
+    eprintln!("RSS grew by {grown} kB over {APPLIES} applies");
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew by {grown} kB over {APPLIES} applies"
+    );
     p.kill();
 }
 

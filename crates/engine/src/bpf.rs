@@ -27,6 +27,7 @@
 //! ahead at most; longer ones go through `ja` islands placed where no code falls
 //! through. The kernel limit is [`MAX_INSNS`] instructions.
 
+use crate::ranges::Span;
 use crate::{Call, Mode, Policy, Verdict};
 use std::net::{IpAddr, SocketAddr};
 
@@ -236,8 +237,8 @@ struct RRule {
     checks: Vec<Check>,
 }
 
-fn widen<T: Copy + Into<u128>>(v: &[(T, T)]) -> Vec<(u128, u128)> {
-    v.iter().map(|&(a, b)| (a.into(), b.into())).collect()
+fn widen<T: Copy + Into<u128>, S: Span<T>>(v: &[S]) -> Vec<(u128, u128)> {
+    v.iter().map(|r| (r.lo().into(), r.hi().into())).collect()
 }
 
 /// Why a field test cannot be part of a filter.
@@ -249,7 +250,10 @@ enum NoCheck {
 }
 
 /// A check, or `None` when it always holds.
-fn check<T: Copy + Into<u128>>(field: Field, ranges: &[(T, T)]) -> Result<Option<Check>, NoCheck> {
+fn check<T: Copy + Into<u128>, S: Span<T>>(
+    field: Field,
+    ranges: &[S],
+) -> Result<Option<Check>, NoCheck> {
     if ranges.is_empty() {
         return Err(NoCheck::Never);
     }

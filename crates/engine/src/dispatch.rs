@@ -239,7 +239,7 @@ impl<T: Key> Table<T> {
     /// Sweep the sorted boundaries of every member's ranges (sorted, disjoint,
     /// non-adjacent: each boundary toggles one membership bit).
     fn build<'a>(
-        sets: impl Iterator<Item = &'a [(T, T)]>,
+        sets: impl Iterator<Item = &'a [[T; 2]]>,
         classes: &mut Classes,
     ) -> Option<Table<T>>
     where
@@ -247,7 +247,7 @@ impl<T: Key> Table<T> {
     {
         let mut events: Vec<(T, u32)> = Vec::new();
         for (k, ranges) in sets.enumerate() {
-            for &(lo, hi) in ranges {
+            for &[lo, hi] in ranges {
                 events.push((lo, k as u32));
                 if let Some(n) = hi.succ() {
                     events.push((n, k as u32));

@@ -1,13 +1,45 @@
 //! Address and port sets compiled to sorted, disjoint, inclusive ranges: a lookup is
 //! a binary search, whatever the number of prefixes, and allocates nothing.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
-/// A set of IPv4 and IPv6 addresses.
+/// A set of IPv4 and IPv6 addresses: sorted, disjoint, inclusive `[lo, hi]` ranges,
+/// owned, or borrowed from a mapped policy image (shared by every process through the
+/// page cache; see `crate::image`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddrSet {
-    v4: Vec<(u32, u32)>,
-    v6: Vec<(u128, u128)>,
+    v4: Cow<'static, [[u32; 2]]>,
+    v6: Cow<'static, [[u128; 2]]>,
+}
+
+/// An inclusive range as either representation: `(lo, hi)` (ports, builders) or
+/// `[lo, hi]` (address sets, which a mapped image can hold).
+pub(crate) trait Span<T: Copy> {
+    fn lo(&self) -> T;
+    fn hi(&self) -> T;
+}
+
+impl<T: Copy> Span<T> for (T, T) {
+    fn lo(&self) -> T {
+        self.0
+    }
+    fn hi(&self) -> T {
+        self.1
+    }
+}
+
+impl<T: Copy> Span<T> for [T; 2] {
+    fn lo(&self) -> T {
+        self[0]
+    }
+    fn hi(&self) -> T {
+        self[1]
+    }
+}
+
+fn pairs<T: Copy>(v: Vec<(T, T)>) -> Vec<[T; 2]> {
+    v.into_iter().map(|(a, b)| [a, b]).collect()
 }
 
 fn merge<T: Copy + Ord + num::Step>(mut v: Vec<(T, T)>) -> Vec<(T, T)> {
@@ -28,7 +60,7 @@ fn merge<T: Copy + Ord + num::Step>(mut v: Vec<(T, T)>) -> Vec<(T, T)> {
     out
 }
 
-mod num {
+pub(crate) mod num {
     pub trait Step: Sized {
         fn succ(v: Self) -> Option<Self>;
     }
@@ -54,10 +86,22 @@ fn find<T: Copy + Ord>(v: &[(T, T)], x: T) -> bool {
     i < v.len() && v[i].0 <= x
 }
 
+fn find2<T: Copy + Ord>(v: &[[T; 2]], x: T) -> bool {
+    let i = v.partition_point(|r| r[1] < x);
+    i < v.len() && v[i][0] <= x
+}
+
 fn subset<T: Copy + Ord>(inner: &[(T, T)], outer: &[(T, T)]) -> bool {
     inner.iter().all(|&(lo, hi)| {
         let i = outer.partition_point(|r| r.1 < lo);
         i < outer.len() && outer[i].0 <= lo && outer[i].1 >= hi
+    })
+}
+
+fn subset2<T: Copy + Ord>(inner: &[[T; 2]], outer: &[[T; 2]]) -> bool {
+    inner.iter().all(|&[lo, hi]| {
+        let i = outer.partition_point(|r| r[1] < lo);
+        i < outer.len() && outer[i][0] <= lo && outer[i][1] >= hi
     })
 }
 
@@ -95,14 +139,14 @@ impl AddrSetBuilder {
     }
     /// Add every range of another set.
     pub fn extend(&mut self, s: &AddrSet) {
-        self.v4.extend_from_slice(&s.v4);
-        self.v6.extend_from_slice(&s.v6);
+        self.v4.extend(s.v4.iter().map(|&[a, b]| (a, b)));
+        self.v6.extend(s.v6.iter().map(|&[a, b]| (a, b)));
     }
     /// Sort and merge.
     pub fn build(self) -> AddrSet {
         AddrSet {
-            v4: merge(self.v4),
-            v6: merge(self.v6),
+            v4: Cow::Owned(pairs(merge(self.v4))),
+            v6: Cow::Owned(pairs(merge(self.v6))),
         }
     }
 }
@@ -111,25 +155,37 @@ impl AddrSet {
     /// Membership of a canonical address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(a) => find(&self.v4, u32::from(a)),
-            IpAddr::V6(a) => find(&self.v6, u128::from(a)),
+            IpAddr::V4(a) => find2(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => find2(&self.v6, u128::from(a)),
         }
     }
     /// Whether every address of `self` is in `other`.
     pub fn is_subset(&self, other: &AddrSet) -> bool {
-        subset(&self.v4, &other.v4) && subset(&self.v6, &other.v6)
+        subset2(&self.v4, &other.v4) && subset2(&self.v6, &other.v6)
     }
     /// No address at all.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
-    /// IPv4 ranges, inclusive, sorted and disjoint (for filter compilers).
-    pub fn v4_ranges(&self) -> &[(u32, u32)] {
+    /// IPv4 ranges `[lo, hi]`, inclusive, sorted and disjoint (for filter compilers).
+    pub fn v4_ranges(&self) -> &[[u32; 2]] {
         &self.v4
     }
-    /// IPv6 ranges, inclusive, sorted and disjoint.
-    pub fn v6_ranges(&self) -> &[(u128, u128)] {
+    /// IPv6 ranges `[lo, hi]`, inclusive, sorted and disjoint.
+    pub fn v6_ranges(&self) -> &[[u128; 2]] {
         &self.v6
+    }
+    /// A set over ranges that are already sorted, disjoint and not adjacent (a policy
+    /// image's, checked by [`AddrSet::well_formed`] first).
+    pub(crate) fn from_ranges(v4: Cow<'static, [[u32; 2]]>, v6: Cow<'static, [[u128; 2]]>) -> AddrSet {
+        AddrSet { v4, v6 }
+    }
+    /// Whether ranges are sorted, disjoint, non-adjacent and each `lo <= hi`: what
+    /// [`AddrSetBuilder::build`] makes, and what lookups and the dispatch assume.
+    pub(crate) fn well_formed<T: Copy + Ord + num::Step>(v: &[[T; 2]]) -> bool {
+        v.iter().all(|r| r[0] <= r[1])
+            && v.windows(2)
+                .all(|w| T::succ(w[0][1]).is_some_and(|n| n < w[1][0]))
     }
 }
 

@@ -125,13 +125,13 @@ fn peers(p: &Policy, seed: u64) -> Vec<IpAddr> {
     .collect();
     for r in p.rules() {
         if let Some(s) = r.remote() {
-            for &(lo, hi) in s.v4_ranges() {
+            for &[lo, hi] in s.v4_ranges() {
                 for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
                     out.push(Ipv4Addr::from(x).into());
                     out.push(Ipv4Addr::from(x).to_ipv6_mapped().into());
                 }
             }
-            for &(lo, hi) in s.v6_ranges() {
+            for &[lo, hi] in s.v6_ranges() {
                 for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
                     out.push(Ipv6Addr::from(x).into());
                 }

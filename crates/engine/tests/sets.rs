@@ -205,7 +205,7 @@ fn overlapping_and_adjacent_entries_merge() {
     ));
     assert_eq!(
         p.rules()[0].remote().unwrap().v4_ranges(),
-        &[(0x0a00_0000, 0x0bff_ffff), (0x0c00_0005, 0x0c00_0005)]
+        &[[0x0a00_0000, 0x0bff_ffff], [0x0c00_0005, 0x0c00_0005]]
     );
 }
 

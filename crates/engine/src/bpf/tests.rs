@@ -61,10 +61,10 @@ fn interesting(p: &Policy) -> (Vec<u32>, Vec<u128>, Vec<u16>) {
     let (mut v4, mut v6, mut ports) = (Vec::new(), Vec::new(), vec![0, 1, 21, 65535]);
     for r in p.rules() {
         for s in [r.remote(), r.local()].into_iter().flatten() {
-            for &(lo, hi) in s.v4_ranges() {
+            for &[lo, hi] in s.v4_ranges() {
                 v4.extend([lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)]);
             }
-            for &(lo, hi) in s.v6_ranges() {
+            for &[lo, hi] in s.v6_ranges() {
                 v6.extend([lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)]);
                 // Same high word, different lower words.
                 v6.push(lo ^ 1 << 40);

@@ -111,8 +111,8 @@ fn range<T: PartialEq + std::fmt::Display>(a: T, b: T) -> String {
 }
 
 fn addrs(s: &AddrSet) -> String {
-    let v4: Vec<(u32, u32)> = s.v4_ranges().to_vec();
-    let v6: Vec<(u128, u128)> = s.v6_ranges().to_vec();
+    let v4: Vec<(u32, u32)> = s.v4_ranges().iter().map(|r| (r[0], r[1])).collect();
+    let v6: Vec<(u128, u128)> = s.v6_ranges().iter().map(|r| (r[0], r[1])).collect();
     let mut parts: Vec<String> = Vec::new();
     if !v4.is_empty() {
         parts.push(some(&v4, |&(a, b)| {

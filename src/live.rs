@@ -19,7 +19,7 @@
 
 use crate::sys::shared::{self, Retired, Swap};
 use sockexit_engine::{
-    decode_image, image_path, DynContent, DynSets, Policy, DYN_REV_OFFSET, GEN_FILE_BYTES,
+    decode_image_in_place, image_path, DynContent, DynSets, Policy, DYN_REV_OFFSET, GEN_FILE_BYTES,
     GEN_MAGIC, GEN_OFFSET, MAX_DYNAMIC_BYTES, MAX_IMAGE_BYTES,
 };
 use std::fs::{File, OpenOptions};
@@ -36,7 +36,9 @@ pub const RUN_DIR: &str = "/run/sockexit";
 pub struct Current {
     pub generation: u64,
     pub digest: u64,
+    /// Borrows the compiled arrays of `image`: declared first, so dropped first.
     pub policy: Policy,
+    _image: shared::Mapped,
 }
 
 /// The entries of the dynamic sets in use, and the revision word they were read for.
@@ -276,17 +278,17 @@ impl Live {
                 p.display()
             ));
         }
-        let mut bytes = Vec::with_capacity(m.len().min(MAX_IMAGE_BYTES as u64) as usize);
-        f.take(MAX_IMAGE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        if bytes.len() > MAX_IMAGE_BYTES {
+        if m.len() > MAX_IMAGE_BYTES as u64 {
             return Err(format!(
                 "{}: larger than {MAX_IMAGE_BYTES} bytes",
                 p.display()
             ));
         }
-        let (info, policy) = decode_image(&bytes, &p).map_err(|e| e.to_string())?;
+        // Mapped, not read: the big arrays stay in the page cache, shared by every
+        // process under the policy, and are used in place.
+        let image = shared::Mapped::new(&f, m.len() as usize)
+            .ok_or_else(|| format!("{}: cannot map it (empty?)", p.display()))?;
+        let (info, policy) = decode_image_in_place(image.bytes(), &p).map_err(|e| e.to_string())?;
         if info.generation != g {
             return Err(format!(
                 "{}: holds generation {}",
@@ -298,6 +300,7 @@ impl Live {
             generation: g,
             digest: info.digest,
             policy,
+            _image: image,
         })
     }
 

@@ -36,6 +36,64 @@ pub fn map_words(file: &File, len: usize) -> Option<&'static [AtomicU64]> {
     Some(unsafe { std::slice::from_raw_parts(p as *const AtomicU64, len / 8) })
 }
 
+/// A policy image mapped read-only and shared (`MAP_POPULATE`: its pages are set up
+/// in one call, from the page cache every process under the policy shares). Unmapped
+/// when dropped, which the live policy does only after the grace period of the
+/// policy that borrows from it.
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: a read-only mapping, never written through; sharing it between threads is
+// sharing `&[u8]`.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Map `len` bytes of `file` (`len` > 0, the file's size, checked by the caller).
+    pub fn new(file: &File, len: usize) -> Option<Mapped> {
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a fresh shared read-only mapping of an open regular file; checked for
+        // MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(Mapped { ptr: p, len })
+    }
+
+    /// The bytes, for as long as the caller keeps `self` (stated as `'static` because
+    /// the policy built on them lives in the same `Current` and is dropped first).
+    ///
+    /// A mapped file that someone truncates afterwards would raise SIGBUS on access:
+    /// images are written under a new name and renamed into place, never changed in
+    /// place, and only their trusted owner could truncate one.
+    pub fn bytes(&self) -> &'static [u8] {
+        // SAFETY: `len` readable bytes at `ptr` until `drop`; every reader is a policy
+        // owned next to this mapping and dropped before it (field order of Current).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
 /// A value published to every thread, replaced on reload. Readers get `&'static T`
 /// with one atomic load and nothing else (no count, no lock: signal handlers and
 /// forked children included). A replaced value is freed only after [`GRACE`] — far

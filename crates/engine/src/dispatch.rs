@@ -16,6 +16,7 @@
 
 use crate::policy::Rule;
 use crate::Call;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
@@ -45,7 +46,24 @@ pub(crate) struct Dispatch {
     /// range in `cands`. Empty for a call that is not dispatched.
     lists: [[Vec<(u32, u32)>; 2]; 2],
     /// Rule indexes in policy order, [`IN_REMOTE`] or-ed in.
-    cands: Vec<u32>,
+    cands: Cow<'static, [u32]>,
+}
+
+/// One family's table as (bits, starts, class, index).
+pub(crate) type TableParts<T> = (
+    u32,
+    Cow<'static, [T]>,
+    Cow<'static, [u16]>,
+    Cow<'static, [u32]>,
+);
+
+/// A dispatch as arrays, for a policy image: one family's table as (bits, starts,
+/// class, index), the four class lists as `[start, end]`, the candidates.
+pub(crate) struct Parts {
+    pub v4: TableParts<u32>,
+    pub v6: TableParts<u128>,
+    pub lists: [Vec<[u32; 2]>; 4],
+    pub cands: Cow<'static, [u32]>,
 }
 
 impl Dispatch {
@@ -87,7 +105,7 @@ impl Dispatch {
                 .flatten()
                 .map(|l| l.capacity() * 8)
                 .sum::<usize>()
-            + self.cands.capacity() * 4
+            + self.cands.len() * 4
     }
 
     /// Build for the calls where it pays (see [`MIN_RULES`], [`MIN_RANGES`]); `None`
@@ -172,13 +190,72 @@ impl Dispatch {
             v4,
             v6,
             lists,
-            cands,
+            cands: Cow::Owned(cands),
         })
+    }
+
+    /// The arrays, for an image.
+    pub(crate) fn to_parts(&self) -> Parts {
+        let list = |l: &Vec<(u32, u32)>| l.iter().map(|&(a, b)| [a, b]).collect::<Vec<_>>();
+        Parts {
+            v4: (
+                self.v4.bits,
+                self.v4.starts.clone(),
+                self.v4.class.clone(),
+                self.v4.index.clone(),
+            ),
+            v6: (
+                self.v6.bits,
+                self.v6.starts.clone(),
+                self.v6.class.clone(),
+                self.v6.index.clone(),
+            ),
+            lists: [
+                list(&self.lists[0][0]),
+                list(&self.lists[0][1]),
+                list(&self.lists[1][0]),
+                list(&self.lists[1][1]),
+            ],
+            cands: self.cands.clone(),
+        }
+    }
+
+    /// A dispatch from an image's arrays, for `rules` rules; `None` unless every
+    /// lookup it can make stays in bounds (a hostile image may make it decide wrongly,
+    /// which its checksum is for, but never panic).
+    pub(crate) fn from_parts(p: Parts, rules: usize) -> Option<Dispatch> {
+        let [a, b, c, d] = p.lists;
+        let list = |l: Vec<[u32; 2]>| l.into_iter().map(|[a, b]| (a, b)).collect::<Vec<_>>();
+        let lists = [[list(a), list(b)], [list(c), list(d)]];
+        let cands = p.cands;
+        let lists_ok = lists.iter().all(|call| {
+            call.iter()
+                .all(|l| l.iter().all(|&(s, e)| s <= e && e as usize <= cands.len()))
+                && (call[0].is_empty() == call[1].is_empty())
+        });
+        let cands_ok = cands.iter().all(|&c| ((c & !IN_REMOTE) as usize) < rules);
+        let v4 = Table::from_parts(p.v4)?;
+        let v6 = Table::from_parts(p.v6)?;
+        // Every class a table can return indexes the lists of each dispatched call.
+        let classes_ok = |t: &[u16], fam: usize| {
+            lists
+                .iter()
+                .filter(|call| !call[fam].is_empty())
+                .all(|call| t.iter().all(|&c| usize::from(c) < call[fam].len()))
+        };
+        (lists_ok && cands_ok && classes_ok(&v4.class, 0) && classes_ok(&v6.class, 1)).then_some(
+            Dispatch {
+                v4,
+                v6,
+                lists,
+                cands,
+            },
+        )
     }
 }
 
 /// An address as a key: IPv4 as `u32`, IPv6 as `u128`.
-trait Key: Copy + Ord + std::fmt::Debug {
+trait Key: Copy + Ord + std::fmt::Debug + 'static {
     const MIN: Self;
     fn succ(self) -> Option<Self>;
     /// The top `bits` bits (`bits` ≤ 16), as a bucket number.
@@ -205,17 +282,45 @@ impl_key!(u32, u128);
 /// One family's intervals: interval k runs from `starts[k]` to `starts[k + 1] - 1` (the
 /// last to the family's maximum); neighbours always differ in class.
 #[derive(Debug)]
-struct Table<T> {
-    starts: Box<[T]>,
-    class: Box<[u16]>,
+struct Table<T: Clone + 'static> {
+    starts: Cow<'static, [T]>,
+    class: Cow<'static, [u16]>,
     /// `index[b]`: the first interval starting in bucket `b` or later (bucket = the
     /// top `bits` bits), so a search looks only at the starts inside the peer's
     /// bucket. About 8 starts per bucket, at most 2^16 buckets; none for small tables.
-    index: Box<[u32]>,
+    index: Cow<'static, [u32]>,
     bits: u32,
 }
 
-impl<T: Key> Table<T> {
+impl<T: Key + 'static> Table<T> {
+    /// A table from an image; `None` unless [`Table::lookup`] stays in bounds for
+    /// every key: one class per start, the first start the family's minimum, and an
+    /// index of 2^bits + 1 ascending entries that starts at 0, is at least 1 past
+    /// bucket 0 (which holds the minimum) and ends at the number of starts.
+    fn from_parts((bits, starts, class, index): TableParts<T>) -> Option<Table<T>> {
+        let n = starts.len();
+        let ok = n >= 1
+            && class.len() == n
+            && starts[0] == T::MIN
+            && starts.windows(2).all(|w| w[0] < w[1])
+            && bits <= 16
+            && if bits == 0 {
+                index.is_empty()
+            } else {
+                index.len() == (1usize << bits) + 1
+                    && index[0] == 0
+                    && index[1..].iter().all(|&i| i >= 1)
+                    && index.windows(2).all(|w| w[0] <= w[1])
+                    && index[index.len() - 1] as usize == n
+            };
+        ok.then_some(Table {
+            starts,
+            class,
+            index,
+            bits,
+        })
+    }
+
     #[inline]
     fn lookup(&self, x: T) -> u16 {
         let k = if self.bits == 0 {
@@ -313,10 +418,12 @@ impl<T: Key> Table<T> {
                 index.push(k as u32);
             }
         }
+        starts.shrink_to_fit();
+        class.shrink_to_fit();
         Some(Table {
-            starts: starts.into_boxed_slice(),
-            class: class.into_boxed_slice(),
-            index: index.into_boxed_slice(),
+            starts: Cow::Owned(starts),
+            class: Cow::Owned(class),
+            index: Cow::Owned(index),
             bits,
         })
     }

@@ -7,12 +7,21 @@
 //! little-endian):
 //!
 //! ```text
-//! magic "SOCKEXIT-IMAGE\0\x01" (16) | generation u64 | payload length u64 |
-//! FNV-1a 64 of the payload u64 | payload
-//! payload: origin | policy bytes | u32 n, n × (path | bytes) set files |
+//! magic "SOCKEXIT-IMAGE\0\x02" (16) | generation u64 | payload length u64 |
+//! FNV-1a 64 of the payload u64 | compiled length u64 | hash of the compiled u64 |
+//! 8 zero bytes | payload | zero padding to 16 | compiled section
+//! payload: digest u64 | origin | policy bytes |
+//!          u32 n, n × (path | u8 kind | kind 0: bytes) set files |
 //!          u32 n, n × (name | u8 known | u32 id) users | the same for groups
-//! (a string or byte run is a u32 length and the bytes)
+//! (a string or byte run is a u32 length and the bytes; kind 1: the set file's
+//! ranges are in the compiled section, in the order of the kind-1 files)
 //! ```
+//!
+//! The **compiled section** (`crate::compiled`) holds what is big: the ranges of every
+//! set file of at least [`COMPILED_SET_BYTES`] and the address dispatch. A process
+//! maps the image and decides with those arrays in place — shared with every other
+//! process through the page cache, checked (hash, bounds, order) but neither parsed
+//! nor copied — and parses only the policy text and the small set files.
 //!
 //! A truncated, corrupted or hostile image is an [`Error`] (the caller fails closed or
 //! keeps the policy it has), never a panic: every length is checked against what is
@@ -27,8 +36,10 @@ use crate::policy::{CapturedFile, SetFiles};
 use crate::{Error, LoadOptions, Permissions, Policy, Snapshot};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 16] = b"SOCKEXIT-IMAGE\0\x01";
-const HEADER: usize = 40;
+const MAGIC: &[u8; 16] = b"SOCKEXIT-IMAGE\0\x02";
+const HEADER: usize = 64;
+/// Set files of at least this many bytes go to the compiled section as ranges.
+pub const COMPILED_SET_BYTES: usize = 16 * 1024;
 /// An image larger than this is refused (every set file may be 64 MiB; a policy with
 /// many of them is not a hand-written file any more).
 pub const MAX_IMAGE_BYTES: usize = 512 << 20;
@@ -78,8 +89,8 @@ fn put_names(out: &mut Vec<u8>, names: &[(String, Option<u32>)]) {
 }
 
 impl Snapshot {
-    /// The image of this snapshot, as generation `generation`.
-    pub fn to_image(&self, generation: u64) -> Vec<u8> {
+    /// What the load read, in the first image format: what [`Snapshot::digest`] hashes.
+    fn sources(&self) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let mut p = Vec::with_capacity(self.policy.len() + self.set_file_bytes() + 256);
         put(&mut p, self.origin.as_os_str().as_bytes());
@@ -91,20 +102,53 @@ impl Snapshot {
         }
         put_names(&mut p, &self.users);
         put_names(&mut p, &self.groups);
-        let mut out = Vec::with_capacity(HEADER + p.len());
+        p
+    }
+
+    /// The image of this snapshot as generation `generation`; `policy` is what
+    /// [`Snapshot::compile`] made of it (its dispatch goes into the image).
+    pub fn to_image(&self, generation: u64, policy: &Policy) -> Result<Vec<u8>, Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut p = Vec::with_capacity(self.policy.len() + 4096);
+        p.extend_from_slice(&self.digest().to_le_bytes());
+        put(&mut p, self.origin.as_os_str().as_bytes());
+        put(&mut p, &self.policy);
+        p.extend_from_slice(&(self.set_files.len() as u32).to_le_bytes());
+        let mut sets = Vec::new();
+        for f in &self.set_files {
+            put(&mut p, f.path.as_os_str().as_bytes());
+            if !f.is_program_link() && f.bytes.len() >= COMPILED_SET_BYTES {
+                p.push(1);
+                sets.push(crate::policy::parse_set_text(&f.path, &f.bytes)?);
+            } else {
+                p.push(0);
+                put(&mut p, &f.bytes);
+            }
+        }
+        put_names(&mut p, &self.users);
+        put_names(&mut p, &self.groups);
+        let refs: Vec<&crate::AddrSet> = sets.iter().collect();
+        let sec = crate::compiled::Writer::section(&refs, policy.dispatch_parts());
+        let mut out = Vec::with_capacity(HEADER + p.len() + 16 + sec.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&generation.to_le_bytes());
         out.extend_from_slice(&(p.len() as u64).to_le_bytes());
         out.extend_from_slice(&fnv1a64(&p).to_le_bytes());
+        out.extend_from_slice(&(sec.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crate::compiled::fast_hash(&sec).to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&p);
-        out
+        while !out.len().is_multiple_of(16) {
+            out.push(0);
+        }
+        out.extend_from_slice(&sec);
+        Ok(out)
     }
 
     /// The digest of what this snapshot read (policy, set files, names): equal for
     /// equal inputs, so `status` can tell whether the files differ from what runs.
     pub fn digest(&self) -> u64 {
-        let img = self.to_image(0);
-        u64::from_le_bytes(img[32..40].try_into().expect("header"))
+        fnv1a64(&self.sources())
     }
 }
 
@@ -168,55 +212,140 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Check an image's header and checksum; `file` names it in errors.
-pub fn image_info(bytes: &[u8], file: &Path) -> Result<ImageInfo, Error> {
+/// Where the parts of an image are, once its header and checksums hold.
+struct Layout<'a> {
+    info: ImageInfo,
+    payload: &'a [u8],
+    section: std::ops::Range<usize>,
+}
+
+fn layout<'a>(bytes: &'a [u8], file: &'a Path) -> Result<Layout<'a>, Error> {
     let r = Reader { b: bytes, file };
     if bytes.len() < HEADER || &bytes[..16] != MAGIC {
-        return Err(r.err("not a sockexit policy image (bad magic)"));
+        return Err(r.err("not a sockexit policy image of this version (bad magic)"));
     }
     let le = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-    let (generation, len, sum) = (le(16), le(24) as usize, le(32));
-    if bytes.len() - HEADER != len {
+    let (generation, plen, psum, slen, shash) = (le(16), le(24), le(32), le(40), le(48));
+    if le(56) != 0 {
+        return Err(r.err("header padding"));
+    }
+    let pend = usize::try_from(plen)
+        .ok()
+        .and_then(|l| l.checked_add(HEADER))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| r.err("length does not match its header (truncated?)"))?;
+    let sstart = pend.next_multiple_of(16);
+    let send = usize::try_from(slen)
+        .ok()
+        .and_then(|l| l.checked_add(sstart))
+        .ok_or_else(|| r.err("length does not match its header (truncated?)"))?;
+    if send != bytes.len() || sstart > bytes.len() {
         return Err(r.err("length does not match its header (truncated?)"));
     }
-    if fnv1a64(&bytes[HEADER..]) != sum {
+    let payload = &bytes[HEADER..pend];
+    if fnv1a64(payload) != psum {
         return Err(r.err("checksum mismatch"));
     }
-    Ok(ImageInfo {
-        generation,
-        digest: sum,
+    if bytes[pend..sstart].iter().any(|&b| b != 0) {
+        return Err(r.err("padding"));
+    }
+    if crate::compiled::fast_hash(&bytes[sstart..]) != shash {
+        return Err(r.err("checksum mismatch in the compiled section"));
+    }
+    let digest = u64::from_le_bytes(
+        payload
+            .get(..8)
+            .ok_or_else(|| r.err("truncated in digest"))?
+            .try_into()
+            .expect("8 bytes"),
+    );
+    Ok(Layout {
+        info: ImageInfo { generation, digest },
+        payload,
+        section: sstart..send,
     })
 }
 
+/// Check an image's header and checksums; `file` names it in errors.
+pub fn image_info(bytes: &[u8], file: &Path) -> Result<ImageInfo, Error> {
+    layout(bytes, file).map(|l| l.info)
+}
+
 /// Decode an image into the policy it holds, with no I/O: the same [`Policy`] a load
-/// of the files as they were at `apply` gives.
+/// of the files as they were at `apply` gives. Its compiled arrays are copied.
 pub fn decode_image(bytes: &[u8], file: &Path) -> Result<(ImageInfo, Policy), Error> {
-    let info = image_info(bytes, file)?;
+    decode(bytes, None, file)
+}
+
+/// [`decode_image`] for an image that stays in memory, unchanged, for as long as the
+/// policy is used (a read-only mapping): the compiled arrays are used in place.
+pub fn decode_image_in_place(
+    bytes: &'static [u8],
+    file: &Path,
+) -> Result<(ImageInfo, Policy), Error> {
+    decode(bytes, Some(bytes), file)
+}
+
+fn decode(
+    bytes: &[u8],
+    st: Option<&'static [u8]>,
+    file: &Path,
+) -> Result<(ImageInfo, Policy), Error> {
+    let l = layout(bytes, file)?;
     let mut r = Reader {
-        b: &bytes[HEADER..],
+        b: &l.payload[8..],
         file,
     };
     let origin = PathBuf::from(r.string("origin")?);
     let policy = r.bytes("policy")?.to_vec();
     let n = r.u32("set files")? as usize;
-    if n > r.b.len() / 8 {
+    if n > r.b.len() / 5 {
         return Err(r.err("set files"));
     }
     let mut set_files = Vec::with_capacity(n);
     for _ in 0..n {
         let path = PathBuf::from(r.string("set file path")?);
-        let bytes = r.bytes("set file")?.to_vec();
-        set_files.push(CapturedFile {
-            path,
-            bytes,
-            warnings: Vec::new(),
-        });
+        let kind = r.take(1, "set file kind")?[0];
+        let bytes = match kind {
+            0 => r.bytes("set file")?.to_vec(),
+            1 => Vec::new(),
+            _ => return Err(r.err("set file kind")),
+        };
+        set_files.push((
+            kind,
+            CapturedFile {
+                path,
+                bytes,
+                warnings: Vec::new(),
+                compiled: None,
+            },
+        ));
     }
     let users = r.names("users")?;
     let groups = r.names("groups")?;
     if !r.b.is_empty() {
         return Err(r.err("trailing bytes"));
     }
+    let bad = |what: &str| r.err(&format!("compiled section: {what}"));
+    let sec = &bytes[l.section.clone()];
+    let st_sec = st.map(|s| &s[l.section.clone()]);
+    let mut c = crate::compiled::Reader::new(sec, st_sec).map_err(bad)?;
+    let compiled = c.u32().map_err(bad)? as usize;
+    if compiled != set_files.iter().filter(|f| f.0 == 1).count() {
+        return Err(bad("set count"));
+    }
+    for (_, f) in set_files.iter_mut().filter(|f| f.0 == 1) {
+        f.compiled = Some(c.set().map_err(bad)?);
+    }
+    let dispatch = if c.flag().map_err(bad)? {
+        Some(Box::new(c.dispatch().map_err(bad)?))
+    } else {
+        None
+    };
+    if !c.done() {
+        return Err(bad("trailing bytes"));
+    }
+    let set_files: Vec<CapturedFile> = set_files.into_iter().map(|f| f.1).collect();
     let replay = crate::snapshot::Replay {
         users: &users,
         groups: &groups,
@@ -228,104 +357,13 @@ pub fn decode_image(bytes: &[u8], file: &Path) -> Result<(ImageInfo, Policy), Er
             resolver: &replay,
             permissions: Permissions::Warn,
         },
-        SetFiles::Replay(&set_files),
+        SetFiles::Image {
+            files: &set_files,
+            dispatch,
+        },
     )?;
-    Ok((info, p))
+    Ok((l.info, p))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snap(text: &str) -> (tempdir::Dir, Snapshot) {
-        let d = tempdir::Dir::new();
-        let p = d.0.join("p.yaml");
-        std::fs::write(&p, text).unwrap();
-        std::fs::write(d.0.join("b.txt"), "127.0.0.2\n10.0.0.0/8\n").unwrap();
-        let s = Snapshot::read_with(
-            &p,
-            &LoadOptions {
-                resolver: &crate::FilesResolver::default(),
-                permissions: Permissions::Warn,
-            },
-        )
-        .unwrap();
-        (d, s)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                use std::sync::atomic::{AtomicUsize, Ordering};
-                static N: AtomicUsize = AtomicUsize::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "sockexit-image-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
-
-    const POLICY: &str = "version: 1\ndefault: allow\nsets:\n  b: { file: b.txt }\nrules:\n  - { name: no-b, action: deny, remote: [\"@b\"], users: [root] }\n";
-
-    #[test]
-    fn an_image_decides_as_the_files_did() {
-        let (_d, s) = snap(POLICY);
-        let img = s.to_image(7);
-        let (info, p) = decode_image(&img, Path::new("x.image")).unwrap();
-        assert_eq!(info.generation, 7);
-        assert_eq!(info.digest, s.digest());
-        let mut f = crate::Facts {
-            remote: Some("10.1.2.3:80".parse().unwrap()),
-            uid: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(p.decide(crate::Call::Connect, &mut f).rule, "no-b");
-        f.remote = Some("127.0.0.3:80".parse().unwrap());
-        assert_eq!(p.decide(crate::Call::Connect, &mut f).rule, "default");
-    }
-
-    #[test]
-    fn every_truncation_and_every_flipped_byte_is_an_error_not_a_panic() {
-        let (_d, s) = snap(POLICY);
-        let img = s.to_image(1);
-        for n in 0..img.len() {
-            assert!(
-                decode_image(&img[..n], Path::new("x")).is_err(),
-                "truncated at {n}"
-            );
-        }
-        for i in 0..img.len() {
-            let mut bad = img.clone();
-            bad[i] ^= 0x41;
-            // A flip in the generation field is still a valid image of another generation.
-            if (16..24).contains(&i) {
-                continue;
-            }
-            assert!(decode_image(&bad, Path::new("x")).is_err(), "flip at {i}");
-        }
-    }
-
-    #[test]
-    fn a_hostile_payload_with_a_valid_checksum_is_an_error() {
-        let mut p = Vec::new();
-        put(&mut p, b"/x.yaml");
-        put(&mut p, b"version: 1\n");
-        p.extend_from_slice(&u32::MAX.to_le_bytes()); // set-file count
-        let mut img = MAGIC.to_vec();
-        img.extend_from_slice(&1u64.to_le_bytes());
-        img.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        img.extend_from_slice(&fnv1a64(&p).to_le_bytes());
-        img.extend_from_slice(&p);
-        assert!(decode_image(&img, Path::new("x")).is_err());
-    }
-}
+mod tests;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub mod audit_line;
 pub mod bpf;
+mod compiled;
 mod dispatch;
 mod dynset;
 mod files;
@@ -38,8 +39,8 @@ pub use dynset::{
 pub use forms::{connect_target, nat64_embedded, Judged};
 pub use glob::Glob;
 pub use image::{
-    decode_image, fnv1a64, image_info, image_path, publication_dir, ImageInfo, GEN_FILE_BYTES,
-    GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
+    decode_image, decode_image_in_place, fnv1a64, image_info, image_path, publication_dir,
+    ImageInfo, COMPILED_SET_BYTES, GEN_FILE_BYTES, GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
 };
 pub use ipnet::IpNet;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
@@ -501,6 +502,11 @@ impl Policy {
             verdict: self.default,
             rule: "default",
         }
+    }
+
+    /// The address dispatch's arrays, for an image.
+    pub(crate) fn dispatch_parts(&self) -> Option<dispatch::Parts> {
+        self.dispatch.as_ref().map(|d| d.to_parts())
     }
 
     /// Size of the address dispatch table, if one was built: (intervals over both

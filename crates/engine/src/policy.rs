@@ -17,7 +17,7 @@ mod rule;
 mod yaml_error;
 
 pub(crate) use compile::compile;
-pub(crate) use files::{read_policy_bytes, CapturedFile, SetFiles};
+pub(crate) use files::{parse_set_text, read_policy_bytes, CapturedFile, SetFiles};
 pub use rule::Rule;
 
 use crate::Error;

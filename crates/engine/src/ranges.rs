@@ -177,7 +177,10 @@ impl AddrSet {
     }
     /// A set over ranges that are already sorted, disjoint and not adjacent (a policy
     /// image's, checked by [`AddrSet::well_formed`] first).
-    pub(crate) fn from_ranges(v4: Cow<'static, [[u32; 2]]>, v6: Cow<'static, [[u128; 2]]>) -> AddrSet {
+    pub(crate) fn from_ranges(
+        v4: Cow<'static, [[u32; 2]]>,
+        v6: Cow<'static, [[u128; 2]]>,
+    ) -> AddrSet {
         AddrSet { v4, v6 }
     }
     /// Whether ranges are sorted, disjoint, non-adjacent and each `lo <= hi`: what

@@ -98,7 +98,21 @@ pub(crate) fn compile(
     let permission_warnings = file_warnings.len();
     file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
-    let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
+    let dispatch = match &mut files {
+        SetFiles::Image { dispatch, .. } => match dispatch.take() {
+            Some(parts) => Some(
+                crate::dispatch::Dispatch::from_parts(*parts, rules.len()).ok_or_else(|| {
+                    ctx.err(
+                        None,
+                        None,
+                        "corrupt policy image: its address dispatch does not fit the rules",
+                    )
+                })?,
+            ),
+            None => None,
+        },
+        _ => crate::dispatch::Dispatch::build(&rules, &by_call),
+    };
     let dynamic_sets = sets
         .iter()
         .filter(|(_, d)| matches!(d, SetDef::Dynamic))
@@ -292,12 +306,17 @@ fn set_file(
                 path: path.to_path_buf(),
                 bytes,
                 warnings: found.clone(),
+                compiled: None,
             });
             Ok((set, found))
         }
-        SetFiles::Replay(from) => {
+        SetFiles::Replay(from) | SetFiles::Image { files: from, .. } => {
             match from.iter().find(|c| !c.is_program_link() && c.path == path) {
-                Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
+                Some(c) => match &c.compiled {
+                    // Borrowed from the mapped image: a clone copies no range.
+                    Some(set) => Ok((set.clone(), c.warnings.clone())),
+                    None => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
+                },
                 // Only if the policy bytes differ from the captured ones.
                 None => Err(ctx.err(
                     at,
@@ -387,6 +406,15 @@ impl RuleCtx<'_> {
         let Some(items) = self.items(key, v, why)? else {
             return Ok((None, Vec::new()));
         };
+        // One static set alone: shared, not copied (a set mapped from an image stays
+        // in the image's pages).
+        if let [only] = items {
+            if let Some(SetDef::Static(s)) =
+                only.value.strip_prefix('@').and_then(|n| self.sets.get(n))
+            {
+                return Ok((Some(s.clone()), Vec::new()));
+            }
+        }
         let mut b = AddrSetBuilder::default();
         let mut dynamic = Vec::new();
         for sp in items {

@@ -107,7 +107,7 @@ pub fn publish(path: &Path, warn: bool) -> Result<Published, String> {
     }
     let _lock = lock(&dir)?;
     let g = generation(&dir) + 1;
-    let img = snap.to_image(g, &policy).map_err(|e| e.to_string())?;
+    let img = snap.to_image(g, &policy);
     let digest = snap.digest();
     write_atomically(&image_path(&dir, g), &img)?;
     let note = format!(

@@ -5,7 +5,8 @@
 //!
 //! Layout (little-endian; offsets relative to the section, which starts 16-aligned in
 //! the image): `u64 toc length | toc | zero padding to 16 | arrays`, each array
-//! 16-aligned. The toc: `u32 n`, n × `(v4, v6)` set ranges; then `u8` 1 if a dispatch
+//! 16-aligned. The toc: the rule table (`crate::policy::table`); `u32 n`, n × `(v4,
+//! v6)` ranges of the rules' address sets; then `u8` 1 if a dispatch
 //! follows: per family `u32 bits, starts, class, index`, then 4 class lists and the
 //! candidates. An array is `(u64 offset into arrays, u64 count)`.
 //!
@@ -67,9 +68,11 @@ impl Writer {
         self.toc.extend_from_slice(&v.to_le_bytes());
     }
 
-    /// The section for `sets` (in the order the payload names them) and `dispatch`.
-    pub(crate) fn section(sets: &[&AddrSet], dispatch: Option<Parts>) -> Vec<u8> {
+    /// The section for a rule table (`crate::policy::table`), the sets it names by
+    /// index, and `dispatch`.
+    pub(crate) fn section(table: &[u8], sets: &[&AddrSet], dispatch: Option<Parts>) -> Vec<u8> {
         let mut w = Writer::default();
+        w.array(table);
         w.u32(sets.len() as u32);
         for s in sets {
             w.array(s.v4_ranges());
@@ -198,13 +201,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The ranges of the next set, checked well formed (sorted, disjoint).
+    /// The rule table's bytes (always copied: small, and parsed at once).
+    pub(crate) fn table(&mut self) -> Result<Vec<u8>, Bad> {
+        Ok(self.array::<u8>()?.into_owned())
+    }
+
+    /// The ranges of the next set. Their order is not checked (the hash is for that):
+    /// lookups in unsorted ranges stay in bounds and only answer wrongly.
     pub(crate) fn set(&mut self) -> Result<AddrSet, Bad> {
         let v4 = self.array::<[u32; 2]>()?;
         let v6 = self.array::<[u128; 2]>()?;
-        if !AddrSet::well_formed(&v4) || !AddrSet::well_formed(&v6) {
-            return Err("set ranges not sorted and disjoint");
-        }
         Ok(AddrSet::from_ranges(v4, v6))
     }
 

@@ -32,8 +32,7 @@
 //! magic "SOCKEXIT-GEN\0\0\0\x01" (16), then the generation as a u64 at offset 16,
 //! which processes read from a shared read-only mapping with one atomic load per call.
 
-use crate::policy::{CapturedFile, SetFiles};
-use crate::{Error, LoadOptions, Permissions, Policy, Snapshot};
+use crate::{Error, Policy, Snapshot};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"SOCKEXIT-IMAGE\0\x02";
@@ -107,19 +106,18 @@ impl Snapshot {
 
     /// The image of this snapshot as generation `generation`; `policy` is what
     /// [`Snapshot::compile`] made of it (its dispatch goes into the image).
-    pub fn to_image(&self, generation: u64, policy: &Policy) -> Result<Vec<u8>, Error> {
+    pub fn to_image(&self, generation: u64, policy: &Policy) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let mut p = Vec::with_capacity(self.policy.len() + 4096);
         p.extend_from_slice(&self.digest().to_le_bytes());
         put(&mut p, self.origin.as_os_str().as_bytes());
         put(&mut p, &self.policy);
         p.extend_from_slice(&(self.set_files.len() as u32).to_le_bytes());
-        let mut sets = Vec::new();
         for f in &self.set_files {
             put(&mut p, f.path.as_os_str().as_bytes());
+            // A big set file's text is not kept: its ranges are in the rules' sets.
             if !f.is_program_link() && f.bytes.len() >= COMPILED_SET_BYTES {
                 p.push(1);
-                sets.push(crate::policy::parse_set_text(&f.path, &f.bytes)?);
             } else {
                 p.push(0);
                 put(&mut p, &f.bytes);
@@ -127,8 +125,8 @@ impl Snapshot {
         }
         put_names(&mut p, &self.users);
         put_names(&mut p, &self.groups);
-        let refs: Vec<&crate::AddrSet> = sets.iter().collect();
-        let sec = crate::compiled::Writer::section(&refs, policy.dispatch_parts());
+        let (table, sets) = crate::policy::table::encode(policy);
+        let sec = crate::compiled::Writer::section(&table, &sets, policy.dispatch_parts());
         let mut out = Vec::with_capacity(HEADER + p.len() + 16 + sec.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&generation.to_le_bytes());
@@ -142,7 +140,7 @@ impl Snapshot {
             out.push(0);
         }
         out.extend_from_slice(&sec);
-        Ok(out)
+        out
     }
 
     /// The digest of what this snapshot read (policy, set files, names): equal for
@@ -296,47 +294,43 @@ fn decode(
         b: &l.payload[8..],
         file,
     };
-    let origin = PathBuf::from(r.string("origin")?);
-    let policy = r.bytes("policy")?.to_vec();
+    let origin = r.string("origin")?;
+    let policy = r.bytes("policy")?;
     let n = r.u32("set files")? as usize;
     if n > r.b.len() / 5 {
         return Err(r.err("set files"));
     }
-    let mut set_files = Vec::with_capacity(n);
     for _ in 0..n {
-        let path = PathBuf::from(r.string("set file path")?);
-        let kind = r.take(1, "set file kind")?[0];
-        let bytes = match kind {
-            0 => r.bytes("set file")?.to_vec(),
-            1 => Vec::new(),
+        r.string("set file path")?;
+        match r.take(1, "set file kind")?[0] {
+            0 => {
+                r.bytes("set file")?;
+            }
+            1 => {}
             _ => return Err(r.err("set file kind")),
-        };
-        set_files.push((
-            kind,
-            CapturedFile {
-                path,
-                bytes,
-                warnings: Vec::new(),
-                compiled: None,
-            },
-        ));
+        }
     }
-    let users = r.names("users")?;
-    let groups = r.names("groups")?;
+    r.names("users")?;
+    r.names("groups")?;
     if !r.b.is_empty() {
         return Err(r.err("trailing bytes"));
     }
+    // The payload is the record of what was applied; the policy comes from the
+    // compiled section: no YAML parse, no set-file parse.
+    let _ = (origin, policy);
     let bad = |what: &str| r.err(&format!("compiled section: {what}"));
     let sec = &bytes[l.section.clone()];
     let st_sec = st.map(|s| &s[l.section.clone()]);
     let mut c = crate::compiled::Reader::new(sec, st_sec).map_err(bad)?;
-    let compiled = c.u32().map_err(bad)? as usize;
-    if compiled != set_files.iter().filter(|f| f.0 == 1).count() {
+    let table = c.table().map_err(bad)?;
+    let n = c.u32().map_err(bad)? as usize;
+    if n > sec.len() / 32 {
         return Err(bad("set count"));
     }
-    for (_, f) in set_files.iter_mut().filter(|f| f.0 == 1) {
-        f.compiled = Some(c.set().map_err(bad)?);
-    }
+    let sets = (0..n)
+        .map(|_| c.set().map(Some))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
     let dispatch = if c.flag().map_err(bad)? {
         Some(Box::new(c.dispatch().map_err(bad)?))
     } else {
@@ -345,23 +339,7 @@ fn decode(
     if !c.done() {
         return Err(bad("trailing bytes"));
     }
-    let set_files: Vec<CapturedFile> = set_files.into_iter().map(|f| f.1).collect();
-    let replay = crate::snapshot::Replay {
-        users: &users,
-        groups: &groups,
-    };
-    let p = crate::policy::compile(
-        &policy,
-        &origin,
-        &LoadOptions {
-            resolver: &replay,
-            permissions: Permissions::Warn,
-        },
-        SetFiles::Image {
-            files: &set_files,
-            dispatch,
-        },
-    )?;
+    let p = crate::policy::table::decode(&table, sets, dispatch).map_err(bad)?;
     Ok((l.info, p))
 }
 

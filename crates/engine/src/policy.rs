@@ -14,10 +14,11 @@ mod files;
 mod lint;
 mod raw;
 mod rule;
+pub(crate) mod table;
 mod yaml_error;
 
 pub(crate) use compile::compile;
-pub(crate) use files::{parse_set_text, read_policy_bytes, CapturedFile, SetFiles};
+pub(crate) use files::{read_policy_bytes, CapturedFile, SetFiles};
 pub use rule::Rule;
 
 use crate::Error;

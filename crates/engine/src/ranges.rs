@@ -60,7 +60,7 @@ fn merge<T: Copy + Ord + num::Step>(mut v: Vec<(T, T)>) -> Vec<(T, T)> {
     out
 }
 
-pub(crate) mod num {
+mod num {
     pub trait Step: Sized {
         fn succ(v: Self) -> Option<Self>;
     }
@@ -176,19 +176,12 @@ impl AddrSet {
         &self.v6
     }
     /// A set over ranges that are already sorted, disjoint and not adjacent (a policy
-    /// image's, checked by [`AddrSet::well_formed`] first).
+    /// image's, as `AddrSetBuilder::build` made them when it was applied).
     pub(crate) fn from_ranges(
         v4: Cow<'static, [[u32; 2]]>,
         v6: Cow<'static, [[u128; 2]]>,
     ) -> AddrSet {
         AddrSet { v4, v6 }
-    }
-    /// Whether ranges are sorted, disjoint, non-adjacent and each `lo <= hi`: what
-    /// [`AddrSetBuilder::build`] makes, and what lookups and the dispatch assume.
-    pub(crate) fn well_formed<T: Copy + Ord + num::Step>(v: &[[T; 2]]) -> bool {
-        v.iter().all(|r| r[0] <= r[1])
-            && v.windows(2)
-                .all(|w| T::succ(w[0][1]).is_some_and(|n| n < w[1][0]))
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::{LoadOptions, Permissions};
 
 fn snap(text: &str) -> (tempdir::Dir, Snapshot) {
     let d = tempdir::Dir::new();
@@ -43,7 +44,7 @@ const POLICY: &str = "version: 1\ndefault: allow\nsets:\n  b: { file: b.txt }\nr
 #[test]
 fn an_image_decides_as_the_files_did() {
     let (_d, s) = snap(POLICY);
-    let img = s.to_image(7, &s.compile().unwrap()).unwrap();
+    let img = s.to_image(7, &s.compile().unwrap());
     let (info, p) = decode_image(&img, Path::new("x.image")).unwrap();
     assert_eq!(info.generation, 7);
     assert_eq!(info.digest, s.digest());
@@ -60,7 +61,7 @@ fn an_image_decides_as_the_files_did() {
 #[test]
 fn every_truncation_and_every_flipped_byte_is_an_error_not_a_panic() {
     let (_d, s) = snap(POLICY);
-    let img = s.to_image(1, &s.compile().unwrap()).unwrap();
+    let img = s.to_image(1, &s.compile().unwrap());
     for n in 0..img.len() {
         assert!(
             decode_image(&img[..n], Path::new("x")).is_err(),
@@ -101,7 +102,7 @@ fn a_hostile_payload_with_a_valid_checksum_is_an_error() {
     put(&mut p, b"/x.yaml");
     put(&mut p, b"version: 1\n");
     p.extend_from_slice(&u32::MAX.to_le_bytes()); // set-file count
-    let sec = crate::compiled::Writer::section(&[], None);
+    let sec = crate::compiled::Writer::section(&[], &[], None);
     assert!(decode_image(&assemble(&p, &sec), Path::new("x")).is_err());
 }
 
@@ -133,7 +134,7 @@ fn big() -> (tempdir::Dir, Snapshot, Vec<u8>) {
         },
     )
     .unwrap();
-    let img = s.to_image(3, &s.compile().unwrap()).unwrap();
+    let img = s.to_image(3, &s.compile().unwrap());
     (d, s, img)
 }
 
@@ -236,4 +237,57 @@ fn a_hostile_compiled_section_with_a_valid_hash_never_panics() {
     }
     // Most changes break a check (order, bounds); changed range values may not.
     eprintln!("{accepted} hostile sections decoded");
+}
+
+/// Every field a rule and a policy can have survives the rule table unchanged.
+#[test]
+fn the_rule_table_keeps_every_field() {
+    let (_d, s) = snap(
+        r#"version: 1
+default: deny
+mode: audit
+stealth: true
+blocking_accept: wait
+audit: { log: /var/log/sockexit/a.jsonl, events: all }
+sets:
+  b: { file: b.txt }
+  dyn: { dynamic: true }
+rules:
+  - { name: a, action: allow, calls: [accept], remote: ["@b", "@dyn", 2001:db8::/32], local_ports: [21, "40000-40100"] }
+  - { name: u, action: deny, calls: [connect], remote_ports: [25], users: [root], groups: [root], families: [ipv6] }
+  - { name: p, action: allow, programs: ["/bin/*", "/usr/sbin/nginx"], local: ["@dyn", 127.0.0.0/8] }
+  - { name: l, action: allow, calls: [listen] }
+"#,
+    );
+    let files = s.compile().unwrap();
+    let img = s.to_image(9, &files);
+    for (how, p) in [
+        ("copied", decode_image(&img, Path::new("x")).unwrap().1),
+        (
+            "in place",
+            decode_image_in_place(Box::leak(img.clone().into_boxed_slice()), Path::new("x"))
+                .unwrap()
+                .1,
+        ),
+    ] {
+        assert_eq!(
+            format!("{:?}", p.rules()),
+            format!("{:?}", files.rules()),
+            "{how}"
+        );
+        assert_eq!(p.default_verdict(), files.default_verdict());
+        assert_eq!(p.mode(), files.mode());
+        assert_eq!(p.stealth(), files.stealth());
+        assert_eq!(p.blocking_accept(), files.blocking_accept());
+        assert_eq!(p.audit(), files.audit());
+        assert_eq!(p.path(), files.path());
+        assert_eq!(p.dynamic_sets(), files.dynamic_sets());
+        for c in [
+            crate::Call::Accept,
+            crate::Call::Connect,
+            crate::Call::Listen,
+        ] {
+            assert_eq!(format!("{:?}", p.needs(c)), format!("{:?}", files.needs(c)));
+        }
+    }
 }

@@ -98,21 +98,7 @@ pub(crate) fn compile(
     let permission_warnings = file_warnings.len();
     file_warnings.append(&mut warnings);
     let (by_call, needs) = index_by_call(&rules);
-    let dispatch = match &mut files {
-        SetFiles::Image { dispatch, .. } => match dispatch.take() {
-            Some(parts) => Some(
-                crate::dispatch::Dispatch::from_parts(*parts, rules.len()).ok_or_else(|| {
-                    ctx.err(
-                        None,
-                        None,
-                        "corrupt policy image: its address dispatch does not fit the rules",
-                    )
-                })?,
-            ),
-            None => None,
-        },
-        _ => crate::dispatch::Dispatch::build(&rules, &by_call),
-    };
+    let dispatch = crate::dispatch::Dispatch::build(&rules, &by_call);
     let dynamic_sets = sets
         .iter()
         .filter(|(_, d)| matches!(d, SetDef::Dynamic))
@@ -306,17 +292,12 @@ fn set_file(
                 path: path.to_path_buf(),
                 bytes,
                 warnings: found.clone(),
-                compiled: None,
             });
             Ok((set, found))
         }
-        SetFiles::Replay(from) | SetFiles::Image { files: from, .. } => {
+        SetFiles::Replay(from) => {
             match from.iter().find(|c| !c.is_program_link() && c.path == path) {
-                Some(c) => match &c.compiled {
-                    // Borrowed from the mapped image: a clone copies no range.
-                    Some(set) => Ok((set.clone(), c.warnings.clone())),
-                    None => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
-                },
+                Some(c) => Ok((parse_set_text(path, &c.bytes)?, c.warnings.clone())),
                 // Only if the policy bytes differ from the captured ones.
                 None => Err(ctx.err(
                     at,
@@ -618,7 +599,7 @@ fn compile_rule(
 
 /// Rule indexes per call (accept, connect, listen) in policy order, and what the
 /// rules of each call can ask for.
-fn index_by_call(rules: &[Rule]) -> ([Vec<u32>; 3], [Needs; 3]) {
+pub(super) fn index_by_call(rules: &[Rule]) -> ([Vec<u32>; 3], [Needs; 3]) {
     let mut by_call: [Vec<u32>; 3] = Default::default();
     let mut needs = [Needs::default(); 3];
     for (ci, call) in [Call::Accept, Call::Connect, Call::Listen]

@@ -92,9 +92,6 @@ pub(crate) struct CapturedFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub warnings: Vec<Warning>,
-    /// A published image's compiled ranges for this set file (its `bytes` are then
-    /// not kept): used as they are, not parsed.
-    pub compiled: Option<AddrSet>,
 }
 
 /// The start of a captured `programs:` resolution's path (see [`CapturedFile`]).
@@ -140,12 +137,11 @@ impl SetFiles<'_> {
                             .map(|t| t.as_os_str().as_bytes().to_vec())
                             .unwrap_or_default(),
                         warnings: Vec::new(),
-                        compiled: None,
                     });
                 }
                 link
             }
-            SetFiles::Replay(from) | SetFiles::Image { files: from, .. } => from
+            SetFiles::Replay(from) => from
                 .iter()
                 .find(|c| c.path == key)
                 .filter(|c| !c.bytes.is_empty())
@@ -167,12 +163,6 @@ pub(crate) enum SetFiles<'a> {
     },
     /// Parse the bytes captured earlier; no I/O.
     Replay(&'a [CapturedFile]),
-    /// A published image: as `Replay`, with compiled sets used in place, and the
-    /// image's address dispatch (taken, checked, instead of built; `None`: none).
-    Image {
-        files: &'a [CapturedFile],
-        dispatch: Option<Box<crate::dispatch::Parts>>,
-    },
 }
 
 /// The bytes of one set file, with the same limits and errors whoever reads it, and
@@ -219,7 +209,7 @@ pub(super) fn read_set_bytes(
 
 /// A set file's text (one address or prefix per line, `#` comments) as a set; errors
 /// name the set file, line and column.
-pub(crate) fn parse_set_text(path: &Path, bytes: &[u8]) -> Result<AddrSet, Error> {
+pub(super) fn parse_set_text(path: &Path, bytes: &[u8]) -> Result<AddrSet, Error> {
     let ferr = |loc, msg: String| Error {
         file: path.to_path_buf(),
         location: loc,

@@ -65,6 +65,7 @@ fn run(args: &[String]) -> Result<String, String> {
         uid: Some(65534),
         gid: Some(65534),
         program: Some("/usr/sbin/benchd".into()),
+        dynamic: None,
     };
 
     let t = Instant::now();
@@ -134,6 +135,7 @@ fn run_walk(args: &[String]) -> Result<String, String> {
         uid: Some(65534),
         gid: Some(65534),
         program: Some("/usr/sbin/benchd".into()),
+        dynamic: None,
     };
 
     // The same verdict and rule both ways, or no number.
@@ -199,14 +201,14 @@ fn sample_peers(p: &Policy, limit: usize) -> Vec<SocketAddr> {
         for s in [r.remote(), r.local()].into_iter().flatten() {
             let v4 = s.v4_ranges();
             let step = (v4.len() / (limit / 8).max(1)).max(1);
-            for &(lo, hi) in v4.iter().step_by(step) {
+            for &[lo, hi] in v4.iter().step_by(step) {
                 for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
                     ips.push(IpAddr::from(x.to_be_bytes()));
                 }
             }
             let v6 = s.v6_ranges();
             let step = (v6.len() / (limit / 8).max(1)).max(1);
-            for &(lo, hi) in v6.iter().step_by(step) {
+            for &[lo, hi] in v6.iter().step_by(step) {
                 for x in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
                     ips.push(IpAddr::from(x.to_be_bytes()));
                 }

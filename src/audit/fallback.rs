@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum Failed {
     File,
     Syslog,
+    Journal,
     Stderr,
 }
 

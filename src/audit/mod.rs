@@ -13,34 +13,41 @@
 //! takes it over, so no fork can leave it stuck.
 //!
 //! Seams: [`line`] formats (pure), [`sink`] holds checked descriptors and the lock
-//! word, [`file`] and [`syslog`] are the targets, [`fallback`] takes what a target
-//! cannot (never silently lost), [`repeat`] collapses identical refusals.
+//! word, [`file`], [`syslog`] and [`journal`] are the targets (the last two over one
+//! [`dgram`] socket type), [`fallback`] takes what a target cannot (never silently
+//! lost), [`repeat`] collapses identical refusals.
 
+mod dgram;
 mod fallback;
 mod file;
+mod journal;
 mod line;
 mod repeat;
 mod sink;
 mod syslog;
 
+use dgram::DgramTarget;
 use fallback::Failed;
 use file::{open_file_target, write_file, FileTarget};
+use journal::send_journal;
 pub use line::Event;
 use line::{
-    push_json, push_json_repeated, push_json_str, sanitize_host, LineBuf, Stamp, LINE_MAX,
+    push_json, push_json_repeated, push_json_str, sanitize_host, LineBuf, Repeat, Stamp, LINE_MAX,
     PROGRAM_MAX,
 };
 use sink::ReopenLock;
-use syslog::{send_syslog, SyslogTarget};
+use sockexit_engine::audit_line::journal::{JournalFacts, JOURNAL_SOCKET};
+use syslog::send_syslog;
 
 use crate::sys::logfile;
 use sockexit_engine::{AuditConfig, AuditEvents, AuditLog};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::AtomicI32;
 use std::sync::OnceLock;
 
 enum Target {
     Stderr,
-    Syslog(SyslogTarget),
+    Syslog(DgramTarget),
+    Journal(DgramTarget),
     File(FileTarget),
     /// The file could not be opened at load time (said then): every line goes to
     /// the fallback.
@@ -52,6 +59,8 @@ struct Audit {
     program_json: Vec<u8>,
     /// RFC 5424 HOSTNAME, from `gethostname(2)` at load time (no resolver).
     host: Vec<u8>,
+    /// The policy path as bytes, for the journal's `SOCKEXIT_POLICY`.
+    policy_path: Vec<u8>,
     lock: ReopenLock,
 }
 
@@ -76,7 +85,8 @@ pub fn init(cfg: &AuditConfig) {
     let target = match &cfg.log {
         AuditLog::Off => return,
         AuditLog::Stderr => Target::Stderr,
-        AuditLog::Syslog => Target::Syslog(SyslogTarget::new(crate::diag::syslog_path())),
+        AuditLog::Syslog => Target::Syslog(DgramTarget::new(crate::diag::syslog_path())),
+        AuditLog::Journal => Target::Journal(DgramTarget::new(JOURNAL_SOCKET)),
         AuditLog::File(path) => match open_file_target(path) {
             Ok(t) => Target::File(t),
             Err(e) => {
@@ -96,10 +106,16 @@ pub fn init(cfg: &AuditConfig) {
             AuditEvents::All => "all",
         }
     );
+    let policy_path = {
+        use std::os::unix::ffi::OsStrExt;
+        st.map(|s| s.policy_path.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default()
+    };
     let _ = AUDIT.set(Audit {
         target,
         program_json,
         host,
+        policy_path,
         lock: ReopenLock(AtomicI32::new(0)),
     });
 }
@@ -136,7 +152,7 @@ pub fn record(ev: &Event<'_>) {
     push_json(&mut rec, &st, ev);
     rec.push(b"\n");
     let Some(rec) = rec.bytes() else { return };
-    emit(a, &st, ev, rec);
+    emit(a, &st, ev, rec, None);
 }
 
 /// The `"repeated":N` line for a window of identical refusals.
@@ -157,7 +173,7 @@ fn emit_repeated(a: &Audit, f: &repeat::Flushed) {
     push_json_repeated(&mut rec, &st, &ev, &f.repeat);
     rec.push(b"\n");
     if let Some(rec) = rec.bytes() {
-        emit(a, &st, &ev, rec);
+        emit(a, &st, &ev, rec, Some(&f.repeat));
     }
 }
 
@@ -173,7 +189,7 @@ pub fn at_exit() {
 
 /// Send one formatted record to the target, or to the fallback if the target
 /// cannot take it.
-fn emit(a: &Audit, st: &Stamp<'_>, ev: &Event<'_>, rec: &[u8]) {
+fn emit(a: &Audit, st: &Stamp<'_>, ev: &Event<'_>, rec: &[u8], repeat: Option<&Repeat>) {
     let json = &rec[1..rec.len() - 1];
     let now = st.secs;
     let failed = match &a.target {
@@ -181,9 +197,22 @@ fn emit(a: &Audit, st: &Stamp<'_>, ev: &Event<'_>, rec: &[u8]) {
             if send_syslog(&a.lock, t, st, &a.host, ev.verdict, json, now) {
                 return;
             }
-            let e = std::io::Error::from_raw_os_error(t.last_errno.load(Ordering::Relaxed));
-            let what = format!("syslog at {} ({e})", String::from_utf8_lossy(t.path));
+            let what = t.shown("syslog");
             return fallback::deliver(Failed::Syslog, &what, st, &a.host, ev.verdict, json);
+        }
+        Target::Journal(t) => {
+            let facts = JournalFacts {
+                program: crate::state::state().program.as_deref(),
+                policy: Some(&a.policy_path)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| &p[..]),
+                backend: "preload",
+            };
+            if send_journal(&a.lock, t, st, ev, &facts, json, repeat, now) {
+                return;
+            }
+            let what = t.shown("the journal");
+            return fallback::deliver(Failed::Journal, &what, st, &a.host, ev.verdict, json);
         }
         Target::File(t) => {
             if write_file(&a.lock, t, rec, now) {

@@ -2,7 +2,7 @@
 
 use crate::explain::{compile_listener, outcome_text};
 use crate::out::{fail, say};
-use sockexit_engine::{Call, Mode, Policy};
+use sockexit_engine::{AuditEvents, AuditLog, Call, Mode, Policy, Verdict};
 use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ pub fn warning_line(path: &Path, w: &sockexit_engine::Warning) -> String {
     }
 }
 
-/// `N rules, default deny[, mode audit][, stealth]`
+/// `N rules, default deny[, mode audit][, stealth][, audit lines to TARGET]`
 pub fn summary(p: &Policy) -> String {
     let n = p.rule_count();
     let mut s = format!(
@@ -127,7 +127,46 @@ pub fn summary(p: &Policy) -> String {
              before the library sees it)",
         );
     }
+    // The default (syslog) goes unsaid, as before; any other target is named.
+    if p.audit().log != AuditLog::Syslog {
+        s.push_str(&format!(
+            ", audit lines to {}",
+            audit_target(&p.audit().log)
+        ));
+    }
     s
+}
+
+/// Where the library would record a decision with `verdict`, or `None` when the
+/// policy records none (`events: deny` and an allowed call, or `log: off`).
+pub fn recorded_to(p: &Policy, verdict: Verdict) -> Option<String> {
+    let a = p.audit();
+    let wanted = verdict == Verdict::Deny || a.events == AuditEvents::All;
+    (wanted && a.log != AuditLog::Off).then(|| audit_target(&a.log))
+}
+
+/// The policy's word for the target a decision with `verdict` is recorded to
+/// (`syslog`, `journal`, `stderr` or the file's path), `None` when it is not recorded.
+pub fn recorded_log(p: &Policy, verdict: Verdict) -> Option<String> {
+    recorded_to(p, verdict)?;
+    Some(match &p.audit().log {
+        AuditLog::Syslog => "syslog".into(),
+        AuditLog::Journal => "journal".into(),
+        AuditLog::Stderr => "stderr".into(),
+        AuditLog::File(f) => f.display().to_string(),
+        AuditLog::Off => return None,
+    })
+}
+
+/// Where audit lines go, as `check` and `explain` say it.
+pub fn audit_target(log: &AuditLog) -> String {
+    match log {
+        AuditLog::Syslog => "syslog (/dev/log)".into(),
+        AuditLog::Journal => "the journal (journalctl SYSLOG_IDENTIFIER=sockexit)".into(),
+        AuditLog::File(f) => f.display().to_string(),
+        AuditLog::Stderr => "stderr".into(),
+        AuditLog::Off => "nowhere (audit log off)".into(),
+    }
 }
 
 pub fn main(a: Args) -> ExitCode {

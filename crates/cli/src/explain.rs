@@ -35,7 +35,8 @@ when given and not root; a rule on an unknown fact makes the filter partial.
 --json prints one object: verdict, rule, call, remote, local, family, uid, user,
 gid, group, program, mode, refused (whether the library would refuse the call:
 a deny outside audit mode), unknown (facts the rules need but were not given),
-and for a stealth listen: stealth {outcome (filter, accept-all, too-large,
+audit_log (where the library would record this decision: syslog, journal, stderr or
+the file's path; null when the policy records none), and for a stealth listen: stealth {outcome (filter, accept-all, too-large,
 audit-mode, refused), instructions, partial}; for a stealth accept: stealth {syn:
 dropped, passes or no-filter}.
 
@@ -466,6 +467,12 @@ fn text(a: &Args, call: Call, f: &Facts, policy: &Policy, j: Judged<'_>, unknown
     if policy.mode() == Mode::Audit && d.verdict == Verdict::Deny {
         say("note: the policy is in audit mode: this call would be logged, not refused");
     }
+    // Said for a target the policy names; the default (syslog) as before, unsaid.
+    if policy.audit().log != sockexit_engine::AuditLog::Syslog {
+        if let Some(to) = crate::check::recorded_to(policy, d.verdict) {
+            say(format_args!("note: audit: recorded, a line to {to}"));
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -497,6 +504,7 @@ fn json(
         "mode": policy.mode().as_str(),
         "refused": refused,
         "unknown": unknown,
+        "audit_log": crate::check::recorded_log(policy, d.verdict),
     });
     if judged_as(call, f, &j).is_some() {
         v["judged"] = serde_json::json!({

@@ -16,6 +16,7 @@ mod listeners;
 mod out;
 mod run;
 mod set;
+mod system;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -79,7 +80,7 @@ enum Cmd {
     Run(run::Args),
     Enable(enable::EnableArgs),
     Disable(enable::DisableArgs),
-    System(enable::SystemArgs),
+    System(system::SystemArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +98,6 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::main(a),
         Cmd::Enable(a) => enable::enable(a),
         Cmd::Disable(a) => enable::disable(a),
-        Cmd::System(a) => enable::system(a),
+        Cmd::System(a) => system::system(a),
     }
 }

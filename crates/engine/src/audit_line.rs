@@ -4,6 +4,8 @@
 //! (`sockexit run --supervise`), so their lines are byte-identical but for the optional
 //! `backend` and `policy` keys, which the preload omits unless it has a generation.
 
+pub mod journal;
+
 use crate::{Call, Mode, Verdict};
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;

@@ -241,6 +241,9 @@ pub enum AuditLog {
     Stderr,
     /// `syslog` (the default): datagrams to `/dev/log`.
     Syslog,
+    /// `journal`: native-protocol datagrams to `/run/systemd/journal/socket`, with
+    /// `SOCKEXIT_*` fields ([`audit_line::journal`]).
+    Journal,
     /// A file path (absolute, or relative to the policy file's directory).
     File(PathBuf),
 }

@@ -451,6 +451,7 @@ fn mode_stealth_and_audit_are_parsed_and_exposed() {
         ("off", AuditLog::Off),
         ("stderr", AuditLog::Stderr),
         ("syslog", AuditLog::Syslog),
+        ("journal", AuditLog::Journal),
     ] {
         let q = ok(&format!(
             "{HEAD}mode: enforce\nstealth: false\naudit:\n  log: {word}\n  events: deny\n"

@@ -2,12 +2,17 @@
 //! `"backend":"supervise"`), written where the policy's `audit:` says.
 
 use crate::notify::Caller;
+use sockexit_engine::audit_line::journal::{
+    push_journal, JournalFacts, JOURNAL_MAX, JOURNAL_SOCKET,
+};
 use sockexit_engine::audit_line::{
     push_json, push_json_str, push_syslog_header, sanitize_host, Event, LineBuf, Stamp, LINE_MAX,
     PROGRAM_MAX,
 };
 use sockexit_engine::{AuditEvents, AuditLog, Policy, Verdict};
+use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
 
@@ -16,12 +21,15 @@ enum Target {
     Stderr,
     File(Mutex<std::fs::File>),
     Syslog(UnixDatagram, Vec<u8>),
+    Journal(UnixDatagram),
 }
 
 /// The policy's audit target, opened once by the supervisor.
 pub struct Audit {
     target: Target,
     all: bool,
+    /// The policy file, for the journal's `SOCKEXIT_POLICY`.
+    policy: Vec<u8>,
 }
 
 impl Audit {
@@ -51,10 +59,17 @@ impl Audit {
                     Err(_) => Target::Stderr,
                 }
             }
+            // Non-blocking, as the preload's: a journal whose queue is full drops the
+            // entry rather than stall every supervised call behind it.
+            AuditLog::Journal => match UnixDatagram::unbound() {
+                Ok(s) if s.set_nonblocking(true).is_ok() => Target::Journal(s),
+                _ => Target::Stderr,
+            },
         };
         Ok(Audit {
             target,
             all: cfg.events == AuditEvents::All,
+            policy: p.path().as_os_str().as_bytes().to_vec(),
         })
     }
 
@@ -70,8 +85,9 @@ impl Audit {
             .status()
             .map(|s| (s.0, s.1))
             .unwrap_or((caller.tid, u32::MAX));
+        let exe = caller.exe().map(<[u8]>::to_vec);
         let mut pj = LineBuf::<{ PROGRAM_MAX + 2 }>::new();
-        match caller.exe() {
+        match &exe {
             Some(e) => push_json_str(&mut pj, e, PROGRAM_MAX),
             None => pj.push(b"null"),
         }
@@ -104,6 +120,25 @@ impl Audit {
                 push_json(&mut m, &st, ev);
                 if let Some(m) = m.bytes() {
                     if sock.send_to(m, "/dev/log").is_err() {
+                        let _ = std::io::stderr().write_all(bytes);
+                    }
+                }
+            }
+            Target::Journal(sock) => {
+                let facts = JournalFacts {
+                    program: exe.as_deref(),
+                    policy: Some(&self.policy[..]).filter(|p| !p.is_empty()),
+                    backend: "supervise",
+                };
+                let mut m = LineBuf::<JOURNAL_MAX>::new();
+                push_journal(&mut m, &st, ev, &facts, &bytes[..bytes.len() - 1], None);
+                let to = OsStr::from_bytes(JOURNAL_SOCKET);
+                let sent = m.bytes().map(|m| sock.send_to(m, to));
+                match sent {
+                    Some(Ok(_)) => {}
+                    // The journal's queue is full: dropped, as the preload does.
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => {
                         let _ = std::io::stderr().write_all(bytes);
                     }
                 }

@@ -185,6 +185,7 @@ fn audit_config(ctx: &Ctx<'_>, raw: Option<&RawAudit>, base: &Path) -> Result<Au
             "off" => AuditLog::Off,
             "stderr" => AuditLog::Stderr,
             "syslog" => AuditLog::Syslog,
+            "journal" => AuditLog::Journal,
             "" => return Err(ctx.err(loc(l), Some("log"), "empty audit log path")),
             p => AuditLog::File(base.join(p)),
         };

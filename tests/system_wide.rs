@@ -1,0 +1,188 @@
+//! System-wide mode for real (root): `/etc/ld.so.preload` names the built library and
+//! `/etc/sockexit/policy.yaml` is applied, and programs started with an empty
+//! environment (no `LD_PRELOAD`, no `SOCKEXIT_*`) are judged.
+//!
+//! It all happens in a private mount namespace (`unshare -m`): a tmpfs on `/run` (the
+//! publications, the library's copy, the overlay's upper layer) and an overlay on
+//! `/etc` whose writes land in that tmpfs. The script refuses to go on unless `/etc`
+//! is the overlay, and the test checks the host's `/etc/ld.so.preload` is unchanged
+//! afterwards; the mounts die with the namespace's last process.
+
+mod common;
+
+use common::daemon::{missing, require, say};
+use common::peer::{assert_refused, assert_served, talk, DOT2, LO};
+use common::proc::Proc;
+use common::{cli_path, example_path, preload_path, TempDir};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+const BANNER: &[u8] = b"220 sockexit banner\r\n";
+
+/// Run by `unshare -m sh -c`. Prints `step NAME ...` lines the test reads; `fail WHAT`
+/// and exit 1 when the set-up itself fails. `$SX_*`: the command, the library, the
+/// examples directory, the test's directory.
+const SCRIPT: &str = r#"
+fail() { echo "fail $*"; exit 1; }
+preload() { if [ -e /etc/ld.so.preload ]; then echo "preload $(tr '\n' ' ' </etc/ld.so.preload)"; else echo "preload absent"; fi; }
+mount -t tmpfs -o mode=0755 sx-run /run || fail "tmpfs on /run"
+mkdir -p /run/sx/upper /run/sx/work /run/sx/lib || fail mkdir
+chmod 755 /run/sx /run/sx/lib
+mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/work /etc \
+    || fail "overlay on /etc"
+# Never write the host's /etc: only go on when /etc is the overlay just mounted.
+[ "$(stat -f -c %T /etc)" = overlayfs ] || fail "/etc is not the overlay"
+[ -e /run/sx/upper ] && touch /etc/.sx-probe && [ -e /run/sx/upper/.sx-probe ] || fail "overlay upper"
+rm /etc/.sx-probe
+cp "$SX_LIB" /run/sx/lib/libsockexit.so && chmod 644 /run/sx/lib/libsockexit.so || fail cp
+LIB=/run/sx/lib/libsockexit.so
+mkdir -p /etc/sockexit
+preload
+cp "$SX_DIR/broken.yaml" /etc/sockexit/policy.yaml
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable-broken $?"
+preload
+cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable-unapplied $?"
+preload
+"$SX_CLI" apply --quiet /etc/sockexit/policy.yaml || fail apply
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable $?"
+preload
+env -i "$SX_EX/banner_server" --max 1; echo "step served $?"
+echo "step refused-connect $(env -i "$SX_EX/connect_client" 127.0.0.3:9)"
+"$SX_CLI" system disable >"$SX_DIR/out" 2>&1; echo "step disable $?"
+preload
+echo "step unjudged-connect $(env -i "$SX_EX/connect_client" 127.0.0.3:9)"
+echo "step done"
+"#;
+
+fn can_run() -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        say("SKIPPED: tests/system_wide.rs needs root (unshare -m, overlay, tmpfs)");
+        return false;
+    }
+    require("unshare").is_some() || missing::<()>("unshare (util-linux)").is_some()
+}
+
+/// The script's next line, which must start with `want`: the rest of it.
+fn next(p: &mut Proc, want: &str) -> String {
+    let l = p.line();
+    assert!(!l.starts_with("fail "), "set-up failed: {l}");
+    l.strip_prefix(want)
+        .unwrap_or_else(|| panic!("expected `{want}...`, got {l:?}"))
+        .to_owned()
+}
+
+/// What the host's `/etc/ld.so.preload` is: `None` when absent.
+fn host_preload() -> Option<Vec<u8>> {
+    std::fs::read("/etc/ld.so.preload").ok()
+}
+
+#[test]
+fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
+    if !can_run() {
+        return;
+    }
+    let host_before = host_preload();
+    let dir = TempDir::new("system-wide");
+    let log = dir.path().join("audit.jsonl");
+    dir.write(
+        "broken.yaml",
+        "version: 1\ndefault: allow\nrules: [ {name: x\n",
+    );
+    dir.write(
+        "policy.yaml",
+        &format!(
+            "version: 1\ndefault: allow\nrules:\n  \
+             - {{ name: no-dot2, action: deny, calls: [accept], remote: [127.0.0.2/32] }}\n  \
+             - {{ name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }}\n\
+             audit: {{ log: {}, events: deny }}\n",
+            log.display()
+        ),
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SX_CLI", cli_path())
+        .env("SX_LIB", preload_path())
+        .env("SX_EX", example_path("banner_server").parent().unwrap())
+        .env("SX_DIR", dir.path());
+    let mut p = Proc::start(c);
+    let out = || std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
+
+    let before = next(&mut p, "preload ");
+    // A policy that does not load: refused, the file as it was.
+    assert_eq!(next(&mut p, "step enable-broken "), "1", "{}", out());
+    assert!(out().contains("the policy does not load"), "{}", out());
+    assert_eq!(next(&mut p, "preload "), before);
+    // Valid but never applied: refused too.
+    assert_eq!(next(&mut p, "step enable-unapplied "), "1", "{}", out());
+    assert!(out().contains("never applied"), "{}", out());
+    assert_eq!(next(&mut p, "preload "), before);
+    // Applied: enabled, the library listed first.
+    assert_eq!(next(&mut p, "step enable "), "0", "{}", out());
+    let on = next(&mut p, "preload ");
+    assert!(on.starts_with("/run/sx/lib/libsockexit.so"), "{on}");
+
+    // `env -i banner_server`: no LD_PRELOAD, no SOCKEXIT_POLICY, still judged.
+    let l = p.line();
+    let addr: SocketAddr = l
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("expected `listening ADDR`, got {l:?}"));
+    let SocketAddr::V4(addr) = addr else {
+        panic!("{addr}")
+    };
+    assert_refused(&talk(DOT2, addr), "127.0.0.2 under the system policy");
+    assert_served(&talk(LO, addr), BANNER, "127.0.0.1 under the system policy");
+    let mut served = String::new();
+    while !served.starts_with("step served ") {
+        served = p.line();
+    }
+    assert_eq!(served, "step served 0");
+    assert_eq!(next(&mut p, "step refused-connect "), "error EACCES 13");
+
+    // Disabled: the file goes (it listed only ours), and nothing is judged any more.
+    assert_eq!(next(&mut p, "step disable "), "0", "{}", out());
+    assert_eq!(next(&mut p, "preload "), "absent");
+    assert_eq!(
+        next(&mut p, "step unjudged-connect "),
+        "error ECONNREFUSED 111"
+    );
+    next(&mut p, "step done");
+    let f = p.wait();
+    assert!(f.status.success(), "{f:?}");
+
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("audit log written by the judged programs")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let program = |v: &Value| {
+        Path::new(v["program"].as_str().unwrap())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["rule"], "no-dot2");
+    assert_eq!(lines[0]["call"], "accept");
+    assert_eq!(program(&lines[0]).as_deref(), Some("banner_server"));
+    assert_eq!(lines[1]["rule"], "no-dot3");
+    assert_eq!(lines[1]["remote"], "127.0.0.3:9");
+    assert_eq!(program(&lines[1]).as_deref(), Some("connect_client"));
+    for v in &lines {
+        assert_eq!(v["verdict"], "deny");
+        assert!(
+            v["policy"].as_u64().is_some(),
+            "the published policy decided: {v}"
+        );
+    }
+    assert_eq!(
+        host_preload(),
+        host_before,
+        "the host's /etc/ld.so.preload changed"
+    );
+}

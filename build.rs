@@ -10,6 +10,12 @@ fn main() {
     // Resolve every symbol at load time: no lazy PLT binding (which takes the loader
     // lock) inside a hook running in a signal handler or a forked child.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,now");
+    // The library's references to its own exported functions (the hooks: `dlsym`
+    // hands them out, `execv` calls `execve`) bind to themselves at link time instead
+    // of through the GOT: 20 symbol lookups fewer at every program start (an exec of
+    // /bin/true: 271k -> 260k instructions), and a hook always means ours, even in a
+    // program that defines and exports a function of the same name.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
     static_unwinder();
 }
 

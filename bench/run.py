@@ -21,6 +21,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+import sysexec  # item 7, bench/sysexec.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -281,12 +283,14 @@ class Bench:
         run([cli, "apply", "--quiet", self.pol_image], env=env)
         log(f"inputs generated in {time.time() - t:.1f} s")
 
-    def assert_loads(self, policy):
+    def assert_loads(self, policy, run_dir=None):
         """A policy that fails to load makes the library refuse every IP call, but
         /bin/true and rssprobe make none: check the load itself, not a side effect."""
         env = preload_env(self.lib, policy)
         if policy == getattr(self, "pol_image", None):
             env["SOCKEXIT_RUN_DIR"] = self.run_dir
+        elif run_dir:
+            env["SOCKEXIT_RUN_DIR"] = run_dir
         p = subprocess.run(
             [f"{self.bin}/rssprobe"],
             env=env,
@@ -928,10 +932,11 @@ def main():
     ap.add_argument("--engine-decide", required=True, help="the engine-decide binary")
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
     ap.add_argument("--nullhook", required=True, help="nullhook.so (bench/c/nullhook.c)")
+    ap.add_argument("--cli", help="the sockexit command (item 7 applies the shipped policy with it)")
     ap.add_argument(
         "--only",
-        default="conn,nginx,exec,rss,libwrap,decide",
-        help="comma-separated items: conn, nginx, exec, rss, libwrap, decide; setload "
+        default="conn,nginx,exec,rss,libwrap,decide,sysexec",
+        help="comma-separated items: conn, nginx, exec, rss, libwrap, decide, sysexec; setload "
         "(a proposal in BENCHMARKS.md) runs only when named",
     )
     ap.add_argument("--quick", action="store_true", help="tiny counts: check the script, not the numbers")
@@ -949,7 +954,7 @@ def main():
         a.execs, a.exec_rounds, a.rss_runs = 500, 7, 5
         a.wrap_sizes, a.wrap_rounds = [10, 1000, 10000], 3
     only = set(a.only.split(","))
-    known = {"conn", "nginx", "exec", "rss", "libwrap", "setload", "decide"}
+    known = {"conn", "nginx", "exec", "rss", "libwrap", "setload", "decide", "sysexec"}
     if only - known:
         ap.error(f"unknown item(s) {', '.join(sorted(only - known))}; known: {', '.join(sorted(known))}")
     m0 = machine()
@@ -965,6 +970,7 @@ def main():
             ("libwrap", b.item_libwrap),
             ("decide", b.item_decide),
             ("setload", b.item_setload),
+            ("sysexec", lambda: sysexec.item(b, run, median)),
         ):
             if key in only:
                 log(f"--- {key}")

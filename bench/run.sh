@@ -4,6 +4,7 @@
 #   bench/run.sh                 full run (about 6 minutes on 2 cores), table on stdout
 #   bench/run.sh --quick         tiny counts: checks the script, not the numbers
 #   bench/run.sh --only conn,exec --markdown /tmp/bench.md
+#   bench/run.sh --only sysexec  system-wide exec cost (item 7; valgrind for its instruction counts)
 #   bench/run.sh --profile       callgrind + strace of the allow path (needs valgrind, strace)
 #
 # Builds (release) libsockexit.so, bench/c/*.c and bench/engine-decide into
@@ -59,6 +60,8 @@ else
     lib=$target/release/libsockexit.so
 fi
 [ -f "$lib" ] || { echo "bench/run.sh: no library at $lib" >&2; exit 2; }
+(cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -p sockexit-cli --bin sockexit --quiet)
+cli=$target/release/sockexit
 (cd "$repo/bench/engine-decide" && CARGO_TARGET_DIR=$target/bench-engine-decide cargo build --release --quiet)
 decide=$target/bench-engine-decide/release/sockexit-bench-engine-decide
 
@@ -66,4 +69,4 @@ if [ "$profile" = 1 ]; then
     exec python3 "$repo/bench/allowpath.py" --lib "$lib" --bin "$bin" "${args[@]}"
 fi
 exec python3 "$repo/bench/run.py" --lib "$lib" --bin "$bin" --engine-decide "$decide" \
-    --nullhook "$bin/nullhook.so" --nginx "$(command -v nginx)" "${args[@]}"
+    --nullhook "$bin/nullhook.so" --nginx "$(command -v nginx)" --cli "$cli" "${args[@]}"

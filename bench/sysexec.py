@@ -1,0 +1,124 @@
+"""Item 7 of bench/run.py (`--only sysexec`): what system-wide mode costs every exec.
+
+`/bin/true` started plain, with an empty interposer (`nullhook.so`), and with the
+library and the shipped default policy (`contrib/policy.yaml`, applied with `sockexit
+apply` into a run directory of the benchmark's own): the cost every program pays once
+`/etc/ld.so.preload` names the library. The library is given with `LD_PRELOAD` and the
+policy with `SOCKEXIT_POLICY` + `SOCKEXIT_RUN_DIR` (the host's `/etc` and `/run` are
+never touched): the dynamic loader maps a library from `/etc/ld.so.preload` exactly as
+one from `LD_PRELOAD`; only the place the path comes from differs.
+
+Reported as ratios measured in this run: wall clock and the children's CPU time
+(median of interleaved rounds of bench/c/execloop), and — the stable figure on a
+shared, noisy VM — instructions executed per exec under callgrind (one run each;
+deterministic up to a few hundred instructions).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+TARGET = 1.10
+
+
+def instructions(child_env):
+    """Instructions one exec of /bin/true executes (valgrind --tool=callgrind), with the
+    preload and policy execloop would give its children."""
+    env = {k: v for k, v in child_env.items() if not k.startswith("BENCH_CHILD_")}
+    if child_env.get("BENCH_CHILD_LD_PRELOAD"):
+        env["LD_PRELOAD"] = child_env["BENCH_CHILD_LD_PRELOAD"]
+    if child_env.get("BENCH_CHILD_POLICY"):
+        env["SOCKEXIT_POLICY"] = child_env["BENCH_CHILD_POLICY"]
+    p = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "/bin/true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    m = re.search(r"refs:\s+([\d,]+)", p.stderr)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"callgrind failed:\n{p.stderr[-2000:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def prepare_policy(b, run):
+    """contrib/policy.yaml and its set file in the work dir, applied into its own run
+    directory; returns (policy, run_dir)."""
+    contrib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contrib")
+    d = b.path("system")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    for f in ("policy.yaml", "fail2ban.txt"):
+        shutil.copy(os.path.join(contrib, f), os.path.join(d, f))
+    run_dir = os.path.join(d, "run")
+    os.makedirs(run_dir, exist_ok=True)
+    os.chmod(run_dir, 0o755)
+    policy = os.path.join(d, "policy.yaml")
+    env = dict(os.environ, SOCKEXIT_RUN_DIR=run_dir)
+    env.pop("SOCKEXIT_POLICY", None)
+    run([b.a.cli, "apply", "--quiet", policy], env=env)
+    return policy, run_dir
+
+
+def item(b, run, median):
+    if not b.a.cli:
+        b.notes.append("sysexec: no --cli (the sockexit command): item 7 skipped")
+        return
+    policy, run_dir = prepare_policy(b, run)
+    variants = {
+        "plain": b.child_env(None),
+        "null": b.child_env(None, b.a.nullhook),
+        "system": b.child_env(policy),
+    }
+    variants["system"]["SOCKEXIT_RUN_DIR"] = run_dir
+    b.assert_loads(policy, run_dir)
+    n = b.a.execs
+    wall = {k: [] for k in variants}
+    cpu = {k: [] for k in variants}
+    names = list(variants)
+    for rnd in range(b.a.exec_rounds):
+        for k in names[rnd % 3 :] + names[: rnd % 3]:
+            w, c = b.execloop(n, variants[k])
+            wall[k].append(w)
+            cpu[k].append(c)
+
+    def ratios(d, base):
+        return [s / p for p, s in zip(d[base], d["system"])]
+
+    rw, rc = ratios(wall, "plain"), ratios(cpu, "plain")
+    nw, nc = ratios(wall, "null"), ratios(cpu, "null")
+    e = median(rw)
+    b.row(
+        "7",
+        f"system-wide exec: true × {n}, the library + the shipped policy (applied) against plain",
+        f"{median(wall['plain']) / 1e6:.3f} ms/exec",
+        f"{median(wall['system']) / 1e6:.3f} ms/exec",
+        f"{e:.2f}×",
+        f"≤ {TARGET:.2f}×",
+        "PASS" if e <= TARGET else "FAIL",
+        f"wall clock, median of {b.a.exec_rounds} interleaved rounds, per-round "
+        f"{min(rw):.2f}–{max(rw):.2f}×; CPU time of the started program {median(rc):.2f}× "
+        f"({median(cpu['plain']) / 1e6:.3f} → {median(cpu['system']) / 1e6:.3f} ms); against "
+        f"an empty interposer (nullhook.so, {median(wall['null']) / 1e6:.3f} ms): wall "
+        f"{median(nw):.2f}×, CPU {median(nc):.2f}×",
+    )
+    if not shutil.which("valgrind"):
+        b.notes.append("sysexec: valgrind missing: no instruction counts")
+        return
+    ins = {k: instructions(v) for k, v in variants.items()}
+    r = ins["system"] / ins["plain"]
+    b.row(
+        "7",
+        "system-wide exec: instructions per exec of true (callgrind), the library + the "
+        "shipped policy (applied) against plain",
+        f"{ins['plain']:,}",
+        f"{ins['system']:,}",
+        f"{r:.2f}×",
+        f"≤ {TARGET:.2f}×",
+        "PASS" if r <= TARGET else "FAIL",
+        f"deterministic on any machine load; an empty interposer (nullhook.so): "
+        f"{ins['null']:,} ({ins['null'] / ins['plain']:.2f}× plain; the library "
+        f"{ins['system'] / ins['null']:.2f}× it)",
+    )

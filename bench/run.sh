@@ -19,9 +19,17 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 
 profile=0
 args=()
+only=conn,nginx,exec,rss,libwrap,decide,sysexec
+prev=
 for a in "$@"; do
     if [ "$a" = "--profile" ]; then profile=1; else args+=("$a"); fi
+    [ "$prev" = "--only" ] && only=$a
+    case $a in --only=*) only=${a#--only=} ;; esac
+    prev=$a
 done
+# Whether item $1 is among those asked for (nginx, wrk and libwrap are needed only by
+# theirs, so `--only sysexec` runs on a machine without them).
+wants() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 # Debian packages each tool comes from; nothing is installed here.
 missing=()
@@ -29,11 +37,17 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2 (for $1)"); }
 need gcc gcc
 need python3 python3
 need cargo "a Rust toolchain"
-need nginx nginx-light
-need wrk wrk
+if [ "$profile" = 0 ] && wants nginx; then
+    need nginx nginx-light
+    need wrk wrk
+fi
 need ps procps
 need taskset util-linux
-[ -f /usr/include/tcpd.h ] || missing+=("libwrap0-dev (for tcpd.h and -lwrap)")
+if [ "$profile" = 0 ] && wants libwrap; then
+    [ -f /usr/include/tcpd.h ] || missing+=("libwrap0-dev (for tcpd.h and -lwrap)")
+fi
+wants sysexec && [ "$profile" = 0 ] && ! command -v valgrind >/dev/null 2>&1 &&
+    echo "bench/run.sh: no valgrind: item 7 reports no instruction counts" >&2
 if [ "$profile" = 1 ]; then
     need valgrind valgrind
     need strace strace
@@ -50,7 +64,9 @@ mkdir -p "$bin"
 for p in connrate execloop rssprobe firstcall setload; do
     gcc -O2 -g -Wall -Wextra -Werror -o "$bin/$p" "$repo/bench/c/$p.c"
 done
-gcc -O2 -g -Wall -Wextra -Werror -o "$bin/wrapbench" "$repo/bench/c/wrapbench.c" -lwrap
+if [ -f /usr/include/tcpd.h ]; then
+    gcc -O2 -g -Wall -Wextra -Werror -o "$bin/wrapbench" "$repo/bench/c/wrapbench.c" -lwrap
+fi
 gcc -O2 -g -Wall -Wextra -Werror -shared -fPIC -o "$bin/nullhook.so" "$repo/bench/c/nullhook.c" -ldl
 
 if [ -n "${SOCKEXIT_BENCH_LIB:-}" ]; then

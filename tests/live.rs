@@ -368,3 +368,27 @@ fn every_audit_line_names_the_generation_that_decided() {
         .expect("the second refusal");
     assert_eq!(second["policy"], 2, "{text}");
 }
+
+/// What the process runs under is what was published when it started, whatever
+/// happens to the files before its first call: the image is mapped at load.
+#[test]
+fn the_first_call_is_judged_by_the_image_mapped_at_load_even_if_the_files_are_gone() {
+    let l = Live::new("live-gone", "");
+    l.apply_ok(
+        "version: 1\ndefault: allow\nrules:\n  \
+         - {name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32]}\n",
+    );
+    let dir = generation_file(&l.run).parent().unwrap().to_path_buf();
+    let go = l.dir.path().join("go");
+    let mut p = Proc::start(l.cmd(
+        "connect_client",
+        &["--after", go.to_str().unwrap(), "127.0.0.3:9"],
+    ));
+    assert_eq!(p.line(), "waiting");
+    // The image and the policy file gone: nothing left to read.
+    std::fs::remove_file(dir.join("1.image")).unwrap();
+    std::fs::write(&l.policy, "version: 1\ndefault: allow\nrules: []\n").unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(p.line(), "error EACCES 13", "judged by generation 1");
+    p.wait();
+}

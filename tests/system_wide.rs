@@ -80,6 +80,36 @@ fn host_preload() -> Option<Vec<u8>> {
     std::fs::read("/etc/ld.so.preload").ok()
 }
 
+/// The judged programs' refusals in the audit log: the accept of 127.0.0.2 by the
+/// banner server, the connect to 127.0.0.3 by the client, each decided by the
+/// published policy.
+fn check_audit_lines(log: &Path) {
+    let lines: Vec<Value> = std::fs::read_to_string(log)
+        .expect("audit log written by the judged programs")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let program = |v: &Value| {
+        Path::new(v["program"].as_str().unwrap())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["rule"], "no-dot2");
+    assert_eq!(lines[0]["call"], "accept");
+    assert_eq!(program(&lines[0]).as_deref(), Some("banner_server"));
+    assert_eq!(lines[1]["rule"], "no-dot3");
+    assert_eq!(lines[1]["remote"], "127.0.0.3:9");
+    assert_eq!(program(&lines[1]).as_deref(), Some("connect_client"));
+    for v in &lines {
+        assert_eq!(v["verdict"], "deny");
+        assert!(
+            v["policy"].as_u64().is_some(),
+            "the published policy decided: {v}"
+        );
+    }
+}
+
 #[test]
 fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
     if !can_run() {
@@ -156,30 +186,7 @@ fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
     let f = p.wait();
     assert!(f.status.success(), "{f:?}");
 
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
-        .expect("audit log written by the judged programs")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect();
-    let program = |v: &Value| {
-        Path::new(v["program"].as_str().unwrap())
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    };
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert_eq!(lines[0]["rule"], "no-dot2");
-    assert_eq!(lines[0]["call"], "accept");
-    assert_eq!(program(&lines[0]).as_deref(), Some("banner_server"));
-    assert_eq!(lines[1]["rule"], "no-dot3");
-    assert_eq!(lines[1]["remote"], "127.0.0.3:9");
-    assert_eq!(program(&lines[1]).as_deref(), Some("connect_client"));
-    for v in &lines {
-        assert_eq!(v["verdict"], "deny");
-        assert!(
-            v["policy"].as_u64().is_some(),
-            "the published policy decided: {v}"
-        );
-    }
+    check_audit_lines(&log);
     assert_eq!(
         host_preload(),
         host_before,

@@ -358,3 +358,81 @@ fn the_supervisor_sends_the_same_fields() {
     assert_eq!(f["SOCKEXIT_PROGRAM"], exe.as_os_str().as_bytes());
     assert_eq!(f["SOCKEXIT_POLICY"], p.as_os_str().as_bytes());
 }
+
+/// Run by `unshare -m sh -c` for the real journald: a tmpfs on `/run` (its sockets and
+/// runtime journal) and on `/var/log/journal` when that exists (so nothing reaches the
+/// host's journal), journald started, the program run, then `journalctl` asked — as an
+/// administrator would — for the refusals, until it has one (bounded).
+const REAL: &str = r#"
+mount -t tmpfs -o mode=0755 sx-run /run || exit 97
+if [ -d /var/log/journal ]; then mount -t tmpfs sx-journal /var/log/journal || exit 97; fi
+"$SX_JOURNALD" >/dev/null 2>&1 &
+jd=$!
+i=0; while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+LD_PRELOAD="$SX_PRELOAD" "$@"
+i=0; while [ $i -lt 100 ]; do
+    out=$(journalctl --no-pager -o json SOCKEXIT_VERDICT=deny 2>/dev/null)
+    [ -n "$out" ] && break; sleep 0.1; i=$((i+1))
+done
+kill $jd
+echo "$out"
+"#;
+
+#[test]
+fn journalctl_finds_the_refusal_by_its_fields_in_a_real_journal() {
+    if !can_run() {
+        return;
+    }
+    let Some(journald) = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .or_else(|| missing("systemd-journald (systemd)")) else {
+        return;
+    };
+    let d = TempDir::new("journal-real");
+    let p = d.path().join("policy.yaml");
+    std::fs::write(
+        &p,
+        "version: 1\ndefault: allow\nrules:\n  - { name: no-dot3, action: deny, calls: [connect], \
+         remote: [127.0.0.3/32] }\naudit: { log: journal }\n",
+    )
+    .unwrap();
+    let client = example_path("connect_client");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", REAL, "sh"])
+        .arg(&client)
+        .arg("127.0.0.3:9")
+        .env_remove("LD_PRELOAD")
+        .env("SOCKEXIT_POLICY", &p)
+        .env("SX_PRELOAD", preload_path())
+        .env("SX_JOURNALD", journald)
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("error EACCES 13"), "{out:?}");
+    let entries: Vec<Value> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(entries.len(), 1, "{stdout}");
+    let e = &entries[0];
+    assert_eq!(e["SOCKEXIT_RULE"], "no-dot3");
+    assert_eq!(e["SOCKEXIT_REMOTE"], "127.0.0.3");
+    assert_eq!(e["SOCKEXIT_REMOTE_PORT"], "9");
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "sockexit");
+    assert_eq!(e["PRIORITY"], "4");
+    let msg: Value = serde_json::from_str(e["MESSAGE"].as_str().unwrap()).unwrap();
+    assert_eq!(msg["rule"], "no-dot3");
+    assert_eq!(msg["remote"], "127.0.0.3:9");
+    let exe = std::fs::canonicalize(&client).unwrap();
+    assert_eq!(
+        e["_EXE"],
+        exe.to_str().unwrap(),
+        "journald's own view of the sender"
+    );
+}

@@ -12,6 +12,13 @@ Reported as ratios measured in this run: wall clock and the children's CPU time
 (median of interleaved rounds of bench/c/execloop), and — the stable figure on a
 shared, noisy VM — instructions executed per exec under callgrind (one run each;
 deterministic up to a few hundred instructions).
+
+As root, the same is measured once more with the real `/etc/ld.so.preload`, in a
+private mount namespace (`unshare -m`: a tmpfs on `/run`, an overlay on `/etc`, as
+tests/system_wide.rs does; the host's files are never written): the policy applied as
+`/etc/sockexit/policy.yaml` and the file written and removed between rounds. There
+`execloop` itself is preloaded in the library's rounds (its `posix_spawn` goes through
+the library's exec hook, about 1 µs per spawn).
 """
 
 import os
@@ -20,6 +27,40 @@ import shutil
 import subprocess
 
 TARGET = 1.10
+
+# Run by `unshare -m sh -c`; prints `plain ...`/`system ...` execloop lines and the
+# two instruction counts. Stops unless /etc is the overlay it mounted.
+NAMESPACE = r"""
+set -e
+mount -t tmpfs -o mode=0755 sx-run /run
+mkdir -p /run/sx/upper /run/sx/work /run/sx/lib
+mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/work /etc
+[ "$(stat -f -c %T /etc)" = overlayfs ]
+cp "$SX_LIB" /run/sx/lib/libsockexit.so
+mkdir -p /etc/sockexit
+cp "$SX_POLICY_DIR/policy.yaml" "$SX_POLICY_DIR/fail2ban.txt" /etc/sockexit/
+"$SX_CLI" apply --quiet /etc/sockexit/policy.yaml
+on() { echo /run/sx/lib/libsockexit.so > /etc/ld.so.preload; }
+off() { rm -f /etc/ld.so.preload; }
+r=0
+while [ $r -lt "$SX_ROUNDS" ]; do
+    if [ $((r % 2)) = 0 ]; then
+        off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+        on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+    else
+        on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+        off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+    fi
+    r=$((r + 1))
+done
+off
+if command -v valgrind >/dev/null; then
+    echo "ins-plain $(valgrind --tool=callgrind --callgrind-out-file=/dev/null /bin/true 2>&1 | grep refs)"
+    on
+    echo "ins-system $(valgrind --tool=callgrind --callgrind-out-file=/dev/null /bin/true 2>&1 | grep refs)"
+    off
+fi
+"""
 
 
 def instructions(child_env):
@@ -104,6 +145,7 @@ def item(b, run, median):
         f"an empty interposer (nullhook.so, {median(wall['null']) / 1e6:.3f} ms): wall "
         f"{median(nw):.2f}×, CPU {median(nc):.2f}×",
     )
+    item_preload_file(b, run, median, policy)
     if not shutil.which("valgrind"):
         b.notes.append("sysexec: valgrind missing: no instruction counts")
         return
@@ -121,4 +163,54 @@ def item(b, run, median):
         f"deterministic on any machine load; an empty interposer (nullhook.so): "
         f"{ins['null']:,} ({ins['null'] / ins['plain']:.2f}× plain; the library "
         f"{ins['system'] / ins['null']:.2f}× it)",
+    )
+
+def item_preload_file(b, run, median, policy):
+    """The same exec, with the real /etc/ld.so.preload in a private mount namespace."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        b.notes.append("sysexec: not root or no unshare: the /etc/ld.so.preload rows skipped")
+        return
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "SX_LIB": b.lib,
+        "SX_CLI": b.a.cli,
+        "SX_POLICY_DIR": os.path.dirname(policy),
+        "SX_EXECLOOP": f"{b.bin}/execloop",
+        "SX_N": str(b.a.execs),
+        "SX_ROUNDS": str(b.a.exec_rounds),
+    }
+    out = run(["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE], env=env)
+    wall = {"plain": [], "system": []}
+    cpu = {"plain": [], "system": []}
+    ins = {}
+    for line in out.splitlines():
+        key, _, rest = line.partition(" ")
+        if key in wall:
+            r = dict(re.findall(r"(\w+)=(\S+)", rest))
+            wall[key].append(float(r["ns_per_exec"]))
+            cpu[key].append(float(r["cpu_ns_per_exec"]))
+        elif key.startswith("ins-"):
+            m = re.search(r"refs:\s+([\d,]+)", rest)
+            if m:
+                ins[key[4:]] = int(m.group(1).replace(",", ""))
+    rw = [s / p for p, s in zip(wall["plain"], wall["system"])]
+    rc = [s / p for p, s in zip(cpu["plain"], cpu["system"])]
+    e = median(rw)
+    b.row(
+        "7",
+        f"system-wide exec for real: true × {b.a.execs} with /etc/ld.so.preload and the "
+        "applied /etc/sockexit/policy.yaml (private mount namespace) against plain",
+        f"{median(wall['plain']) / 1e6:.3f} ms/exec",
+        f"{median(wall['system']) / 1e6:.3f} ms/exec",
+        f"{e:.2f}×",
+        f"≤ {TARGET:.2f}×",
+        "PASS" if e <= TARGET else "FAIL",
+        f"wall clock, median of {len(rw)} interleaved rounds, per-round {min(rw):.2f}–{max(rw):.2f}×; "
+        f"CPU time of the started program {median(rc):.2f}×"
+        + (
+            f"; instructions (callgrind) {ins['plain']:,} → {ins['system']:,} "
+            f"({ins['system'] / ins['plain']:.2f}×)"
+            if {"plain", "system"} <= ins.keys()
+            else ""
+        ),
     )

@@ -387,13 +387,13 @@ mount -t tmpfs -o mode=0755 sx-run /run || exit 97
 if [ -d /var/log/journal ]; then mount -t tmpfs sx-journal /var/log/journal || exit 97; fi
 "$SX_JOURNALD" >/dev/null 2>&1 &
 jd=$!
+trap 'kill $jd 2>/dev/null' EXIT
 i=0; while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 LD_PRELOAD="$SX_PRELOAD" "$@"
 i=0; while [ $i -lt 100 ]; do
     out=$(journalctl --no-pager -o json SOCKEXIT_VERDICT=deny 2>/dev/null)
     [ -n "$out" ] && break; sleep 0.1; i=$((i+1))
 done
-kill $jd
 echo "$out"
 "#;
 

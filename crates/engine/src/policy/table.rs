@@ -64,6 +64,7 @@ pub(crate) fn encode(p: &Policy) -> (Vec<u8>, Vec<&AddrSet>) {
             w.u8(3);
             w.path(f);
         }
+        AuditLog::Journal => w.u8(4),
     }
     w.u8(p.audit.events as u8);
     w.path(&p.path);
@@ -209,6 +210,7 @@ pub(crate) fn decode(
         1 => AuditLog::Stderr,
         2 => AuditLog::Syslog,
         3 => AuditLog::File(PathBuf::from(r.str()?)),
+        4 => AuditLog::Journal,
         _ => return Err("rule table: bad audit log"),
     };
     let events = match r.u8()? {

@@ -277,7 +277,7 @@ class Bench:
         self.pol_image = self.write("policy-20-image.yaml", policy_20(self.blocklist))
         self.run_dir = self.path("run")
         os.mkdir(self.run_dir)
-        cli = os.path.join(os.path.dirname(self.lib), "sockexit")
+        cli = self.a.cli
         env = clean_env()
         env["SOCKEXIT_RUN_DIR"] = self.run_dir
         run([cli, "apply", "--quiet", self.pol_image], env=env)

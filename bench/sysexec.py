@@ -85,13 +85,13 @@ def instructions(child_env):
 
 
 def prepare_policy(b, run):
-    """contrib/policy.yaml and its set file in the work dir, applied into its own run
+    """contrib/policy.yaml (its set fail2ban is dynamic: no file) in the work dir, applied into its own run
     directory; returns (policy, run_dir)."""
     contrib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contrib")
     d = b.path("system")
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o755)
-    for f in ("policy.yaml", "fail2ban.txt"):
+    for f in ("policy.yaml",):
         shutil.copy(os.path.join(contrib, f), os.path.join(d, f))
     run_dir = os.path.join(d, "run")
     os.makedirs(run_dir, exist_ok=True)

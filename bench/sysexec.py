@@ -38,7 +38,7 @@ mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/
 [ "$(stat -f -c %T /etc)" = overlayfs ]
 cp "$SX_LIB" /run/sx/lib/libsockexit.so
 mkdir -p /etc/sockexit
-cp "$SX_POLICY_DIR/policy.yaml" "$SX_POLICY_DIR/fail2ban.txt" /etc/sockexit/
+cp "$SX_POLICY_DIR/policy.yaml" /etc/sockexit/
 "$SX_CLI" apply --quiet /etc/sockexit/policy.yaml
 on() { echo /run/sx/lib/libsockexit.so > /etc/ld.so.preload; }
 off() { rm -f /etc/ld.so.preload; }

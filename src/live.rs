@@ -11,20 +11,12 @@
 //! a broken policy: at start-up the process fails closed; later, it keeps the policy it
 //! has and says so once per generation.
 //!
-//! Trust, as for the policy file: the run directory must be owned by root or by this
-//! process's user and not writable by others (a sticky directory is fine); the
-//! publication directory and its files must be owned by root, this process's user or
-//! the policy file's owner, and writable by no one else. Nothing is followed through a
-//! symlink.
+//! Trust (who may own the run directory, the publication and its files) is checked by
+//! the engine's `Publication`, which the supervisor uses too.
 
 use crate::sys::shared::{self, Retired, Swap};
-use sockexit_engine::{
-    decode_image, image_path, Policy, GEN_FILE_BYTES, GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
-};
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use sockexit_engine::{Generation, Publication, GEN_FILE_BYTES, GEN_OFFSET};
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -32,15 +24,11 @@ use std::sync::Mutex;
 pub const RUN_DIR: &str = "/run/sockexit";
 
 /// A published policy in use.
-pub struct Current {
-    pub generation: u64,
-    pub digest: u64,
-    pub policy: Policy,
-}
+pub type Current = Generation;
 
 /// The live state of a published policy path.
 pub struct Live {
-    dir: PathBuf,
+    publication: Publication,
     generation: &'static AtomicU64,
     current: Swap<Current>,
     /// A generation whose image could not be loaded: not retried at every call.
@@ -49,95 +37,32 @@ pub struct Live {
     /// `fork()` takes over a lock its parent held.
     lock: AtomicI32,
     retired: Mutex<Vec<Retired<Current>>>,
-    trusted: [u32; 3],
-}
-
-fn open_nofollow(p: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(p)
-}
-
-/// Owned by a trusted uid and writable by no one else.
-fn trusted(m: &std::fs::Metadata, uids: &[u32]) -> bool {
-    uids.contains(&m.uid()) && m.mode() & 0o022 == 0
 }
 
 impl Live {
     /// The live state for the policy at `canonical`, or `None` when that path was never
     /// applied (today's behaviour: the file is read). `Err` when it was applied but the
-    /// publication cannot be trusted or read: the caller fails closed.
+    /// publication cannot be trusted or read: the caller fails closed. The trust checks
+    /// and the image decode are the engine's ([`Publication`]), shared with the
+    /// supervisor; the mapping is ours.
     pub fn open(canonical: &Path, run_dir: &Path) -> Option<Result<Live, String>> {
-        let dir = sockexit_engine::publication_dir(run_dir, canonical);
-        let gen_path = dir.join("generation");
-        let gen_meta = std::fs::symlink_metadata(&gen_path).ok()?;
-        Some(Self::open_published(
-            canonical, run_dir, dir, &gen_path, gen_meta,
-        ))
+        let (publication, f) = match Publication::open(canonical, run_dir)? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Self::mapped(publication, &f))
     }
 
-    fn open_published(
-        canonical: &Path,
-        run_dir: &Path,
-        dir: PathBuf,
-        gen_path: &Path,
-        gen_meta: std::fs::Metadata,
-    ) -> Result<Live, String> {
-        let euid = crate::sys::euid();
-        let owner = std::fs::metadata(canonical).map(|m| m.uid()).unwrap_or(0);
-        let uids = [0, euid, owner];
-        let run = std::fs::symlink_metadata(run_dir)
-            .map_err(|e| format!("{}: {e}", run_dir.display()))?;
-        let sticky = run.mode() & 0o1000 != 0;
-        if !(run.is_dir() && [0, euid].contains(&run.uid()) && (sticky || run.mode() & 0o022 == 0))
-        {
-            return Err(format!(
-                "{}: not a directory owned by root or uid {euid} that others cannot write (mode {:o}, owner {})",
-                run_dir.display(),
-                run.mode() & 0o7777,
-                run.uid()
-            ));
-        }
-        let d = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if !d.is_dir() || !trusted(&d, &uids) {
-            return Err(format!(
-                "{}: not a directory owned by root, uid {euid} or the policy's owner, writable only by its owner (mode {:o}, owner {})",
-                dir.display(),
-                d.mode() & 0o7777,
-                d.uid()
-            ));
-        }
-        let f = open_nofollow(gen_path).map_err(|e| format!("{}: {e}", gen_path.display()))?;
-        let m = f.metadata().map_err(|e| e.to_string())?;
-        if !m.is_file()
-            || !trusted(&m, &uids)
-            || m.len() != GEN_FILE_BYTES as u64
-            || m.ino() != gen_meta.ino()
-        {
-            return Err(format!(
-                "{}: not a trusted {GEN_FILE_BYTES}-byte regular file",
-                gen_path.display()
-            ));
-        }
-        let mut head = [0u8; 16];
-        (&f).read_exact(&mut head).map_err(|e| e.to_string())?;
-        if &head != GEN_MAGIC {
-            return Err(format!(
-                "{}: not a sockexit generation file",
-                gen_path.display()
-            ));
-        }
-        let generation = shared::map_generation(&f, GEN_FILE_BYTES, GEN_OFFSET)
-            .ok_or_else(|| format!("{}: cannot map it", gen_path.display()))?;
+    fn mapped(publication: Publication, f: &std::fs::File) -> Result<Live, String> {
+        let generation = shared::map_generation(f, GEN_FILE_BYTES, GEN_OFFSET)
+            .ok_or_else(|| format!("{}/generation: cannot map it", publication.dir().display()))?;
         let live = Live {
-            dir,
+            publication,
             generation,
             current: Swap::empty(),
             failed: AtomicU64::new(0),
             lock: AtomicI32::new(0),
             retired: Mutex::new(Vec::new()),
-            trusted: uids,
         };
         let g = generation.load(Ordering::Acquire);
         let cur = live.read(g)?;
@@ -145,40 +70,8 @@ impl Live {
         Ok(live)
     }
 
-    /// Read and decode generation `g`'s image.
     fn read(&self, g: u64) -> Result<Current, String> {
-        let p = image_path(&self.dir, g);
-        let f = open_nofollow(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let m = f.metadata().map_err(|e| e.to_string())?;
-        if !m.is_file() || !trusted(&m, &self.trusted) {
-            return Err(format!(
-                "{}: not a regular file owned by root, this user or the policy's owner, writable only by its owner",
-                p.display()
-            ));
-        }
-        let mut bytes = Vec::with_capacity(m.len().min(MAX_IMAGE_BYTES as u64) as usize);
-        f.take(MAX_IMAGE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        if bytes.len() > MAX_IMAGE_BYTES {
-            return Err(format!(
-                "{}: larger than {MAX_IMAGE_BYTES} bytes",
-                p.display()
-            ));
-        }
-        let (info, policy) = decode_image(&bytes, &p).map_err(|e| e.to_string())?;
-        if info.generation != g {
-            return Err(format!(
-                "{}: holds generation {}",
-                p.display(),
-                info.generation
-            ));
-        }
-        Ok(Current {
-            generation: g,
-            digest: info.digest,
-            policy,
-        })
+        self.publication.read(g)
     }
 
     /// The published policy to decide with: one atomic load when nothing changed.
@@ -204,7 +97,7 @@ impl Live {
                 log::debug!(
                     "policy generation {g} (digest {:016x}) loaded from {}",
                     c.digest,
-                    self.dir.display()
+                    self.publication.dir().display()
                 );
                 if let Some(r) = self.current.replace(Box::new(c)) {
                     if let Ok(mut list) = self.retired.try_lock() {

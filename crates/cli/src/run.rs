@@ -199,16 +199,17 @@ pub fn main(a: Args) -> ExitCode {
             ))
         }
     };
-    if a.supervise {
-        return supervise(loaded, &a.command);
-    }
     // What runs is what is published: apply before starting, so this service and
-    // every process already running under the same path decide with this policy.
+    // every process already running under the same path decide with this policy
+    // (the supervisor too: it follows later applies as the preload does).
     if let Err(e) = crate::apply::publish(&policy, false) {
         report(
             "warning",
             format_args!("not applied ({e}); the service reads the policy file when it starts"),
         );
+    }
+    if a.supervise {
+        return supervise(&policy, loaded, &a.command);
     }
     let lib = match find_lib(a.lib) {
         Ok(l) => l,
@@ -278,10 +279,25 @@ pub fn main(a: Args) -> ExitCode {
     })
 }
 
-/// `run --supervise`: the policy is loaded (CMD is not started otherwise); the
-/// supervisor runs CMD and returns its exit status.
-fn supervise(policy: Policy, command: &[OsString]) -> ExitCode {
-    match sockexit_supervise::run(policy, command) {
+/// `run --supervise`: the policy is loaded and applied (CMD is not started when it
+/// does not load); the supervisor decides with the published generation, followed
+/// live, or with `loaded` when the path could not be published; it runs CMD and
+/// returns its exit status.
+fn supervise(path: &Path, loaded: Policy, command: &[OsString]) -> ExitCode {
+    let warn = Box::new(|m: &str| report("warning", m));
+    let source = std::fs::canonicalize(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|c| sockexit_supervise::Source::open(&c, &crate::apply::run_dir(), loaded, warn));
+    let source = match source {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(format_args!(
+                "not starting {} supervised: {e}",
+                command[0].to_string_lossy()
+            ))
+        }
+    };
+    match sockexit_supervise::run(source, command) {
         Ok(sockexit_supervise::Outcome::Exited(code)) => ExitCode::from(code),
         Ok(sockexit_supervise::Outcome::NotStarted(msg, code)) => {
             report("error", msg);

@@ -28,6 +28,7 @@ mod glob;
 mod image;
 mod perms;
 mod policy;
+mod publication;
 mod ranges;
 mod snapshot;
 
@@ -38,6 +39,7 @@ pub use image::{
     GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
 };
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
+pub use publication::{Generation, Publication};
 pub use ranges::{AddrSet, PortSet};
 pub use snapshot::{Prepared, Snapshot};
 

@@ -5,8 +5,9 @@
 
 use crate::audit::Audit;
 use crate::filter::nr;
+use crate::live::{Current, Source};
 use crate::sys::{self, Notif};
-use sockexit_engine::{BlockingAccept, Call, FactSource, Mode, Policy, Verdict};
+use sockexit_engine::{BlockingAccept, Call, FactSource, Mode, Verdict};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::OwnedFd;
@@ -20,8 +21,8 @@ pub type AcceptLock = Arc<Mutex<()>>;
 pub struct Sup {
     /// The seccomp listener.
     pub lfd: OwnedFd,
-    /// The policy, loaded once before the command started.
-    pub policy: Policy,
+    /// The policy: the published generation, followed live, or the file read at start.
+    pub source: Source,
     /// Where audit lines go.
     pub audit: Audit,
     /// One lock per blocking listener (by socket inode), held from the last poll to
@@ -215,9 +216,11 @@ impl FactSource for Facts<'_> {
     }
 }
 
-/// Judge and record one call; whether to perform it (audit mode performs all).
+/// Judge and record one call with the policy in use; whether to perform it (audit
+/// mode performs all).
 fn judge(
     s: &Sup,
+    cur: &Current,
     caller: &mut Caller,
     call: Call,
     remote: Option<SocketAddr>,
@@ -230,17 +233,17 @@ fn judge(
         local,
         dual,
     };
-    let j = s.policy.judge(call, &mut f);
+    let j = cur.policy.judge(call, &mut f);
     let ev = sockexit_engine::audit_line::Event {
         call,
         verdict: j.decision.verdict,
         rule: j.decision.rule,
-        mode: s.policy.mode(),
+        mode: cur.policy.mode(),
         local: j.local.or(local),
         remote: j.remote.or(remote),
     };
-    s.audit.record(&ev, caller);
-    j.decision.verdict == Verdict::Allow || s.policy.mode() == Mode::Audit
+    s.audit.record(&ev, cur.generation, caller);
+    j.decision.verdict == Verdict::Allow || cur.policy.mode() == Mode::Audit
 }
 
 /// A duplicate of the caller's fd `fd`, checked to belong to a still-pending call.
@@ -341,6 +344,7 @@ fn on_connect(s: &Arc<Sup>, n: Notif) -> Reply {
         Addr::Ip(dest) => {
             if !judge(
                 s,
+                &s.source.current(),
                 &mut caller,
                 Call::Connect,
                 Some(dest),
@@ -371,12 +375,13 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
     tri!(bind_as_listen_would(&d));
     let local = local_of(&d);
     let dual = sys::domain(&d) == Some(libc::AF_INET6) && !sys::v6only(&d);
-    if !judge(s, &mut caller, Call::Listen, None, local, dual) {
+    let cur = s.source.current();
+    if !judge(s, &cur, &mut caller, Call::Listen, None, local, dual) {
         return Reply::Done(Err(libc::EACCES));
     }
-    if s.policy.stealth() {
+    if cur.policy.stealth() {
         if let Some(l) = local {
-            stealth(s, &mut caller, &d, l);
+            stealth(&cur, &mut caller, &d, l);
         }
     }
     Reply::Done(sys::listen(&d, n.args[1] as i32))
@@ -408,7 +413,7 @@ fn bind_as_listen_would(d: &OwnedFd) -> Result<(), i32> {
 /// program has its own filter. The accept-time check stays the authority: the user
 /// and group are left unknown (they may change after listen), which the compiler
 /// turns into "let through to accept".
-fn stealth(s: &Sup, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
+fn stealth(cur: &Current, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
     use sockexit_engine::bpf::{compile, Listener, Outcome};
     if sys::type_and_protocol(d) != (Some(libc::SOCK_STREAM), Some(libc::IPPROTO_TCP)) {
         return;
@@ -416,7 +421,7 @@ fn stealth(s: &Sup, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
     let v6_only = local.is_ipv6() && sys::v6only(d);
     let program = caller.exe().map(<[u8]>::to_vec);
     let compiled = compile(
-        &s.policy,
+        &cur.policy,
         &Listener {
             local,
             v6_only,
@@ -507,8 +512,18 @@ fn accept_loop(
             Ok(x) => x,
             Err(e) => return Reply::Done(Err(e)),
         };
+        // Judged with the policy in use now: a blocked accept follows an apply too.
+        let cur = s.source.current();
         let allowed = match decode(&peer) {
-            Addr::Ip(p) => judge(s, &mut caller, Call::Accept, Some(p), local_of(&c), false),
+            Addr::Ip(p) => judge(
+                s,
+                &cur,
+                &mut caller,
+                Call::Accept,
+                Some(p),
+                local_of(&c),
+                false,
+            ),
             Addr::Other | Addr::Unspec => true,
             Addr::Bad => false,
         };
@@ -523,7 +538,7 @@ fn accept_loop(
         if !blocking {
             return Reply::Done(Err(libc::EAGAIN));
         }
-        match s.policy.blocking_accept() {
+        match cur.policy.blocking_accept() {
             BlockingAccept::Return => return Reply::Done(Err(libc::ECONNABORTED)),
             BlockingAccept::Wait => continue,
         }
@@ -579,6 +594,7 @@ fn fastopen(s: &Arc<Sup>, n: Notif, buf: Vec<u8>, flags: i32, name: Option<Vec<u
             Addr::Ip(dest) => {
                 if !judge(
                     s,
+                    &s.source.current(),
                     &mut caller,
                     Call::Connect,
                     Some(dest),

@@ -511,8 +511,7 @@ const DEEPBIND_PLUGIN: &str = include_str!("supervise/deepbind_plugin.c");
 fn a_plugin_loaded_with_rtld_deepbind_is_judged() {
     // Under the preload this plugin's connect is libc's own (the deep-bound scope puts
     // the plugin's dependencies before the preload: README, "RTLD_DEEPBIND plugins");
-    // the supervisor
-    // judges the system call.
+    // the supervisor judges the system call.
     let s = setup("sup-deepbind");
     let Some(main) = s.cc("deepbind", DEEPBIND, &["-O", "-ldl"]) else {
         return;

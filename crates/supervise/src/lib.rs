@@ -13,6 +13,7 @@ mod audit;
 pub mod filter;
 pub mod live;
 pub mod notify;
+mod pool;
 mod sys;
 
 pub use live::Source;

@@ -307,7 +307,7 @@ macro_rules! tri {
     };
 }
 
-/// Run `f` on its own thread when the socket blocks, else here.
+/// Run `f` on a thread of its own (a pooled one) when the socket blocks, else here.
 fn maybe_worker(
     s: &Arc<Sup>,
     id: u64,
@@ -318,12 +318,10 @@ fn maybe_worker(
         return f(s);
     }
     let s2 = Arc::clone(s);
-    let spawned = std::thread::Builder::new()
-        .name("sockexit-call".into())
-        .spawn(move || {
-            let r = guarded(|| f(&s2));
-            answer(&s2, id, r);
-        });
+    let spawned = crate::pool::POOL.run(Box::new(move || {
+        let r = guarded(|| f(&s2));
+        answer(&s2, id, r);
+    }));
     match spawned {
         Ok(_) => Reply::Nothing,
         Err(_) => Reply::Done(Err(libc::EAGAIN)),

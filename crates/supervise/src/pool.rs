@@ -4,19 +4,26 @@
 //! [`IDLE`] for the next one, then exits; there are never fewer threads than calls
 //! waiting, so one call's wait never delays another's start.
 
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long a thread with nothing to do waits for a call before it exits.
 pub const IDLE: Duration = Duration::from_secs(30);
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// The idle threads, each by the channel it waits on.
+/// Where an idle thread waits for its next call: a mutex and a condition variable
+/// (a futex wait, no spinning: on a busy machine a spinning idle thread takes the CPU
+/// from the call it waits for).
+#[derive(Default)]
+struct Slot {
+    job: Mutex<Option<Job>>,
+    ready: Condvar,
+}
+
+/// The idle threads.
 pub struct Pool {
-    idle: Mutex<Vec<(u64, Sender<Job>)>>,
-    next_id: Mutex<u64>,
+    idle: Mutex<Vec<Arc<Slot>>>,
 }
 
 /// The supervisor's threads for blocking calls (one supervisor per process).
@@ -26,23 +33,18 @@ impl Pool {
     const fn new() -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
-            next_id: Mutex::new(0),
         }
     }
 
     /// Run `job` on an idle thread, or on a new one; `Err` when no thread can be
     /// started.
     pub fn run(&'static self, job: Job) -> std::io::Result<()> {
-        let mut job = job;
-        loop {
-            let Some((_, tx)) = self.lock_idle().pop() else {
-                break;
-            };
-            match tx.send(job) {
-                Ok(()) => return Ok(()),
-                // That thread exited: try the next one.
-                Err(e) => job = e.0,
-            }
+        if let Some(slot) = self.lock_idle().pop() {
+            // Popped under the lock: that thread is ours, and waits until it is given
+            // a job (it leaves the list itself, under the same lock, before exiting).
+            *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+            slot.ready.notify_one();
+            return Ok(());
         }
         std::thread::Builder::new()
             .name("sockexit-call".into())
@@ -50,43 +52,53 @@ impl Pool {
             .map(|_| ())
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Sender<Job>)>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Slot>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn work(&'static self, first: Job) {
+        let slot = Arc::new(Slot::default());
         let mut job = first;
         loop {
             job();
-            let id = {
-                let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
-                *n += 1;
-                *n
+            self.lock_idle().push(Arc::clone(&slot));
+            job = match self.next(&slot) {
+                Some(j) => j,
+                None => return,
             };
-            let (tx, rx) = channel();
-            self.lock_idle().push((id, tx));
-            job = match rx.recv_timeout(IDLE) {
-                Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) => {
-                    let mut idle = self.lock_idle();
-                    match idle.iter().position(|(i, _)| *i == id) {
-                        Some(at) => {
-                            idle.remove(at);
-                            return;
-                        }
-                        // Taken for a call at the moment we timed out: it is being
-                        // sent (the sender pops, then sends), so wait for it.
-                        None => {
-                            drop(idle);
-                            match rx.recv() {
-                                Ok(j) => j,
-                                Err(_) => return,
-                            }
-                        }
-                    }
+        }
+    }
+
+    /// The next job given to `slot`, or `None` once it waited [`IDLE`] and left the
+    /// idle list.
+    fn next(&self, slot: &Arc<Slot>) -> Option<Job> {
+        let deadline = Instant::now() + IDLE;
+        let mut g = slot.job.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(j) = g.take() {
+                return Some(j);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(g);
+                let mut idle = self.lock_idle();
+                if let Some(at) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) {
+                    idle.remove(at);
+                    return None;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
+                // Taken for a call as we timed out: its job is on the way.
+                drop(idle);
+                g = slot.job.lock().unwrap_or_else(|e| e.into_inner());
+                while g.is_none() {
+                    g = slot.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                return g.take();
+            }
+            g = slot
+                .ready
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }

@@ -204,10 +204,12 @@ pub fn main(a: Args) -> ExitCode {
     // every process already running under the same path decide with this policy
     // (the supervisor too: it follows later applies as the preload does).
     if let Err(e) = crate::apply::publish(&policy, false) {
-        report(
-            "warning",
-            format_args!("not applied ({e}); the service reads the policy file when it starts"),
-        );
+        let then = if a.supervise {
+            "the supervisor decides with what was last published for this path, if anything, else with the file as it reads it now"
+        } else {
+            "the service reads the policy file when it starts"
+        };
+        report("warning", format_args!("not applied ({e}); {then}"));
     }
     if a.supervise {
         return supervise(&policy, loaded, &a.command);

@@ -46,10 +46,11 @@ accept, accept4, listen and Fast Open send at the system call).
 
 With --supervise, sockexit stays the parent: CMD and every descendant run under a
 seccomp filter with no_new_privs; sockexit applies the policy, as without
---supervise, and follows later `sockexit apply`s of it; it forwards INT, TERM, HUP, QUIT, USR1, USR2
-and WINCH, exits with CMD's status (128+N when killed by signal N) once the last
-supervised process is gone, and refuses to start (exit 1, saying why) on a kernel
-without seccomp user notification and SECCOMP_ADDFD_FLAG_SEND (Linux 5.14).";
+--supervise, and follows later `sockexit apply`s of it; it forwards INT, TERM, HUP,
+QUIT, USR1, USR2 and WINCH, exits with CMD's status (128+N when killed by signal N)
+once the last supervised process is gone, and refuses to start (exit 1, saying why)
+on a kernel without seccomp user notification and SECCOMP_ADDFD_FLAG_SEND (Linux
+5.14).";
 
 /// Run a program with libsockexit.so preloaded and the policy set.
 #[derive(clap::Args)]

@@ -18,7 +18,7 @@ mod support;
 
 use common::daemon::{free_port, missing, require, Proc};
 use harness::*;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -244,22 +244,17 @@ fn daemon(s: &Setup, name: &str, cmd: Command, port: u16, request: &[u8], expect
     let mut d = Proc::start(cmd, s.dir.path(), Stdio::null());
     d.wait_listening(port, T);
     for round in 0..2 {
-        let r = socket_from("127.0.0.2", port).expect("refused peer connects");
-        r.set_read_timeout(Some(T)).unwrap();
-        let _ = (&r).write_all(request);
-        let mut b = Vec::new();
-        match (&r).read_to_end(&mut b) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => d.die(&format!("refused peer: {e}")),
-        }
+        let b = match received_by("127.0.0.2", port, request) {
+            Ok(b) => b,
+            Err(e) => d.die(&format!("{name}: refused peer: {e}")),
+        };
         assert!(b.is_empty(), "{name} round {round}: refused peer got {b:?}");
         let a = socket_from("127.0.0.1", port).expect("allowed peer connects");
         a.set_read_timeout(Some(T)).unwrap();
         (&a).write_all(request).unwrap();
         let mut got = vec![0u8; expect.len()];
         if let Err(e) = (&a).read_exact(&mut got) {
-            d.die(&format!("allowed peer: {e}"));
+            d.die(&format!("{name}: allowed peer: {e}"));
         }
         assert_eq!(
             String::from_utf8_lossy(&got),

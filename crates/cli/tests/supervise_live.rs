@@ -14,7 +14,6 @@ mod support;
 
 use common::daemon::{free_port, Proc};
 use harness::*;
-use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -36,15 +35,7 @@ fn policy_text(audit: &Path, deny_127_0_0_2: bool) -> String {
 
 /// What a peer from `src` receives before the server closes (or resets) it.
 fn received(src: &str, port: u16) -> Vec<u8> {
-    let s = socket_from(src, port).expect("the backlog takes the SYN");
-    s.set_read_timeout(Some(T)).unwrap();
-    let mut b = Vec::new();
-    match (&s).read_to_end(&mut b) {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("peer from {src}: {e}"),
-    }
-    b
+    received_by(src, port, b"").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn apply(s: &Setup, policy: &Path) -> support::Out {

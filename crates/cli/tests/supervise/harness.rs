@@ -249,13 +249,26 @@ impl Setup {
 
 /// Bytes a peer from 127.0.0.2 receives (0: reset or closed before any byte).
 pub fn refused_peer_bytes(port: u16) -> Result<usize, String> {
-    let s = socket_from("127.0.0.2", port)?;
+    received_by("127.0.0.2", port, b"").map(|b| b.len())
+}
+
+/// What a peer from `src` receives after sending `request`, until the server closes
+/// or resets the connection. A reset that came before the peer's `connect` returned
+/// (on a busy machine the supervisor can refuse the connection first, and `connect`
+/// then fails `ECONNRESET`) is zero bytes too: that is what the peer got.
+pub fn received_by(src: &str, port: u16, request: &[u8]) -> Result<Vec<u8>, String> {
+    let s = match socket_from(src, port) {
+        Ok(s) => s,
+        Err(e) if e.contains("(os error 104)") => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     s.set_read_timeout(Some(T)).unwrap();
+    let _ = (&s).write_all(request);
     let mut b = Vec::new();
     match (&s).read_to_end(&mut b) {
-        Ok(_) => Ok(b.len()),
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(b.len()),
-        Err(e) => Err(format!("refused peer: {e}")),
+        Ok(_) => Ok(b),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(b),
+        Err(e) => Err(format!("peer from {src}: {e}")),
     }
 }
 

@@ -1,13 +1,16 @@
 #!/bin/sh
-# nginx `Connection: close` req/s, plain against `sockexit run --supervise`, one run
-# each, alternated twice (docs/supervise.md "Cost"). Loopback only, bounded: N
-# sequential requests from one Python client. Needs nginx, python3 and a release
-# build (cargo build --release -p sockexit-cli).
+# nginx `Connection: close` req/s, plain against `sockexit run --supervise`, in
+# ROUNDS interleaved rounds (the order alternates each round); prints each round's
+# req/s and ratio, then the median ratio (docs/supervise.md "Cost"). Loopback only,
+# bounded: N sequential requests from one Python client per run. Needs nginx, python3
+# and a release build (cargo build --release -p sockexit-cli). SOCKEXIT=path times
+# another sockexit binary; POLICY_EXTRA adds a top-level policy line (`stealth: true`).
 set -eu
 N=${N:-3000}
+ROUNDS=${ROUNDS:-2}
 PORT=${PORT:-7880}
 here=$(cd "$(dirname "$0")/.." && pwd)
-sockexit=$here/target/release/sockexit
+sockexit=${SOCKEXIT:-$here/target/release/sockexit}
 d=$(mktemp -d "$here/target/supervise-bench.XXXXXX")
 trap 'rm -rf "$d"' EXIT
 mkdir -p "$d/logs" "$d/tmp"
@@ -28,6 +31,7 @@ cat > "$d/policy.yaml" <<CONF
 version: 1
 default: allow
 audit: { log: off }
+${POLICY_EXTRA:-}
 rules:
   - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }
 CONF
@@ -43,8 +47,9 @@ for _ in range(n):
     s.close()
 print(f"{n / (time.perf_counter() - t):.0f}")
 PY
-for mode in plain supervised plain supervised; do
-    if [ $mode = plain ]; then
+export SOCKEXIT_RUN_DIR="$d/run"
+one() {
+    if [ "$1" = plain ]; then
         nginx -p "$d" -c "$d/nginx.conf" &
     else
         "$sockexit" run --supervise --policy "$d/policy.yaml" -- nginx -p "$d" -c "$d/nginx.conf" &
@@ -52,10 +57,25 @@ for mode in plain supervised plain supervised; do
     pid=$!
     sleep 1
     python3 "$d/client.py" "$PORT" 300 > /dev/null
-    echo "$mode $(python3 "$d/client.py" "$PORT" "$N") req/s"
-    if [ $mode = supervised ]; then
-        echo "supervisor RSS $(ps -o rss= -p $pid) KiB"
+    rate=$(python3 "$d/client.py" "$PORT" "$N")
+    if [ "$1" = supervised ]; then
+        echo "supervisor RSS $(ps -o rss= -p $pid) KiB" >&2
     fi
     kill -TERM $pid
     wait $pid || true
+    echo "$rate"
+}
+: > "$d/ratios"
+r=1
+while [ $r -le "$ROUNDS" ]; do
+    if [ $((r % 2)) = 1 ]; then
+        p=$(one plain); s=$(one supervised)
+    else
+        s=$(one supervised); p=$(one plain)
+    fi
+    ratio=$(python3 -c "print(f'{$s / $p:.3f}')")
+    echo "round $r: plain $p req/s, supervised $s req/s, ratio $ratio"
+    echo "$ratio" >> "$d/ratios"
+    r=$((r + 1))
 done
+python3 -c "import statistics,sys; v=[float(x) for x in open(sys.argv[1])]; print(f'median ratio {statistics.median(v):.3f} over {len(v)} rounds (min {min(v):.3f}, max {max(v):.3f})')" "$d/ratios"

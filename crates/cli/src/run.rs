@@ -45,10 +45,12 @@ Not seen even in a covered program: io_uring, raw syscall(2) and inline system c
 accept, accept4, listen and Fast Open send at the system call).
 
 With --supervise, sockexit stays the parent: CMD and every descendant run under a
-seccomp filter with no_new_privs; sockexit forwards INT, TERM, HUP, QUIT, USR1, USR2
-and WINCH, exits with CMD's status (128+N when killed by signal N) once the last
-supervised process is gone, and refuses to start (exit 1, saying why) on a kernel
-without seccomp user notification and SECCOMP_ADDFD_FLAG_SEND (Linux 5.14).";
+seccomp filter with no_new_privs; sockexit applies the policy, as without
+--supervise, and follows later `sockexit apply`s of it; it forwards INT, TERM, HUP,
+QUIT, USR1, USR2 and WINCH, exits with CMD's status (128+N when killed by signal N)
+once the last supervised process is gone, and refuses to start (exit 1, saying why)
+on a kernel without seccomp user notification and SECCOMP_ADDFD_FLAG_SEND (Linux
+5.14).";
 
 /// Run a program with libsockexit.so preloaded and the policy set.
 #[derive(clap::Args)]
@@ -199,16 +201,19 @@ pub fn main(a: Args) -> ExitCode {
             ))
         }
     };
-    if a.supervise {
-        return supervise(loaded, &a.command);
-    }
     // What runs is what is published: apply before starting, so this service and
-    // every process already running under the same path decide with this policy.
+    // every process already running under the same path decide with this policy
+    // (the supervisor too: it follows later applies as the preload does).
     if let Err(e) = crate::apply::publish(&policy, false) {
-        report(
-            "warning",
-            format_args!("not applied ({e}); the service reads the policy file when it starts"),
-        );
+        let then = if a.supervise {
+            "the supervisor decides with what was last published for this path, if anything, else with the file as it reads it now"
+        } else {
+            "the service reads the policy file when it starts"
+        };
+        report("warning", format_args!("not applied ({e}); {then}"));
+    }
+    if a.supervise {
+        return supervise(&policy, loaded, &a.command);
     }
     let lib = match find_lib(a.lib) {
         Ok(l) => l,
@@ -278,10 +283,25 @@ pub fn main(a: Args) -> ExitCode {
     })
 }
 
-/// `run --supervise`: the policy is loaded (CMD is not started otherwise); the
-/// supervisor runs CMD and returns its exit status.
-fn supervise(policy: Policy, command: &[OsString]) -> ExitCode {
-    match sockexit_supervise::run(policy, command) {
+/// `run --supervise`: the policy is loaded and applied (CMD is not started when it
+/// does not load); the supervisor decides with the published generation, followed
+/// live, or with `loaded` when the path could not be published; it runs CMD and
+/// returns its exit status.
+fn supervise(path: &Path, loaded: Policy, command: &[OsString]) -> ExitCode {
+    let warn = Box::new(|m: &str| report("warning", m));
+    let source = std::fs::canonicalize(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|c| sockexit_supervise::Source::open(&c, &crate::apply::run_dir(), loaded, warn));
+    let source = match source {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(format_args!(
+                "not starting {} supervised: {e}",
+                command[0].to_string_lossy()
+            ))
+        }
+    };
+    match sockexit_supervise::run(source, command) {
         Ok(sockexit_supervise::Outcome::Exited(code)) => ExitCode::from(code),
         Ok(sockexit_supervise::Outcome::NotStarted(msg, code)) => {
             report("error", msg);

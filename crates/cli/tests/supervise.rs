@@ -12,292 +12,18 @@
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+#[path = "supervise/harness.rs"]
+mod harness;
 mod support;
 
 use common::daemon::{free_port, missing, require, Proc};
-use common::TempDir;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use harness::*;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::{clean, run, BIN};
-
-const TCPX: &str = include_str!("supervise/tcpx.c");
-const URING: &str = include_str!("supervise/uring.c");
-const GO_CLIENT: &str = include_str!("supervise/client.go");
-const GO_SERVER: &str = include_str!("supervise/server.go");
-const T: Duration = Duration::from_secs(10);
-
-struct Setup {
-    dir: TempDir,
-    policy: PathBuf,
-    audit: PathBuf,
-    /// A listener the policy lets clients reach, and one it refuses (by port).
-    allowed: Sink,
-    refused: Sink,
-}
-
-/// A loopback server outside the supervisor: sends `hello\n`, counts connections
-/// and the bytes it received.
-struct Sink {
-    port: u16,
-    conns: Arc<AtomicUsize>,
-    received: Arc<std::sync::Mutex<Vec<u8>>>,
-}
-
-fn sink() -> Sink {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-    let port = l.local_addr().unwrap().port();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (c2, r2) = (Arc::clone(&conns), Arc::clone(&received));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            c2.fetch_add(1, Ordering::SeqCst);
-            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut b = [0u8; 64];
-            if let Ok(n) = s.read(&mut b) {
-                r2.lock().unwrap().extend_from_slice(&b[..n]);
-            }
-            let _ = s.write_all(b"hello\n");
-        }
-    });
-    Sink {
-        port,
-        conns,
-        received,
-    }
-}
-
-fn setup(tag: &str) -> Setup {
-    let dir = TempDir::new(tag);
-    let (allowed, refused) = (sink(), sink());
-    let audit = dir.path().join("audit.jsonl");
-    let policy = dir.write(
-        "policy.yaml",
-        &format!(
-            "version: 1\ndefault: allow\naudit: {{ log: {}, events: all }}\nrules:\n  \
-             - {{ name: no-refused-port, action: deny, calls: [connect], remote_ports: [{}] }}\n  \
-             - {{ name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }}\n",
-            audit.display(),
-            refused.port
-        ),
-    );
-    Setup {
-        dir,
-        policy,
-        audit,
-        allowed,
-        refused,
-    }
-}
-
-impl Setup {
-    fn sup(&self, program: &Path) -> Command {
-        let mut c = clean(BIN);
-        c.args(["run", "--supervise", "--policy"])
-            .arg(&self.policy)
-            .arg("--")
-            .arg(program);
-        c
-    }
-
-    fn cc(&self, name: &str, src: &str, extra: &[&str]) -> Option<PathBuf> {
-        let gcc = require("gcc")?;
-        let c = self.dir.write(&format!("{name}.c"), src);
-        let out_path = self.dir.path().join(name);
-        let out = Command::new(gcc)
-            .args(extra)
-            .arg("-o")
-            .arg(&out_path)
-            .arg(&c)
-            .arg("-lpthread")
-            .args(if name.starts_with("uring") {
-                &["-luring"][..]
-            } else {
-                &[][..]
-            })
-            .output()
-            .expect("run gcc");
-        if !out.status.success() {
-            return missing(&format!(
-                "a C toolchain for {name} (libc6-dev, liburing-dev: {})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Some(out_path)
-    }
-
-    fn go(&self, name: &str, src: &str, cgo: bool) -> Option<PathBuf> {
-        let go = require("go")?;
-        let dir = self.dir.path().join(format!("go-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), src).unwrap();
-        let out_path = self.dir.path().join(name);
-        let out = Command::new(go)
-            .current_dir(&dir)
-            .args(["build", "-o"])
-            .arg(&out_path)
-            .arg("main.go")
-            .env("HOME", &dir)
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "")
-            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
-            .output()
-            .expect("run go build");
-        assert!(out.status.success(), "go build ({name}): {out:?}");
-        Some(out_path)
-    }
-
-    fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect()
-    }
-
-    /// A supervised client: reaches the allowed sink (served byte-exact), is
-    /// refused EACCES for the refused one, which never sees a connection.
-    fn clients(&self, program: &Path, pre: &[&str], post: impl Fn(&str, u16) -> Vec<String>) {
-        let before = self.allowed.conns.load(Ordering::SeqCst);
-        let o = run(self
-            .sup(program)
-            .args(pre)
-            .args(post("127.0.0.1", self.allowed.port)));
-        assert!(
-            o.stdout.lines().any(|l| l == "got:hello|"),
-            "allowed destination not served: {o:?}"
-        );
-        assert_eq!(o.code, Some(0), "{o:?}");
-        assert_eq!(self.allowed.conns.load(Ordering::SeqCst), before + 1);
-        let o = run(self
-            .sup(program)
-            .args(pre)
-            .args(post("127.0.0.1", self.refused.port)));
-        assert!(
-            o.stdout.lines().any(|l| l == "refused:13"),
-            "refused destination must fail EACCES: {o:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(
-            self.refused.conns.load(Ordering::SeqCst),
-            0,
-            "the refused destination was reached"
-        );
-        let lines = self.audit_lines();
-        let deny = lines
-            .iter()
-            .find(|v| v["verdict"] == "deny" && v["call"] == "connect")
-            .expect("the refusal is audited");
-        assert_eq!(deny["backend"], "supervise");
-        assert_eq!(deny["rule"], "no-refused-port");
-        assert_eq!(
-            deny["remote"],
-            format!("127.0.0.1:{}", self.refused.port).as_str()
-        );
-    }
-
-    /// A supervised server on `port`: per round a refused peer (127.0.0.2) gets zero
-    /// bytes, an allowed one (127.0.0.1) exactly `hello N\n`, and the server reports
-    /// the allowed peer's address as accept wrote it back.
-    fn server(&self, mut cmd: Command, port: u16, rounds: usize) -> Proc {
-        let mut p = Proc::start(
-            {
-                cmd.stdout(Stdio::piped());
-                cmd
-            },
-            self.dir.path(),
-            Stdio::null(),
-        );
-        p.expect("listening", T);
-        for n in 1..=rounds {
-            assert_eq!(
-                refused_peer_bytes(port),
-                Ok(0),
-                "round {n}: refused peer got bytes"
-            );
-            let (got, local) = allowed_peer(port);
-            assert_eq!(got, format!("hello {n}\n"), "round {n}");
-            let line = loop {
-                let l = p.line(T);
-                if l.starts_with("accepted:") {
-                    break l;
-                }
-                assert!(l.starts_with("accept-error:"), "unexpected line {l:?}");
-            };
-            assert_eq!(line, format!("accepted:127.0.0.1:{}:16", local.port()));
-        }
-        let lines = self.audit_lines();
-        let denied = lines
-            .iter()
-            .filter(|v| v["verdict"] == "deny" && v["call"] == "accept")
-            .count();
-        assert!(denied >= rounds, "{lines:?}");
-        p
-    }
-}
-
-/// Bytes a peer from 127.0.0.2 receives (0: reset or closed before any byte).
-fn refused_peer_bytes(port: u16) -> Result<usize, String> {
-    let s = socket_from("127.0.0.2", port)?;
-    s.set_read_timeout(Some(T)).unwrap();
-    let mut b = Vec::new();
-    match (&s).read_to_end(&mut b) {
-        Ok(_) => Ok(b.len()),
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(b.len()),
-        Err(e) => Err(format!("refused peer: {e}")),
-    }
-}
-
-fn allowed_peer(port: u16) -> (String, SocketAddr) {
-    let s = socket_from("127.0.0.1", port).expect("allowed peer connects");
-    s.set_read_timeout(Some(T)).unwrap();
-    let local = s.local_addr().unwrap();
-    let mut b = String::new();
-    (&s).read_to_string(&mut b).expect("allowed peer reads");
-    (b, local)
-}
-
-/// A connection from source address `src` (bound with a raw socket call).
-fn socket_from(src: &str, port: u16) -> Result<TcpStream, String> {
-    use std::os::fd::FromRawFd;
-    let src: std::net::Ipv4Addr = src.parse().unwrap();
-    let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    // SAFETY: plain socket calls on a socket owned here, with valid sockaddrs.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        let s = TcpStream::from_raw_fd(fd);
-        let a = sa(src, 0);
-        if libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(format!("bind {src}: {}", std::io::Error::last_os_error()));
-        }
-        let d = sa(std::net::Ipv4Addr::LOCALHOST, port);
-        if libc::connect(fd, (&d as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(format!("connect: {}", std::io::Error::last_os_error()));
-        }
-        Ok(s)
-    }
-}
-
-fn tcpx_args(mode: &'static str) -> impl Fn(&str, u16) -> Vec<String> {
-    move |h, p| vec!["client".into(), mode.into(), h.into(), p.to_string()]
-}
 
 #[test]
 fn static_c_client_is_judged_through_libc_syscall_inline_asm_and_glibc_connect_alias() {
@@ -407,12 +133,8 @@ fn a_refused_listen_is_eacces() {
              - {{ name: no-listen, action: deny, calls: [listen], local_ports: [{port}] }}\n"
         ),
     );
-    let mut c = clean(BIN);
-    c.args(["run", "--supervise", "--policy"])
-        .arg(&p)
-        .arg("--")
-        .arg(&x)
-        .args(["server", "block", &port.to_string(), "1"]);
+    let mut c = s.sup_under(&p, &x);
+    c.args(["server", "block", &port.to_string(), "1"]);
     let o = run(c);
     assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
 }
@@ -422,12 +144,8 @@ fn a_bad_policy_starts_nothing() {
     let s = setup("sup-bad");
     let bad = s.dir.write("bad.yaml", "version: 1\ndefualt: deny\n");
     let marker = s.dir.path().join("started");
-    let mut c = clean(BIN);
-    c.args(["run", "--supervise", "--policy"])
-        .arg(&bad)
-        .arg("--")
-        .arg("/usr/bin/touch")
-        .arg(&marker);
+    let mut c = s.sup_under(&bad, Path::new("/usr/bin/touch"));
+    c.arg(&marker);
     let o = run(c);
     assert_eq!(o.code, Some(1), "{o:?}");
     assert!(o.stderr.contains("defualt"), "{o:?}");
@@ -526,22 +244,17 @@ fn daemon(s: &Setup, name: &str, cmd: Command, port: u16, request: &[u8], expect
     let mut d = Proc::start(cmd, s.dir.path(), Stdio::null());
     d.wait_listening(port, T);
     for round in 0..2 {
-        let r = socket_from("127.0.0.2", port).expect("refused peer connects");
-        r.set_read_timeout(Some(T)).unwrap();
-        let _ = (&r).write_all(request);
-        let mut b = Vec::new();
-        match (&r).read_to_end(&mut b) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => d.die(&format!("refused peer: {e}")),
-        }
+        let b = match received_by("127.0.0.2", port, request) {
+            Ok(b) => b,
+            Err(e) => d.die(&format!("{name}: refused peer: {e}")),
+        };
         assert!(b.is_empty(), "{name} round {round}: refused peer got {b:?}");
         let a = socket_from("127.0.0.1", port).expect("allowed peer connects");
         a.set_read_timeout(Some(T)).unwrap();
         (&a).write_all(request).unwrap();
         let mut got = vec![0u8; expect.len()];
         if let Err(e) = (&a).read_exact(&mut got) {
-            d.die(&format!("allowed peer: {e}"));
+            d.die(&format!("{name}: allowed peer: {e}"));
         }
         assert_eq!(
             String::from_utf8_lossy(&got),
@@ -656,12 +369,8 @@ fn stealth_listener_gets_the_syn_filter_through_the_duplicate() {
          - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }\n",
     );
     let port = free_port();
-    let mut c = clean(BIN);
-    c.args(["run", "--supervise", "--policy"])
-        .arg(&p)
-        .arg("--")
-        .arg(&x)
-        .args(["server", "block", &port.to_string(), "1"]);
+    let mut c = s.sup_under(&p, &x);
+    c.args(["server", "block", &port.to_string(), "1"]);
     let mut d = Proc::start(c, s.dir.path(), Stdio::null());
     d.expect("listening", T);
     // The refused peer's SYN is dropped: no SYN-ACK, its connect times out.
@@ -712,12 +421,8 @@ fn an_unbound_listen_is_judged_on_the_port_it_gets() {
         "version: 1\ndefault: allow\naudit: { log: stderr, events: all }\nrules:\n  \
          - { name: no-ephemeral, action: deny, calls: [listen], local_ports: [\"32768-60999\"] }\n",
     );
-    let mut c = clean(BIN);
-    c.args(["run", "--supervise", "--policy"])
-        .arg(&p)
-        .arg("--")
-        .arg(&x)
-        .args(["server", "block", "0", "1"]);
+    let mut c = s.sup_under(&p, &x);
+    c.args(["server", "block", "0", "1"]);
     let o = run(c);
     assert_eq!(o.stdout.trim(), "listen-error:13", "{o:?}");
     assert!(o.stderr.contains(r#""rule":"no-ephemeral""#), "{o:?}");
@@ -774,12 +479,8 @@ fn audit_mode_refuses_nothing_and_records_what_it_would_have() {
             .unwrap()
             .replace("default: allow\n", "default: allow\nmode: audit\n"),
     );
-    let mut c = clean(BIN);
-    c.args(["run", "--supervise", "--policy"])
-        .arg(&p)
-        .arg("--")
-        .arg(&x)
-        .args(["client", "asm", "127.0.0.1", &s.refused.port.to_string()]);
+    let mut c = s.sup_under(&p, &x);
+    c.args(["client", "asm", "127.0.0.1", &s.refused.port.to_string()]);
     let o = run(c);
     assert!(o.stdout.contains("got:hello|"), "{o:?}");
     let l = s
@@ -796,4 +497,64 @@ fn audit_mode_refuses_nothing_and_records_what_it_would_have() {
         (Some("deny"), Some("audit"), Some("0.0.0.0:0")),
         "{l}"
     );
+}
+
+const DEEPBIND: &str = include_str!("supervise/deepbind.c");
+const DEEPBIND_PLUGIN: &str = include_str!("supervise/deepbind_plugin.c");
+
+#[test]
+fn a_plugin_loaded_with_rtld_deepbind_is_judged() {
+    // Under the preload this plugin's connect is libc's own (the deep-bound scope puts
+    // the plugin's dependencies before the preload: README, "RTLD_DEEPBIND plugins");
+    // the supervisor judges the system call.
+    let s = setup("sup-deepbind");
+    let Some(main) = s.cc("deepbind", DEEPBIND, &["-O", "-ldl"]) else {
+        return;
+    };
+    let Some(plugin) = s.cc(
+        "deepbind_plugin.so",
+        DEEPBIND_PLUGIN,
+        &["-O", "-shared", "-fPIC"],
+    ) else {
+        return;
+    };
+    let plugin = plugin.to_str().unwrap().to_owned();
+    s.clients(&main, &[&plugin], |h, p| vec![h.into(), p.to_string()]);
+}
+
+#[test]
+fn connect_rules_judge_the_bound_source_port() {
+    let s = setup("sup-localport");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let (inside, outside) = (free_port(), free_port());
+    let p = s.dir.write(
+        "local.yaml",
+        &format!(
+            "version: 1\ndefault: allow\naudit: {{ log: {} }}\nrules:\n  \
+             - {{ name: no-src-port, action: deny, calls: [connect], local_ports: [\"{inside}-{inside}\"] }}\n",
+            s.audit.display()
+        ),
+    );
+    let dest = s.allowed.port.to_string();
+    let mut c = s.sup_under(&p, &x);
+    c.env("TCPX_SRC_PORT", inside.to_string())
+        .args(["client", "syscall", "127.0.0.1", &dest]);
+    let o = run(c);
+    assert_eq!(o.stdout.trim(), "refused:13", "{o:?}");
+    assert_eq!(s.allowed.conns.load(Ordering::SeqCst), 0, "reached");
+    let deny = s
+        .audit_lines()
+        .into_iter()
+        .find(|v| v["call"] == "connect")
+        .expect("the refusal is audited");
+    assert_eq!(deny["rule"], "no-src-port");
+    assert_eq!(deny["local"], format!("127.0.0.1:{inside}").as_str());
+    let mut c = s.sup_under(&p, &x);
+    c.env("TCPX_SRC_PORT", outside.to_string())
+        .args(["client", "syscall", "127.0.0.1", &dest]);
+    let o = run(c);
+    assert_eq!(o.stdout.trim(), "got:hello|", "{o:?}");
+    assert_eq!(s.allowed.conns.load(Ordering::SeqCst), 1);
 }

@@ -30,6 +30,7 @@ mod glob;
 mod image;
 mod perms;
 mod policy;
+mod publication;
 mod ranges;
 mod snapshot;
 
@@ -44,6 +45,7 @@ pub use image::{
 };
 pub use ipnet::IpNet;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
+pub use publication::{check_generation, Generation, Publication};
 pub use ranges::{AddrSet, PortSet};
 pub use snapshot::{Prepared, Snapshot};
 

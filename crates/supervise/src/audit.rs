@@ -73,8 +73,9 @@ impl Audit {
         })
     }
 
-    /// Record one decision, if the policy asks for it.
-    pub fn record(&self, ev: &Event<'_>, caller: &mut Caller) {
+    /// Record one decision, if the policy asks for it; `generation` is the published
+    /// generation that decided (`"policy":G`, as in the preload's lines).
+    pub fn record(&self, ev: &Event<'_>, generation: Option<u64>, caller: &mut Caller) {
         if matches!(self.target, Target::Off) || (!self.all && ev.verdict == Verdict::Allow) {
             return;
         }
@@ -98,7 +99,7 @@ impl Audit {
             uid,
             program_json: pj.bytes().unwrap_or(b"null"),
             backend: Some("supervise"),
-            policy: None,
+            policy: generation,
         };
         let mut line = LineBuf::<LINE_MAX>::new();
         push_json(&mut line, &st, ev);

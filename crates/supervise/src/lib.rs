@@ -11,10 +11,12 @@
 
 mod audit;
 pub mod filter;
+pub mod live;
 pub mod notify;
+mod pool;
 mod sys;
 
-use sockexit_engine::Policy;
+pub use live::Source;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -54,11 +56,13 @@ pub enum Outcome {
     NotStarted(String, u8),
 }
 
-/// Run `cmd` supervised under `policy`; returns once the command has exited and no
-/// process under the filter remains.
-pub fn run(policy: Policy, cmd: &[OsString]) -> Result<Outcome, String> {
+/// Run `cmd` supervised under the policy `source` gives; returns once the command has
+/// exited and no process under the filter remains. The audit target is the one of the
+/// policy in use at start (as in the preload: an apply that changes `audit:` takes
+/// effect at the next start).
+pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
     probe()?;
-    let audit = audit::Audit::open(&policy)?;
+    let audit = audit::Audit::open(&source.current().policy)?;
     let (parent, child) = sys::socketpair().map_err(|e| format!("socketpair: {e}"))?;
     // Forwarded signals are taken by one thread with sigwait; blocked everywhere
     // else (threads inherit the mask, the child gets an empty one).
@@ -93,7 +97,7 @@ pub fn run(policy: Policy, cmd: &[OsString]) -> Result<Outcome, String> {
     let pid = proc.id();
     let sup = Arc::new(notify::Sup {
         lfd,
-        policy,
+        source,
         audit,
         accept_locks: Default::default(),
     });

@@ -5,8 +5,9 @@
 
 use crate::audit::Audit;
 use crate::filter::nr;
+use crate::live::{Current, Source};
 use crate::sys::{self, Notif};
-use sockexit_engine::{BlockingAccept, Call, FactSource, Mode, Policy, Verdict};
+use sockexit_engine::{BlockingAccept, Call, FactSource, Mode, Verdict};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::OwnedFd;
@@ -20,8 +21,8 @@ pub type AcceptLock = Arc<Mutex<()>>;
 pub struct Sup {
     /// The seccomp listener.
     pub lfd: OwnedFd,
-    /// The policy, loaded once before the command started.
-    pub policy: Policy,
+    /// The policy: the published generation, followed live, or the file read at start.
+    pub source: Source,
     /// Where audit lines go.
     pub audit: Audit,
     /// One lock per blocking listener (by socket inode), held from the last poll to
@@ -192,6 +193,7 @@ struct Facts<'a> {
     remote: Option<SocketAddr>,
     local: Option<SocketAddr>,
     dual: bool,
+    dynamic: Option<std::sync::Arc<sockexit_engine::DynSets>>,
 }
 
 impl FactSource for Facts<'_> {
@@ -213,34 +215,45 @@ impl FactSource for Facts<'_> {
     fn dual_stack(&mut self) -> bool {
         self.dual
     }
+    fn dynamic(&mut self) -> Option<&sockexit_engine::DynSets> {
+        self.dynamic.as_deref()
+    }
 }
 
-/// Judge and record one call; whether to perform it (audit mode performs all).
+/// Judge and record one call with the policy in use; whether to perform it (audit
+/// mode performs all).
 fn judge(
     s: &Sup,
+    cur: &Current,
     caller: &mut Caller,
     call: Call,
     remote: Option<SocketAddr>,
     local: Option<SocketAddr>,
     dual: bool,
 ) -> bool {
+    let dynamic = if cur.policy.dynamic_sets().is_empty() {
+        None
+    } else {
+        s.source.dynamic()
+    };
     let mut f = Facts {
         caller,
         remote,
         local,
         dual,
+        dynamic,
     };
-    let j = s.policy.judge(call, &mut f);
+    let j = cur.policy.judge(call, &mut f);
     let ev = sockexit_engine::audit_line::Event {
         call,
         verdict: j.decision.verdict,
         rule: j.decision.rule,
-        mode: s.policy.mode(),
+        mode: cur.policy.mode(),
         local: j.local.or(local),
         remote: j.remote.or(remote),
     };
-    s.audit.record(&ev, caller);
-    j.decision.verdict == Verdict::Allow || s.policy.mode() == Mode::Audit
+    s.audit.record(&ev, cur.generation, caller);
+    j.decision.verdict == Verdict::Allow || cur.policy.mode() == Mode::Audit
 }
 
 /// A duplicate of the caller's fd `fd`, checked to belong to a still-pending call.
@@ -304,7 +317,7 @@ macro_rules! tri {
     };
 }
 
-/// Run `f` on its own thread when the socket blocks, else here.
+/// Run `f` on a thread of its own (a pooled one) when the socket blocks, else here.
 fn maybe_worker(
     s: &Arc<Sup>,
     id: u64,
@@ -315,12 +328,10 @@ fn maybe_worker(
         return f(s);
     }
     let s2 = Arc::clone(s);
-    let spawned = std::thread::Builder::new()
-        .name("sockexit-call".into())
-        .spawn(move || {
-            let r = guarded(|| f(&s2));
-            answer(&s2, id, r);
-        });
+    let spawned = crate::pool::POOL.run(Box::new(move || {
+        let r = guarded(|| f(&s2));
+        answer(&s2, id, r);
+    }));
     match spawned {
         Ok(_) => Reply::Nothing,
         Err(_) => Reply::Done(Err(libc::EAGAIN)),
@@ -341,6 +352,7 @@ fn on_connect(s: &Arc<Sup>, n: Notif) -> Reply {
         Addr::Ip(dest) => {
             if !judge(
                 s,
+                &s.source.current(),
                 &mut caller,
                 Call::Connect,
                 Some(dest),
@@ -371,12 +383,13 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
     tri!(bind_as_listen_would(&d));
     let local = local_of(&d);
     let dual = sys::domain(&d) == Some(libc::AF_INET6) && !sys::v6only(&d);
-    if !judge(s, &mut caller, Call::Listen, None, local, dual) {
+    let cur = s.source.current();
+    if !judge(s, &cur, &mut caller, Call::Listen, None, local, dual) {
         return Reply::Done(Err(libc::EACCES));
     }
-    if s.policy.stealth() {
+    if cur.policy.stealth() {
         if let Some(l) = local {
-            stealth(s, &mut caller, &d, l);
+            stealth(&cur, &mut caller, &d, l);
         }
     }
     Reply::Done(sys::listen(&d, n.args[1] as i32))
@@ -408,7 +421,7 @@ fn bind_as_listen_would(d: &OwnedFd) -> Result<(), i32> {
 /// program has its own filter. The accept-time check stays the authority: the user
 /// and group are left unknown (they may change after listen), which the compiler
 /// turns into "let through to accept".
-fn stealth(s: &Sup, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
+fn stealth(cur: &Current, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
     use sockexit_engine::bpf::{compile, Listener, Outcome};
     if sys::type_and_protocol(d) != (Some(libc::SOCK_STREAM), Some(libc::IPPROTO_TCP)) {
         return;
@@ -416,7 +429,7 @@ fn stealth(s: &Sup, caller: &mut Caller, d: &OwnedFd, local: SocketAddr) {
     let v6_only = local.is_ipv6() && sys::v6only(d);
     let program = caller.exe().map(<[u8]>::to_vec);
     let compiled = compile(
-        &s.policy,
+        &cur.policy,
         &Listener {
             local,
             v6_only,
@@ -507,8 +520,18 @@ fn accept_loop(
             Ok(x) => x,
             Err(e) => return Reply::Done(Err(e)),
         };
+        // Judged with the policy in use now: a blocked accept follows an apply too.
+        let cur = s.source.current();
         let allowed = match decode(&peer) {
-            Addr::Ip(p) => judge(s, &mut caller, Call::Accept, Some(p), local_of(&c), false),
+            Addr::Ip(p) => judge(
+                s,
+                &cur,
+                &mut caller,
+                Call::Accept,
+                Some(p),
+                local_of(&c),
+                false,
+            ),
             Addr::Other | Addr::Unspec => true,
             Addr::Bad => false,
         };
@@ -523,7 +546,7 @@ fn accept_loop(
         if !blocking {
             return Reply::Done(Err(libc::EAGAIN));
         }
-        match s.policy.blocking_accept() {
+        match cur.policy.blocking_accept() {
             BlockingAccept::Return => return Reply::Done(Err(libc::ECONNABORTED)),
             BlockingAccept::Wait => continue,
         }
@@ -579,6 +602,7 @@ fn fastopen(s: &Arc<Sup>, n: Notif, buf: Vec<u8>, flags: i32, name: Option<Vec<u
             Addr::Ip(dest) => {
                 if !judge(
                     s,
+                    &s.source.current(),
                     &mut caller,
                     Call::Connect,
                     Some(dest),

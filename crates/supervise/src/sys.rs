@@ -638,3 +638,35 @@ pub fn bind_port_now(fd: &OwnedFd) {
         )
     };
 }
+
+/// Map the published generation file (one page, checked by the engine's
+/// `Publication::open`) read-only and shared, and return its generation word: what
+/// `sockexit apply` bumps with an atomic store through its own shared mapping. Never
+/// unmapped, so the word lives as long as the supervisor.
+pub fn map_generation(
+    file: &std::fs::File,
+    len: usize,
+    offset: usize,
+) -> Option<&'static std::sync::atomic::AtomicU64> {
+    if !offset.is_multiple_of(8) || offset + 8 > len {
+        return None;
+    }
+    // SAFETY: a fresh shared read-only mapping of an open regular file of `len`
+    // bytes; checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: page-aligned mapping plus an 8-aligned offset inside it, never unmapped;
+    // AtomicU64 has the layout of u64.
+    Some(unsafe { &*((p as *const u8).add(offset) as *const std::sync::atomic::AtomicU64) })
+}

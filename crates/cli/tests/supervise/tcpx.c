@@ -1,6 +1,7 @@
 /* tcpx: the socket calls LD_PRELOAD cannot see, for tests/supervise.rs.
  *   tcpx client MODE ADDR PORT   MODE: libc syscall asm __connect dlsym tfo nonblock
  *     prints "got:BYTES" (what the server sent) or "refused:ERRNO"
+ *     with TCPX_SRC_PORT=P the socket is first bound to 127.0.0.1:P ("bind-error:ERRNO")
  *   tcpx server MODE PORT N      MODE: block nonblock epollet threads fork
  *     prints "listening", then "accepted:ADDR:PORT:LEN" per connection it serves
  *     ("hello N\n" written to each), "accept-error:ERRNO" for failed accepts */
@@ -40,6 +41,16 @@ static int client(const char *mode, const char *host, int port) {
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     inet_pton(AF_INET, host, &a.sin_addr);
+    const char *src = getenv("TCPX_SRC_PORT");
+    if (src) {
+        int on = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+        struct sockaddr_in b = {0};
+        b.sin_family = AF_INET;
+        b.sin_port = htons(atoi(src));
+        b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (bind(s, (void *)&b, sizeof b) < 0) { printf("bind-error:%d\n", errno); return 1; }
+    }
     int r;
     if (!strcmp(mode, "libc")) r = connect(s, (void *)&a, sizeof a);
     else if (!strcmp(mode, "syscall")) r = syscall(SYS_connect, s, &a, sizeof a);

@@ -172,3 +172,65 @@ fn an_untrusted_publication_starts_nothing() {
         "the command ran under an untrusted publication"
     );
 }
+
+/// A dynamic set under `--supervise`: `sockexit set add` refuses a peer of a running
+/// supervised static server within a second, `del` serves it again, no new generation.
+#[test]
+fn a_running_supervised_server_follows_set_add_and_del() {
+    let s = setup("sup-dyn");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    let policy = s.dir.write(
+        "dyn.yaml",
+        &format!(
+            "version: 1\ndefault: allow\naudit: {{ log: {}, events: deny }}\nsets:\n  \
+             banned: {{ dynamic: true }}\nrules:\n  \
+             - {{ name: banned-peer, action: deny, calls: [accept], remote: [\"@banned\"] }}\n",
+            s.audit.display()
+        ),
+    );
+    let port = free_port();
+    let mut c = s.sup_under(&policy, &x);
+    c.args(["server", "block", &port.to_string(), "100"]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    assert!(received("127.0.0.2", port).starts_with(b"hello "));
+
+    let set = |op: &str| {
+        let mut c = clean(BIN);
+        c.env("SOCKEXIT_RUN_DIR", s.run_dir())
+            .args(["set", op])
+            .arg(&policy)
+            .args(["banned", "127.0.0.2"]);
+        let o = run(c);
+        assert_eq!(o.code, Some(0), "set {op}: {o:?}");
+    };
+    let within_a_second = |want_served: bool| {
+        let t0 = Instant::now();
+        let mut tries = 0;
+        while received("127.0.0.2", port).starts_with(b"hello ") != want_served {
+            tries += 1;
+            assert!(
+                tries < 50 && t0.elapsed() < Duration::from_secs(1),
+                "127.0.0.2 not {} a second after the change",
+                if want_served { "served" } else { "refused" }
+            );
+        }
+    };
+    set("add");
+    within_a_second(false);
+    assert!(received("127.0.0.1", port).starts_with(b"hello "));
+    let deny = accepts_from(&s, "127.0.0.2")
+        .into_iter()
+        .find(|v| v["verdict"] == "deny")
+        .expect("the refusal is audited");
+    assert_eq!(
+        (deny["rule"].as_str(), deny["policy"].as_u64()),
+        (Some("banned-peer"), Some(1))
+    );
+    set("del");
+    within_a_second(true);
+    p.signal(libc::SIGTERM);
+    assert!(p.exited_within(T).is_some());
+}

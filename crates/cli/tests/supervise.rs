@@ -467,6 +467,43 @@ fn an_accept_interrupted_by_a_signal_returns_eintr_and_loses_no_connection() {
     assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
 }
 
+/// The caller stops waiting at any moment (a timer signal every millisecond
+/// interrupts its blocking accept, which it retries): a connection the supervisor
+/// accepted and allowed for an accept that was interrupted before the hand-over is
+/// kept for the next accept, never reset. Every allowed peer is served.
+#[test]
+fn allowed_connections_survive_accepts_interrupted_at_any_moment() {
+    let s = setup("sup-storm");
+    let Some(x) = s.cc("tcpx", TCPX, &["-static", "-O"]) else {
+        return;
+    };
+    const N: usize = 600;
+    let port = free_port();
+    let mut c = s.sup(&x);
+    c.args(["server", "storm", &port.to_string(), &N.to_string()]);
+    let mut p = Proc::start(c, s.dir.path(), Stdio::null());
+    p.expect("listening", T);
+    let mut lost = Vec::new();
+    for i in 1..=N {
+        let got = socket_from("127.0.0.1", port).and_then(|s| {
+            s.set_read_timeout(Some(T)).unwrap();
+            let mut b = String::new();
+            (&s).read_to_string(&mut b).map_err(|e| e.to_string())?;
+            Ok(b)
+        });
+        match got {
+            Ok(b) if b.starts_with("hello ") => {}
+            other => lost.push(format!("connection {i}: {other:?}")),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {N} allowed peers not served: {lost:?}",
+        lost.len()
+    );
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+}
+
 #[test]
 fn audit_mode_refuses_nothing_and_records_what_it_would_have() {
     let s = setup("sup-auditmode");

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod live;
 pub mod notify;
 mod pool;
+mod stash;
 mod sys;
 
 pub use live::Source;
@@ -100,6 +101,7 @@ pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
         source,
         audit,
         accept_locks: Default::default(),
+        stash: Default::default(),
     });
     let s2 = Arc::clone(&sup);
     let server = std::thread::Builder::new()

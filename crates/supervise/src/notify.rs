@@ -29,6 +29,8 @@ pub struct Sup {
     /// the accept: every accept on it comes through here, so under the lock a
     /// readable listener's accept cannot block.
     pub accept_locks: Mutex<HashMap<(u64, u64), AcceptLock>>,
+    /// Allowed connections whose caller stopped waiting, for the next accept.
+    pub stash: crate::stash::Stash,
 }
 
 /// How a notification is answered.
@@ -43,6 +45,7 @@ enum Reply {
 /// Serve notifications until no process uses the filter anymore.
 pub fn serve(s: Arc<Sup>) {
     while let Ok(Some(n)) = sys::notif_recv(&s.lfd) {
+        s.stash.expire();
         // A bug here must neither leave the caller waiting forever nor let its call
         // through: a panic refuses the call (EACCES) and the loop goes on.
         let r = guarded(|| match n.nr as u32 {
@@ -477,12 +480,36 @@ fn accept_loop(
     } else {
         None
     };
+    let key = sys::inode(&d);
     let lock = blocking.then(|| {
-        let key = sys::inode(&d).unwrap_or((0, 0));
         let mut m = s.accept_locks.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(m.entry(key).or_default())
+        Arc::clone(m.entry(key.unwrap_or((0, 0))).or_default())
     });
     loop {
+        // A connection allowed for a caller that stopped waiting comes first, judged
+        // again for this caller.
+        if let Some(h) = key.and_then(|k| s.stash.take(k)) {
+            let cur = s.source.current();
+            let allowed = match decode(&h.peer) {
+                Addr::Ip(p) => judge(
+                    s,
+                    &cur,
+                    &mut caller,
+                    Call::Accept,
+                    Some(p),
+                    local_of(&h.conn),
+                    false,
+                ),
+                Addr::Other | Addr::Unspec => true,
+                Addr::Bad => false,
+            };
+            if allowed {
+                sys::set_nonblocking(&h.conn, flags & libc::SOCK_NONBLOCK != 0);
+                return deliver(s, &n, h.conn, &h.peer, flags, key);
+            }
+            sys::reset_and_close(h.conn);
+            continue;
+        }
         let mut _held = None;
         if blocking {
             // Wait readable, never past SO_RCVTIMEO, giving up when the caller does
@@ -536,7 +563,7 @@ fn accept_loop(
             Addr::Bad => false,
         };
         if allowed {
-            return deliver(s, &n, c, &peer, flags);
+            return deliver(s, &n, c, &peer, flags, key);
         }
         sys::reset_and_close(c);
         // As the preload: take the next only if one is already pending.
@@ -554,8 +581,17 @@ fn accept_loop(
 }
 
 /// Write the peer back (`min(*addrlen, real)` bytes, the real length), then install
-/// the connection as the call's result.
-fn deliver(s: &Sup, n: &Notif, c: OwnedFd, peer: &[u8], flags: i32) -> Reply {
+/// the connection as the call's result. If the caller has stopped waiting, the
+/// allowed connection is kept for the next accept on the listener `key`
+/// (`crate::stash`), not reset.
+fn deliver(
+    s: &Sup,
+    n: &Notif,
+    c: OwnedFd,
+    peer: &[u8],
+    flags: i32,
+    key: Option<(u64, u64)>,
+) -> Reply {
     let (ap, lp) = (n.args[1], n.args[2]);
     if ap != 0 && lp != 0 {
         let mut lb = [0u8; 4];
@@ -569,18 +605,36 @@ fn deliver(s: &Sup, n: &Notif, c: OwnedFd, peer: &[u8], flags: i32) -> Reply {
             sys::write_mem(n.pid, lp, &(peer.len() as u32).to_ne_bytes())
         });
         if let Err(e) = ok {
+            if !sys::notif_id_valid(&s.lfd, n.id) {
+                return stash_or_reset(s, c, peer, key);
+            }
             sys::reset_and_close(c);
             return Reply::Done(Err(e));
         }
     }
     match sys::notif_addfd_send(&s.lfd, n.id, &c, flags & libc::SOCK_CLOEXEC != 0) {
         Ok(_) => Reply::Nothing,
-        // The caller is gone: nobody will ever see this connection.
-        Err(_) => {
-            sys::reset_and_close(c);
-            Reply::Nothing
+        // The caller stopped waiting (a signal, or it died): keep the connection.
+        // Still waiting (it has no free descriptor: EMFILE): it gets the error, as
+        // from the kernel, and the connection waits for its next accept.
+        Err(e) => {
+            let waiting = sys::notif_id_valid(&s.lfd, n.id);
+            stash_or_reset(s, c, peer, key);
+            if waiting {
+                Reply::Done(Err(e.raw_os_error().unwrap_or(libc::EMFILE)))
+            } else {
+                Reply::Nothing
+            }
         }
     }
+}
+
+fn stash_or_reset(s: &Sup, c: OwnedFd, peer: &[u8], key: Option<(u64, u64)>) -> Reply {
+    match key {
+        Some(k) => s.stash.put(k, c, peer.to_vec()),
+        None => sys::reset_and_close(c),
+    }
+    Reply::Nothing
 }
 
 /// The most bytes a Fast Open send copies out of the target; a longer one sends

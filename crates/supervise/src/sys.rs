@@ -384,6 +384,25 @@ pub fn getsockname(fd: &OwnedFd) -> Option<Vec<u8>> {
 }
 
 /// Whether the file description is non-blocking.
+/// Set or clear `O_NONBLOCK` (a stashed connection handed to a caller whose
+/// `accept4` flags differ from the first caller's).
+pub fn set_nonblocking(fd: &OwnedFd, on: bool) {
+    // SAFETY: F_GETFL/F_SETFL on a valid fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            let want = if on {
+                fl | libc::O_NONBLOCK
+            } else {
+                fl & !libc::O_NONBLOCK
+            };
+            if want != fl {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want);
+            }
+        }
+    }
+}
+
 pub fn nonblocking(fd: &OwnedFd) -> bool {
     // SAFETY: F_GETFL on a valid fd.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };

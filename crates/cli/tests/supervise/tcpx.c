@@ -2,7 +2,9 @@
  *   tcpx client MODE ADDR PORT   MODE: libc syscall asm __connect dlsym tfo nonblock
  *     prints "got:BYTES" (what the server sent) or "refused:ERRNO"
  *     with TCPX_SRC_PORT=P the socket is first bound to 127.0.0.1:P ("bind-error:ERRNO")
- *   tcpx server MODE PORT N      MODE: block nonblock epollet threads fork
+ *   tcpx server MODE PORT N      MODE: block alarm storm nonblock epollet threads fork
+ *     (storm: a blocking accept interrupted every millisecond by a timer signal,
+ *     EINTR retried silently: the caller stops waiting at any moment)
  *     prints "listening", then "accepted:ADDR:PORT:LEN" per connection it serves
  *     ("hello N\n" written to each), "accept-error:ERRNO" for failed accepts */
 #define _GNU_SOURCE
@@ -21,6 +23,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,12 +118,14 @@ static void serve(int c, struct sockaddr_in *p, socklen_t len) {
     fflush(stdout);
 }
 
+static int quiet_eintr;
+
 static int one(int flags) {
     struct sockaddr_in p = {0};
     socklen_t len = sizeof p;
     int c = accept4(lfd, (void *)&p, &len, flags);
     if (c < 0) {
-        if (errno != EAGAIN) { printf("accept-error:%d\n", errno); fflush(stdout); }
+        if (errno != EAGAIN && !(quiet_eintr && errno == EINTR)) { printf("accept-error:%d\n", errno); fflush(stdout); }
         return -1;
     }
     if (flags & SOCK_NONBLOCK) {
@@ -164,6 +169,22 @@ static int server(const char *mode, int port) {
         sa.sa_handler = on_alarm;
         sigaction(SIGALRM, &sa, 0);
         alarm(1);
+        while (served < want) one(0);
+    } else if (!strcmp(mode, "storm")) {
+        struct sigaction sa = {0};
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, 0);
+        struct itimerval it = {{0, 100}, {0, 100}};
+        setitimer(ITIMER_REAL, &it, 0);
+        quiet_eintr = 1;
+        while (served < want) one(0);
+    } else if (!strcmp(mode, "storm")) {
+        struct sigaction sa = {0};
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, 0);
+        struct itimerval it = {{0, 100}, {0, 100}};
+        setitimer(ITIMER_REAL, &it, 0);
+        quiet_eintr = 1;
         while (served < want) one(0);
     } else if (!strcmp(mode, "nonblock")) {
         fcntl(lfd, F_SETFL, O_NONBLOCK);

@@ -1,10 +1,11 @@
 //! The published policy: what `sockexit apply` writes and running processes read.
 //!
-//! An **image** holds everything a load of the policy read — the policy text, every
-//! set file's bytes, every user and group name with the id it resolved to — so a
-//! process that loads it does no I/O but reading the image, and decides exactly as
-//! the policy did when it was applied (not as the files are now). Format (all integers
-//! little-endian):
+//! An **image** holds the compiled policy — the rule table, every rule's address set
+//! and the address dispatch — and the record of what the load read (the policy text,
+//! the small set files, every user and group name with the id it resolved to), so a
+//! process that loads it does no I/O but mapping the image, parses nothing, and
+//! decides exactly as the policy did when it was applied (not as the files are now).
+//! Format (all integers little-endian):
 //!
 //! ```text
 //! magic "SOCKEXIT-IMAGE\0\x02" (16) | generation u64 | payload length u64 |
@@ -13,15 +14,17 @@
 //! payload: digest u64 | origin | policy bytes |
 //!          u32 n, n × (path | u8 kind | kind 0: bytes) set files |
 //!          u32 n, n × (name | u8 known | u32 id) users | the same for groups
-//! (a string or byte run is a u32 length and the bytes; kind 1: the set file's
-//! ranges are in the compiled section, in the order of the kind-1 files)
+//! (a string or byte run is a u32 length and the bytes; kind 1: a set file of at
+//! least [`COMPILED_SET_BYTES`] whose text is not kept: its ranges are in the rules'
+//! sets)
 //! ```
 //!
-//! The **compiled section** (`crate::compiled`) holds what is big: the ranges of every
-//! set file of at least [`COMPILED_SET_BYTES`] and the address dispatch. A process
-//! maps the image and decides with those arrays in place — shared with every other
-//! process through the page cache, checked (hash, bounds, order) but neither parsed
-//! nor copied — and parses only the policy text and the small set files.
+//! The **compiled section** (`crate::compiled`): the rule table
+//! (`crate::policy::table`), the ranges of every rule's `remote` and `local` set, and
+//! the address dispatch. A process maps the image and decides with those arrays in
+//! place — shared with every other process through the page cache, checked (sum,
+//! lengths, offsets and what lookups index) but neither parsed nor copied. The payload
+//! is checked too but not used to decide: it is the record of what was applied.
 //!
 //! A truncated, corrupted or hostile image is an [`Error`] (the caller fails closed or
 //! keeps the policy it has), never a panic: every length is checked against what is
@@ -30,14 +33,16 @@
 //!
 //! The **generation file** (`generation` in the publication directory) is one page:
 //! magic "SOCKEXIT-GEN\0\0\0\x01" (16), then the generation as a u64 at offset 16,
-//! which processes read from a shared read-only mapping with one atomic load per call.
+//! which processes read from a shared read-only mapping with one atomic load per call,
+//! and the dynamic-set revision at offset 24 (`crate::dynset`).
 
 use crate::{Error, Policy, Snapshot};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"SOCKEXIT-IMAGE\0\x02";
 const HEADER: usize = 64;
-/// Set files of at least this many bytes go to the compiled section as ranges.
+/// Set files of at least this many bytes are not kept as text in the image (their
+/// ranges are in the compiled rules).
 pub const COMPILED_SET_BYTES: usize = 16 * 1024;
 /// An image larger than this is refused (every set file may be 64 MiB; a policy with
 /// many of them is not a hand-written file any more).

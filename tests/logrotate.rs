@@ -8,7 +8,6 @@
 mod common;
 
 use common::{example_path, preloaded, TempDir};
-use std::net::TcpListener;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -53,20 +52,14 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_nginx(nginx: &Path, dir: &Path, policy: &Path, syslog: &Path) -> (Nginx, u16) {
     for d in ["www", "tmp"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
-    let port = free_port();
+    // Not bind(0): the two tests here run in parallel, and two bind(0) calls can get
+    // the same port; the second nginx then fails and its peers reach the first one.
+    let port = common::daemon::free_port();
     let p = dir.display();
     let conf = format!(
         "user nobody nogroup;\ndaemon off;\nmaster_process on;\nworker_processes 2;\n\

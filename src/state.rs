@@ -74,6 +74,19 @@ impl State {
         }
     }
 
+    /// The revision of the dynamic sets' entries in force, for audit lines: `None`
+    /// when the policy in use has no dynamic set (or their entries cannot be read),
+    /// 0 for a policy that was never applied (nothing can have been added).
+    pub fn sets_revision(&self) -> Option<u64> {
+        if self.policy()?.dynamic_sets().is_empty() {
+            return None;
+        }
+        match &self.loaded {
+            Loaded::Live(l) => l.dynamic().map(|d| d.revision()),
+            _ => Some(0),
+        }
+    }
+
     /// The live state, when the policy path was applied.
     pub fn live(&self) -> Option<&Live> {
         match &self.loaded {

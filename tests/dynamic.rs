@@ -86,6 +86,12 @@ fn set_add_refuses_a_peer_of_a_running_threaded_server_within_a_second_and_del_s
         line["remote"].as_str().unwrap().starts_with("127.0.0.2:"),
         "{text}"
     );
+    // Which version decided: the policy's generation and the dynamic sets' revision.
+    assert_eq!(
+        (line["policy"].as_u64(), line["sets"].as_u64()),
+        (Some(1), Some(1)),
+        "{text}"
+    );
 }
 
 #[test]

@@ -145,6 +145,7 @@ pub fn record(ev: &Event<'_>) {
         program_json: &a.program_json,
         backend: None,
         policy: crate::state::state().generation(),
+        sets: crate::state::state().sets_revision(),
     };
     // `\n{json}\n`: the leading newline is written only after a cut write (file).
     let mut rec = LineBuf::<LINE_MAX>::new();
@@ -166,6 +167,7 @@ fn emit_repeated(a: &Audit, f: &repeat::Flushed) {
         program_json: &a.program_json,
         backend: None,
         policy: crate::state::state().generation(),
+        sets: crate::state::state().sets_revision(),
     };
     let ev = f.event();
     let mut rec = LineBuf::<LINE_MAX>::new();

@@ -226,8 +226,12 @@ fn a_running_supervised_server_follows_set_add_and_del() {
         .find(|v| v["verdict"] == "deny")
         .expect("the refusal is audited");
     assert_eq!(
-        (deny["rule"].as_str(), deny["policy"].as_u64()),
-        (Some("banned-peer"), Some(1))
+        (
+            deny["rule"].as_str(),
+            deny["policy"].as_u64(),
+            deny["sets"].as_u64()
+        ),
+        (Some("banned-peer"), Some(1), Some(1))
     );
     set("del");
     within_a_second(true);

@@ -197,6 +197,9 @@ pub struct Stamp<'a> {
     pub backend: Option<&'a str>,
     /// `"policy":N` (the published policy's generation) after `mode` when `Some`.
     pub policy: Option<u64>,
+    /// `"sets":R` (the revision of the dynamic sets' entries in force) after
+    /// `policy` when `Some`: for a policy that has dynamic sets.
+    pub sets: Option<u64>,
 }
 
 /// The JSON object of one decision, without a trailing newline.
@@ -254,6 +257,9 @@ fn push_json_fields<const N: usize>(out: &mut LineBuf<N>, st: &Stamp<'_>, ev: &E
     }
     if let Some(g) = st.policy {
         let _ = write!(out, ",\"policy\":{g}");
+    }
+    if let Some(r) = st.sets {
+        let _ = write!(out, ",\"sets\":{r}");
     }
 }
 
@@ -397,6 +403,7 @@ mod tests {
             program_json,
             backend: None,
             policy: None,
+            sets: None,
         }
     }
 
@@ -425,6 +432,14 @@ mod tests {
         push_json(&mut o, &st, &ev(None, None, "r"));
         assert!(
             s(&o).ends_with(r#""mode":"audit","backend":"supervise","policy":7}"#),
+            "{}",
+            s(&o)
+        );
+        let mut o = LineBuf::<LINE_MAX>::new();
+        st.sets = Some(12);
+        push_json(&mut o, &st, &ev(None, None, "r"));
+        assert!(
+            s(&o).ends_with(r#""backend":"supervise","policy":7,"sets":12}"#),
             "{}",
             s(&o)
         );

@@ -74,8 +74,15 @@ impl Audit {
     }
 
     /// Record one decision, if the policy asks for it; `generation` is the published
-    /// generation that decided (`"policy":G`, as in the preload's lines).
-    pub fn record(&self, ev: &Event<'_>, generation: Option<u64>, caller: &mut Caller) {
+    /// generation that decided (`"policy":G`, as in the preload's lines), `sets` the
+    /// revision of the dynamic sets' entries in force (`"sets":R`).
+    pub fn record(
+        &self,
+        ev: &Event<'_>,
+        generation: Option<u64>,
+        sets: Option<u64>,
+        caller: &mut Caller,
+    ) {
         if matches!(self.target, Target::Off) || (!self.all && ev.verdict == Verdict::Allow) {
             return;
         }
@@ -100,6 +107,7 @@ impl Audit {
             program_json: pj.bytes().unwrap_or(b"null"),
             backend: Some("supervise"),
             policy: generation,
+            sets,
         };
         let mut line = LineBuf::<LINE_MAX>::new();
         push_json(&mut line, &st, ev);

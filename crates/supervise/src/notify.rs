@@ -239,6 +239,7 @@ fn judge(
     } else {
         s.source.dynamic()
     };
+    let sets = dynamic.as_ref().map(|d| d.revision());
     let mut f = Facts {
         caller,
         remote,
@@ -255,7 +256,7 @@ fn judge(
         local: j.local.or(local),
         remote: j.remote.or(remote),
     };
-    s.audit.record(&ev, cur.generation, caller);
+    s.audit.record(&ev, cur.generation, sets, caller);
     j.decision.verdict == Verdict::Allow || cur.policy.mode() == Mode::Audit
 }
 

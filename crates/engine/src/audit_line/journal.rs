@@ -68,6 +68,9 @@ pub fn push_journal<const N: usize>(
     if let Some(p) = facts.policy {
         push_field_cut(out, "SOCKEXIT_POLICY", p, PROGRAM_MAX);
     }
+    if let Some(r) = st.sets {
+        push_num(out, "SOCKEXIT_SETS_REVISION", r);
+    }
     if let Some(g) = st.policy {
         push_num(out, "SOCKEXIT_GENERATION", g);
     }
@@ -185,6 +188,7 @@ mod tests {
             program_json,
             backend: None,
             policy: Some(7),
+            sets: None,
         }
     }
 

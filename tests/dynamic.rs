@@ -260,14 +260,7 @@ fn corrupt_entries_fail_closed_on_the_rules_that_name_them_and_are_never_overwri
     bytes[n - 3] ^= 0x55;
     std::fs::write(&dynamic, &bytes).unwrap();
     // Announce it as a new revision, as `sockexit set` would.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(l.publication().join("generation"))
-            .unwrap();
-        f.write_at(&2u64.to_le_bytes(), 24).unwrap();
-    }
+    l.store_word(24, 2);
     // The entries in use stay (the process had revision 1).
     assert!(served(&talk(DOT2, addr, None), BANNER));
     // A process started now cannot know the entries: the deny rule holds every peer.

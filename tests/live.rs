@@ -151,15 +151,6 @@ fn generation_file(run: &Path) -> PathBuf {
     d.join("generation")
 }
 
-fn set_generation(run: &Path, g: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(generation_file(run))
-        .unwrap();
-    f.write_at(&g.to_le_bytes(), 16).unwrap();
-}
-
 #[test]
 fn a_corrupt_or_truncated_image_fails_closed_at_start_and_is_refused_at_reload() {
     let l = Live::new("live-corrupt", "");
@@ -175,7 +166,7 @@ fn a_corrupt_or_truncated_image_fails_closed_at_start_and_is_refused_at_reload()
         ),
     ] {
         std::fs::write(dir.join(format!("{g}.image")), bytes).unwrap();
-        set_generation(&l.run, g);
+        l.store_word(16, g);
         for _ in 0..3 {
             assert!(
                 talk(DOT2, addr, None).bytes.is_empty(),

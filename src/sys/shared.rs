@@ -12,28 +12,17 @@ use std::time::{Duration, Instant};
 /// unmapped: the words stay valid for the life of the process (and its forks, which
 /// inherit the mapping).
 pub fn map_words(file: &File, len: usize) -> Option<&'static [AtomicU64]> {
-    if len == 0 || !len.is_multiple_of(8) {
+    if !len.is_multiple_of(8) {
         return None;
     }
-    // SAFETY: a fresh shared read-only mapping of an open regular file of `len` bytes;
-    // checked for MAP_FAILED.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
+    let m = Mapped::new(file, len)?;
+    let words = m.ptr as *const AtomicU64;
+    // Never unmapped: the words are read for the life of the process.
+    std::mem::forget(m);
     // SAFETY: a page-aligned mapping of `len` bytes that lives forever, seen as len / 8
     // AtomicU64 (the layout of u64). `sockexit apply` and `sockexit set` write the
     // words with atomic stores through their own shared mappings of the same file.
-    Some(unsafe { std::slice::from_raw_parts(p as *const AtomicU64, len / 8) })
+    Some(unsafe { std::slice::from_raw_parts(words, len / 8) })
 }
 
 /// A policy image mapped read-only and shared (`MAP_POPULATE`: its pages are set up

@@ -97,6 +97,17 @@ impl Live {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Write a word of the generation page by hand (offset 16: the generation; 24:
+    /// the dynamic-set revision), as `sockexit apply` / `set` publish one.
+    pub fn store_word(&self, offset: u64, v: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.publication().join("generation"))
+            .unwrap();
+        f.write_at(&v.to_le_bytes(), offset).unwrap();
+    }
+
     /// The only publication directory under the run directory.
     pub fn publication(&self) -> PathBuf {
         std::fs::read_dir(&self.run)

@@ -9,13 +9,13 @@
 //! before the generation changes, so a process that sees generation G finds G.image.
 
 use crate::check::warning_line;
-use crate::out::{fail, say};
+use crate::out::{fail, say, write_atomically};
 use sockexit_engine::{
     image_path, publication_dir, FilesResolver, LoadOptions, Permissions, Snapshot, GEN_FILE_BYTES,
     GEN_MAGIC, GEN_OFFSET,
 };
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -137,20 +137,6 @@ pub fn publish(path: &Path, warn: bool) -> Result<Published, String> {
         digest,
         dir,
     })
-}
-
-pub fn write_atomically(to: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = to.with_extension(format!("tmp{}", std::process::id()));
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(err)?;
-    fs::rename(&tmp, to).map_err(err)
 }
 
 /// Bump the generation: create the file the first time, else one atomic store

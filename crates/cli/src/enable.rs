@@ -5,11 +5,9 @@
 //! reloads systemd nor restarts anything. `--root DIR` puts every path they touch
 //! under DIR (tests, image building).
 
-use crate::out::{fail, say};
+use crate::out::{fail, say, write_atomically};
 use sockexit_engine::{AuditLog, Policy};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -458,27 +456,6 @@ fn dropin_path(root: &Path, unit: &str) -> PathBuf {
         .join(DROPIN)
 }
 
-pub(crate) fn write_atomically(to: &Path, text: &str) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
-    let tmp = to.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(err)?;
-    if let Err(e) = f
-        .write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .and_then(|_| fs::rename(&tmp, to))
-    {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
-}
-
 pub fn enable(a: EnableArgs) -> ExitCode {
     let unit = match unit_name(&a.unit) {
         Ok(u) => u,
@@ -500,7 +477,7 @@ pub fn enable(a: EnableArgs) -> ExitCode {
         .parent()
         .map_or(Ok(()), fs::create_dir_all)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
-        .and_then(|_| write_atomically(&path, &text))
+        .and_then(|_| write_atomically(&path, text.as_bytes()))
     {
         return fail(e);
     }

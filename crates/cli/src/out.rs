@@ -34,3 +34,28 @@ pub fn stderr_is_ip_socket() -> bool {
     };
     rc == 0 && matches!(i32::from(ss.ss_family), libc::AF_INET | libc::AF_INET6)
 }
+
+/// Replace `to` with `bytes` all at once: written to a temporary name beside it
+/// (mode 0644, never through a symlink), synced, then renamed over it; the temporary
+/// file is removed if any step fails. Readers see the old file or the new one.
+pub fn write_atomically(to: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
+    let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(err)?;
+    if let Err(e) = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, to))
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
+}

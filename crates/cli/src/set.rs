@@ -7,8 +7,8 @@
 //! place; then the set revision (offset `DYN_REV_OFFSET` of the generation page) is
 //! bumped with one atomic store, which the processes compare before they look a set up.
 
-use crate::apply::{generation, lock, publication, read_word, store_word, write_atomically};
-use crate::out::{fail, say};
+use crate::apply::{generation, lock, publication, read_word, store_word};
+use crate::out::{fail, say, write_atomically};
 use sockexit_engine::{
     decode_image, image_path, unix_now, DynContent, DynSets, IpNet, DYN_REV_OFFSET,
     MAX_DYNAMIC_BYTES,

@@ -4,7 +4,8 @@
 //! Only writes files (atomically: a temporary file renamed into place); `--root DIR`
 //! puts every path it touches under DIR (tests, image building).
 
-use crate::enable::{is_root, plain, under, write_atomically};
+use crate::enable::{is_root, plain, under};
+use crate::out::write_atomically;
 use crate::out::{fail, say};
 use sockexit_engine::Policy;
 use std::fs;
@@ -179,7 +180,7 @@ fn system_enable(o: SystemOpts) -> ExitCode {
         .parent()
         .map_or(Ok(()), fs::create_dir_all)
         .map_err(|e| e.to_string())
-        .and_then(|_| write_atomically(&path, &new))
+        .and_then(|_| write_atomically(&path, new.as_bytes()))
     {
         return fail(e);
     }
@@ -230,7 +231,7 @@ fn system_disable(o: SystemOpts) -> ExitCode {
     let res = if kept.trim().is_empty() {
         fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))
     } else {
-        write_atomically(&path, &kept)
+        write_atomically(&path, kept.as_bytes())
     };
     if let Err(e) = res {
         return fail(e);

@@ -68,10 +68,9 @@ impl Source {
             None => return Ok(Source::fixed(file)),
             Some(r) => r.map_err(|e| format!("published policy: {e}"))?,
         };
-        let word = crate::sys::map_generation(&f, GEN_FILE_BYTES, GEN_OFFSET)
+        let words = crate::sys::map_words(&f, GEN_FILE_BYTES)
             .ok_or_else(|| format!("{}/generation: cannot map it", publication.dir().display()))?;
-        let dyn_word = crate::sys::map_generation(&f, GEN_FILE_BYTES, DYN_REV_OFFSET)
-            .ok_or_else(|| format!("{}/generation: cannot map it", publication.dir().display()))?;
+        let (word, dyn_word) = (&words[GEN_OFFSET / 8], &words[DYN_REV_OFFSET / 8]);
         let g = word.load(Ordering::Acquire);
         let first = publication
             .read(g)

@@ -490,21 +490,7 @@ fn accept_loop(
         // A connection allowed for a caller that stopped waiting comes first, judged
         // again for this caller.
         if let Some(h) = key.and_then(|k| s.stash.take(k)) {
-            let cur = s.source.current();
-            let allowed = match decode(&h.peer) {
-                Addr::Ip(p) => judge(
-                    s,
-                    &cur,
-                    &mut caller,
-                    Call::Accept,
-                    Some(p),
-                    local_of(&h.conn),
-                    false,
-                ),
-                Addr::Other | Addr::Unspec => true,
-                Addr::Bad => false,
-            };
-            if allowed {
+            if accept_allowed(s, &s.source.current(), &mut caller, &h.peer, &h.conn) {
                 sys::set_nonblocking(&h.conn, flags & libc::SOCK_NONBLOCK != 0);
                 return deliver(s, &n, h.conn, &h.peer, flags, key);
             }
@@ -550,20 +536,7 @@ fn accept_loop(
         };
         // Judged with the policy in use now: a blocked accept follows an apply too.
         let cur = s.source.current();
-        let allowed = match decode(&peer) {
-            Addr::Ip(p) => judge(
-                s,
-                &cur,
-                &mut caller,
-                Call::Accept,
-                Some(p),
-                local_of(&c),
-                false,
-            ),
-            Addr::Other | Addr::Unspec => true,
-            Addr::Bad => false,
-        };
-        if allowed {
+        if accept_allowed(s, &cur, &mut caller, &peer, &c) {
             return deliver(s, &n, c, &peer, flags, key);
         }
         sys::reset_and_close(c);
@@ -578,6 +551,21 @@ fn accept_loop(
             BlockingAccept::Return => return Reply::Done(Err(libc::ECONNABORTED)),
             BlockingAccept::Wait => continue,
         }
+    }
+}
+
+/// Whether the connection `conn` accepted from `peer` may be handed to this caller.
+fn accept_allowed(
+    s: &Sup,
+    cur: &Current,
+    caller: &mut Caller,
+    peer: &[u8],
+    conn: &OwnedFd,
+) -> bool {
+    match decode(peer) {
+        Addr::Ip(p) => judge(s, cur, caller, Call::Accept, Some(p), local_of(conn), false),
+        Addr::Other | Addr::Unspec => true,
+        Addr::Bad => false,
     }
 }
 

@@ -659,15 +659,15 @@ pub fn bind_port_now(fd: &OwnedFd) {
 }
 
 /// Map the published generation file (one page, checked by the engine's
-/// `Publication::open`) read-only and shared, and return its generation word: what
-/// `sockexit apply` bumps with an atomic store through its own shared mapping. Never
-/// unmapped, so the word lives as long as the supervisor.
-pub fn map_generation(
+/// `Publication::open`) read-only and shared, and return its u64 words (the
+/// generation `sockexit apply` bumps, the dynamic-set revision `sockexit set` bumps,
+/// each with an atomic store through its own shared mapping). Never unmapped, so the
+/// words live as long as the supervisor.
+pub fn map_words(
     file: &std::fs::File,
     len: usize,
-    offset: usize,
-) -> Option<&'static std::sync::atomic::AtomicU64> {
-    if !offset.is_multiple_of(8) || offset + 8 > len {
+) -> Option<&'static [std::sync::atomic::AtomicU64]> {
+    if len == 0 || !len.is_multiple_of(8) {
         return None;
     }
     // SAFETY: a fresh shared read-only mapping of an open regular file of `len`
@@ -685,7 +685,7 @@ pub fn map_generation(
     if p == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: page-aligned mapping plus an 8-aligned offset inside it, never unmapped;
-    // AtomicU64 has the layout of u64.
-    Some(unsafe { &*((p as *const u8).add(offset) as *const std::sync::atomic::AtomicU64) })
+    // SAFETY: a page-aligned mapping of `len` bytes, never unmapped, seen as len / 8
+    // AtomicU64 (the layout of u64).
+    Some(unsafe { std::slice::from_raw_parts(p as *const std::sync::atomic::AtomicU64, len / 8) })
 }

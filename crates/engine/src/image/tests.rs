@@ -1,19 +1,23 @@
 use super::*;
 use crate::{LoadOptions, Permissions};
 
-fn snap(text: &str) -> (tempdir::Dir, Snapshot) {
-    let d = tempdir::Dir::new();
-    let p = d.0.join("p.yaml");
-    std::fs::write(&p, text).unwrap();
-    std::fs::write(d.0.join("b.txt"), "127.0.0.2\n10.0.0.0/8\n").unwrap();
-    let s = Snapshot::read_with(
-        &p,
+fn read(p: &Path) -> Snapshot {
+    Snapshot::read_with(
+        p,
         &LoadOptions {
             resolver: &crate::FilesResolver::default(),
             permissions: Permissions::Warn,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn snap(text: &str) -> (tempdir::Dir, Snapshot) {
+    let d = tempdir::Dir::new();
+    let p = d.0.join("p.yaml");
+    std::fs::write(&p, text).unwrap();
+    std::fs::write(d.0.join("b.txt"), "127.0.0.2\n10.0.0.0/8\n").unwrap();
+    let s = read(&p);
     (d, s)
 }
 
@@ -126,14 +130,7 @@ fn big() -> (tempdir::Dir, Snapshot, Vec<u8>) {
     }
     let p = d.0.join("p.yaml");
     std::fs::write(&p, y).unwrap();
-    let s = Snapshot::read_with(
-        &p,
-        &LoadOptions {
-            resolver: &crate::FilesResolver::default(),
-            permissions: Permissions::Warn,
-        },
-    )
-    .unwrap();
+    let s = read(&p);
     let img = s.to_image(3, &s.compile().unwrap());
     (d, s, img)
 }

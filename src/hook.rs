@@ -33,7 +33,7 @@ static LOADERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether this thread is loading the library right now.
 #[inline]
-fn loading() -> bool {
+pub(crate) fn loading() -> bool {
     LOADERS.load(Ordering::Relaxed) != 0 && loading_here()
 }
 
@@ -333,7 +333,8 @@ pub fn coverage_lost(kind: Lost, what: &[u8]) {
     // Read now when the load did not need it (no allocation: this may run in the
     // child of a vfork).
     let mut buf = [0u8; 512];
-    let program = match state().program.as_deref() {
+    // Never loads a deferred policy: this runs in exec hooks, maybe after `vfork`.
+    let program = match crate::state::loaded().and_then(|s| s.program.as_deref()) {
         Some(p) => String::from_utf8_lossy(p),
         None => match crate::sys::exe_path_into(&mut buf) {
             [] => "this program".into(),

@@ -19,7 +19,9 @@ mod stealth;
 mod sys;
 
 /// Load-time initialisation, run by the constructor in [`sys`]: resolve the real
-/// functions, set up diagnostics, load the policy, open the audit log.
+/// functions, set up diagnostics, record the start, and — when `SOCKEXIT_POLICY` names
+/// the policy — load it and open the audit log. The system policy (no
+/// `SOCKEXIT_POLICY`) is loaded at the first call that needs it ([`state::state`]).
 fn init() {
     let _loading = hook::Loading::enter();
     // Never unwind out of a constructor into the dynamic loader.
@@ -31,12 +33,15 @@ fn init() {
         std::panic::set_hook(Box::new(|info| {
             log::error!("internal error (call refused): {info}");
         }));
-        let st = state::state();
-        sys::prepare_exec(&st.policy_path, st.on_error_allow);
-        if let Some(cfg) = st.audit_config() {
-            if st.audit_enabled {
-                audit::init(cfg);
-            }
+        let start = state::start();
+        if start.eager {
+            state::state();
+        }
+        // Children must be given the library back only when it came from
+        // `LD_PRELOAD`; from `/etc/ld.so.preload` every child has it anyway, and an
+        // added `SOCKEXIT_POLICY` would make each of them load at start-up.
+        if start.eager || std::env::var_os("LD_PRELOAD").is_some_and(|v| !v.is_empty()) {
+            sys::prepare_exec(&start.policy_path(), start.on_error_allow);
         }
     });
 }

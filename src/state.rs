@@ -161,16 +161,102 @@ impl Loaded {
     }
 }
 
-static STATE: OnceLock<State> = OnceLock::new();
+/// Race-tolerant, never waited on: threads that race the first load each load, the
+/// first to finish publishes and the others drop theirs. A lock here could be left held
+/// in the child of a `fork()` from another thread (its first IP call would wait
+/// forever) or waited for by a signal handler.
+static STATE: OnceBox<State> = OnceBox::new();
 
-/// The state, loading it on first use (normally in the constructor).
+/// What the constructor saw, which the load must use even when it runs later.
+static START: OnceLock<Start> = OnceLock::new();
+
+/// The environment and identity of the process as it started. With `SOCKEXIT_POLICY`
+/// set the policy is loaded in the constructor; without it (the system policy, e.g.
+/// from `/etc/ld.so.preload`) it is loaded at the first call that needs it, so a
+/// program that never makes an IP call reads nothing (issue 19). Either way the load
+/// uses what is recorded here, never what the program changed since.
+pub struct Start {
+    /// `SOCKEXIT_POLICY` was set: load now.
+    pub eager: bool,
+    policy: PathBuf,
+    run_dir: Option<String>,
+    pub on_error_allow: bool,
+    /// Root, or setuid/setgid, at start: a root daemon that drops privileges before its
+    /// first IP call is still held to a root's file permissions.
+    strict: bool,
+    /// The root directory (device, inode) at start, for a deferred load: a process that
+    /// changed its root by a means the `chroot` hook did not see fails closed rather
+    /// than read a policy inside its new root.
+    root: Option<(u64, u64)>,
+    /// `/proc/self/exe` at start, for a deferred load (after a privilege drop the
+    /// process may no longer read its own `/proc` entries).
+    exe: Option<Vec<u8>>,
+}
+
+impl Start {
+    fn read() -> Start {
+        let policy = env_var("SOCKEXIT_POLICY").filter(|s| !s.is_empty());
+        let eager = policy.is_some();
+        Start {
+            eager,
+            policy: policy
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY)),
+            run_dir: env_var("SOCKEXIT_RUN_DIR").filter(|s| !s.is_empty()),
+            on_error_allow: env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow"),
+            strict: sys::euid() == 0 || sys::at_secure(),
+            root: if eager { None } else { sys::root_id() },
+            exe: if eager {
+                None
+            } else {
+                use std::os::unix::ffi::OsStringExt;
+                sys::exe_path().map(|s| s.into_vec())
+            },
+        }
+    }
+
+    /// The absolute policy path, for the children this process execs.
+    pub fn policy_path(&self) -> PathBuf {
+        std::path::absolute(&self.policy).unwrap_or_else(|_| self.policy.clone())
+    }
+}
+
+/// Record the start (the constructor; also whoever comes first, if another library's
+/// constructor makes a socket call before ours runs).
+pub fn start() -> &'static Start {
+    START.get_or_init(Start::read)
+}
+
+/// The state, loading it on first use (in the constructor when `SOCKEXIT_POLICY` is
+/// set, else at the first call that needs it).
 pub fn state() -> &'static State {
-    STATE.get_or_init(|| {
-        // A hooked call from a signal handler while this thread loads must not wait
-        // for the load (it would wait for itself): see `hook::Loading`.
-        let _loading = crate::hook::Loading::enter();
-        load()
-    })
+    match STATE.get() {
+        Some(s) => s,
+        None => load_now(),
+    }
+}
+
+/// The state if it is loaded; never loads (for paths that may run after `vfork`).
+pub fn loaded() -> Option<&'static State> {
+    STATE.get()
+}
+
+#[cold]
+#[inline(never)]
+fn load_now() -> &'static State {
+    // A hooked call from a signal handler while this thread loads must not load again
+    // or wait: see `hook::Loading`.
+    let _loading = crate::hook::Loading::enter();
+    STATE.get_or_init(|| Box::new(load(start())))
+}
+
+/// Load the policy now if it is deferred: called before the process confines itself
+/// (`chroot`, `unshare`, `setns`, a seccomp filter), after which the files may be out
+/// of its reach or replaced by others.
+pub fn pin() {
+    if !crate::hook::loading() {
+        let _ = state();
+    }
 }
 
 /// Whether `SOCKEXIT_*` variables may be trusted: not in setuid/setgid processes,
@@ -203,8 +289,8 @@ fn log_failure(e: &dyn std::fmt::Display, allow: bool) {
 /// that someone else can change: there a policy or set file others could write is a
 /// load error (the library fails closed). Elsewhere the process can only hurt its own
 /// user, so it is a warning.
-fn permissions() -> Permissions {
-    if sys::euid() == 0 || sys::at_secure() {
+fn permissions(start: &Start) -> Permissions {
+    if start.strict {
         Permissions::Strict
     } else {
         Permissions::Warn
@@ -222,26 +308,35 @@ fn log_permission_warnings(path: &std::path::Path, warnings: &[sockexit_engine::
     }
 }
 
-fn load() -> State {
-    let on_error_allow = env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow");
-    let path = env_var("SOCKEXIT_POLICY")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
+fn load(start: &Start) -> State {
+    let on_error_allow = start.on_error_allow;
+    let path = start.policy.clone();
     let opts = LoadOptions {
         resolver: &FilesResolver::default(),
-        permissions: permissions(),
+        permissions: permissions(start),
     };
-    let loaded = match published(&path) {
-        Some(Ok(live)) => Loaded::Live(Box::new(live)),
-        Some(Err(e)) => {
-            log_failure(
-                &format_args!("{}: published policy: {e}", path.display()),
-                on_error_allow,
-            );
-            Loaded::Failed
+    let moved = start.root.is_some() && sys::root_id() != start.root;
+    let loaded = if moved {
+        log_failure(
+            &format_args!(
+                "{}: not read before this process changed its root directory",
+                path.display()
+            ),
+            on_error_allow,
+        );
+        Loaded::Failed
+    } else {
+        match published(&path, start) {
+            Some(Ok(live)) => Loaded::Live(Box::new(live)),
+            Some(Err(e)) => {
+                log_failure(
+                    &format_args!("{}: published policy: {e}", path.display()),
+                    on_error_allow,
+                );
+                Loaded::Failed
+            }
+            None => read(&path, &opts, on_error_allow),
         }
-        None => read(&path, &opts, on_error_allow),
     };
     // A published policy's program and audit needs are those of the generation in use
     // at start-up: an apply that turns the audit log on takes effect at the next start.
@@ -251,27 +346,33 @@ fn load() -> State {
             .into_iter()
             .any(|c| loaded.needs(c).program);
     let audit_enabled = loaded.audit().is_some_and(|a| a.log != AuditLog::Off);
-    let program = if needs_program || audit_enabled {
+    let program = if !(needs_program || audit_enabled) {
+        None
+    } else if start.eager {
         use std::os::unix::ffi::OsStringExt;
         sys::exe_path().map(|s| s.into_vec())
     } else {
-        None
+        start.exe.clone()
     };
-    let policy_path = std::path::absolute(&path).unwrap_or(path);
-    State {
+    let st = State {
         loaded,
         on_error_allow,
         program,
         audit_enabled,
-        policy_path,
+        policy_path: start.policy_path(),
+    };
+    if let (true, Some(cfg)) = (st.audit_enabled, st.audit_config()) {
+        crate::audit::init(cfg, st.program.as_deref(), &st.policy_path);
     }
+    st
 }
 
 /// The live state when `sockexit apply` published this policy path (see
 /// [`crate::live`]); `None` when it never was.
-fn published(path: &std::path::Path) -> Option<Result<Live, String>> {
-    let run_dir = env_var("SOCKEXIT_RUN_DIR")
-        .filter(|s| !s.is_empty())
+fn published(path: &std::path::Path, start: &Start) -> Option<Result<Live, String>> {
+    let run_dir = start
+        .run_dir
+        .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(crate::live::RUN_DIR));
     let canonical = std::fs::canonicalize(path).ok()?;

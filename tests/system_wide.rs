@@ -24,7 +24,8 @@ const BANNER: &[u8] = b"220 sockexit banner\r\n";
 /// Run by `unshare -m sh -c`. Prints `step NAME ...` lines the test reads; `fail WHAT`
 /// and exit 1 when the set-up itself fails. `$SX_*`: the command, the library, the
 /// examples directory, the test's directory.
-const SCRIPT: &str = r#"
+/// The namespace, the overlay and the library's copy (`$LIB`), shared by the scripts.
+const SETUP: &str = r#"
 fail() { echo "fail $*"; exit 1; }
 preload() { if [ -e /etc/ld.so.preload ]; then echo "preload $(tr '\n' ' ' </etc/ld.so.preload)"; else echo "preload absent"; fi; }
 mount -t tmpfs -o mode=0755 sx-run /run || fail "tmpfs on /run"
@@ -39,6 +40,9 @@ rm /etc/.sx-probe
 cp "$SX_LIB" /run/sx/lib/libsockexit.so && chmod 644 /run/sx/lib/libsockexit.so || fail cp
 LIB=/run/sx/lib/libsockexit.so
 mkdir -p /etc/sockexit
+"#;
+
+const SCRIPT: &str = r#"
 preload
 cp "$SX_DIR/broken.yaml" /etc/sockexit/policy.yaml
 "$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable-broken $?"
@@ -133,7 +137,8 @@ fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
         ),
     );
     let mut c = Command::new("unshare");
-    c.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT])
+    let script = format!("{SETUP}{SCRIPT}");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("SX_CLI", cli_path())
@@ -192,4 +197,134 @@ fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
         host_before,
         "the host's /etc/ld.so.preload changed"
     );
+}
+
+/// The system policy is read at the first IP call, not at start-up (issue 19); these
+/// steps attack that. `$SX_DIR/confine.py MODE ARG ADDR` confines itself, then
+/// connects to ADDR, which the applied policy refuses.
+const CONFINE: &str = r#"
+cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
+"$SX_CLI" apply --quiet /etc/sockexit/policy.yaml || fail apply
+echo $LIB > /etc/ld.so.preload
+# A program that never makes an IP call reads nothing of sockexit's.
+env -i strace -f -qq -e trace=%file -o "$SX_DIR/true.trace" /bin/true
+env -i strace -f -qq -e trace=%file -o "$SX_DIR/client.trace" "$SX_EX/connect_client" 127.0.0.3:9 >/dev/null
+echo "step traced"
+# A root of its own, holding a policy that allows everything.
+mkdir -p /run/sx/jail/etc/sockexit
+printf 'version: 1\ndefault: allow\nrules: []\n' >/run/sx/jail/etc/sockexit/policy.yaml
+for m in chroot raw-chroot unshare-mount threads-fork; do
+    echo "step $m $(env -i python3 "$SX_DIR/confine.py" $m /run/sx/jail 127.0.0.3:9 2>>"$SX_DIR/stderr")"
+done
+rm /etc/ld.so.preload
+echo "step done"
+"#;
+
+const CONFINE_PY: &str = r#"
+import ctypes, errno, os, socket, sys, threading
+mode, jail, addr = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = addr.rsplit(":", 1)
+libc = ctypes.CDLL(None, use_errno=True)
+
+def connect():
+    s = socket.socket()
+    try:
+        s.connect((host, int(port)))
+        return "connected"
+    except OSError as e:
+        return "error %s %d" % (errno.errorcode[e.errno], e.errno)
+    finally:
+        s.close()
+
+if mode == "chroot":
+    os.chroot(jail)
+elif mode == "raw-chroot":
+    if libc.syscall(161, jail.encode()) != 0:  # SYS_chroot, past the chroot hook
+        sys.exit("chroot: %d" % ctypes.get_errno())
+elif mode == "unshare-mount":
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        sys.exit("unshare: %d" % ctypes.get_errno())
+    src = (jail + "/etc/sockexit").encode()
+    if libc.mount(src, b"/etc/sockexit", None, 4096, None) != 0:  # MS_BIND
+        sys.exit("mount: %d" % ctypes.get_errno())
+elif mode == "threads-fork":
+    # Threads make their first IP calls while the main thread forks: no child may
+    # wait for a load another thread had begun.
+    stop = []
+    def spin():
+        while not stop:
+            connect()
+    ts = [threading.Thread(target=spin) for _ in range(4)]
+    for t in ts:
+        t.start()
+    seen = set()
+    for _ in range(20):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if connect() == "error EACCES 13" else 1)
+        _, st = os.waitpid(pid, 0)
+        seen.add(os.waitstatus_to_exitcode(st))
+    stop.append(1)
+    for t in ts:
+        t.join()
+    print("children %s" % sorted(seen))
+    sys.exit(0)
+print(connect())
+"#;
+
+#[test]
+fn the_system_policy_read_at_the_first_ip_call_cannot_be_swapped_by_confining() {
+    if !can_run() || require("strace").is_none() || require("python3").is_none() {
+        return;
+    }
+    let dir = TempDir::new("system-confine");
+    dir.write(
+        "policy.yaml",
+        "version: 1\ndefault: allow\nrules:\n  \
+         - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n",
+    );
+    dir.write("confine.py", CONFINE_PY);
+    let script = format!("{SETUP}{CONFINE}");
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SX_CLI", cli_path())
+        .env("SX_LIB", preload_path())
+        .env("SX_EX", example_path("banner_server").parent().unwrap())
+        .env("SX_DIR", dir.path());
+    let mut p = Proc::start(c);
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+
+    next(&mut p, "step traced");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let ours = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("/etc/sockexit") || l.contains("/run/sockexit"))
+            .count()
+    };
+    assert_eq!(ours(&read("true.trace")), 0, "{}", read("true.trace"));
+    // The same check finds the reads of a program that connects.
+    assert!(ours(&read("client.trace")) > 0, "{}", read("client.trace"));
+
+    // The hooks read the policy before the root or the namespace changes; a raw
+    // chroot is seen by no hook: the load finds another root and fails closed, saying
+    // why.
+    for m in ["chroot", "raw-chroot", "unshare-mount"] {
+        assert_eq!(
+            next(&mut p, &format!("step {m} ")),
+            "error EACCES 13",
+            "{m}: {}",
+            stderr()
+        );
+    }
+    assert!(
+        stderr().contains("not read before this process changed its root directory"),
+        "{}",
+        stderr()
+    );
+    assert_eq!(next(&mut p, "step threads-fork "), "children [0]");
+    next(&mut p, "step done");
+    let f = p.wait();
+    assert!(f.status.success(), "{f:?}");
 }

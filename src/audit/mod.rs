@@ -42,7 +42,6 @@ use syslog::send_syslog;
 use crate::sys::logfile;
 use sockexit_engine::{AuditConfig, AuditEvents, AuditLog};
 use std::sync::atomic::AtomicI32;
-use std::sync::OnceLock;
 
 enum Target {
     Stderr,
@@ -64,16 +63,15 @@ struct Audit {
     lock: ReopenLock,
 }
 
-static AUDIT: OnceLock<Audit> = OnceLock::new();
+/// Set by the policy load, which threads may race (see `state::STATE`): never waited on.
+static AUDIT: once_cell::race::OnceBox<Audit> = once_cell::race::OnceBox::new();
 
 /// Called once from the load-time constructor, after the policy loaded.
 ///
 /// `SOCKEXIT_SYSLOG_SOCKET` (an absolute path; ignored in setuid/AT_SECURE processes
 /// like every `SOCKEXIT_*` variable) replaces `/dev/log`, so tests can receive the
 /// datagrams. Whoever can set it can already set `SOCKEXIT_POLICY`.
-pub fn init(cfg: &AuditConfig) {
-    let st = Some(crate::state::state());
-    let program = st.and_then(|s| s.program.as_deref());
+pub fn init(cfg: &AuditConfig, program: Option<&[u8]>, policy_path: &std::path::Path) {
     let mut pj = LineBuf::<{ PROGRAM_MAX + 2 }>::new();
     match program {
         Some(p) => push_json_str(&mut pj, p, PROGRAM_MAX),
@@ -108,16 +106,15 @@ pub fn init(cfg: &AuditConfig) {
     );
     let policy_path = {
         use std::os::unix::ffi::OsStrExt;
-        st.map(|s| s.policy_path.as_os_str().as_bytes().to_vec())
-            .unwrap_or_default()
+        policy_path.as_os_str().as_bytes().to_vec()
     };
-    let _ = AUDIT.set(Audit {
+    let _ = AUDIT.set(Box::new(Audit {
         target,
         program_json,
         host,
         policy_path,
         lock: ReopenLock(AtomicI32::new(0)),
-    });
+    }));
 }
 
 /// Record one decision. Safe after `fork()` in a multi-threaded program and in a

@@ -32,6 +32,7 @@ macro_rules! syscall {
 // Declared after `syscall!` so they can use it (macro_rules scope is textual).
 pub mod accept;
 pub mod addr;
+mod confine;
 mod dl;
 mod exec;
 pub mod exports;
@@ -137,6 +138,13 @@ pub fn pid() -> u32 {
 pub fn at_secure() -> bool {
     // SAFETY: getauxval takes a type id and returns 0 when absent.
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The root directory's (device, inode), as `stat("/")` sees it: changes with
+/// `chroot(2)` and `pivot_root(2)`.
+pub fn root_id() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/").ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// `/proc/self/exe` into a caller's buffer, without allocating (safe after `vfork`):

@@ -26,14 +26,18 @@ fn init() {
     let _loading = hook::Loading::enter();
     // Never unwind out of a constructor into the dynamic loader.
     let _ = std::panic::catch_unwind(|| {
-        sys::resolve_all();
+        let start = state::start();
+        if start.eager {
+            sys::resolve_all();
+        } else {
+            sys::resolve_exec();
+        }
         diag::init();
         // Our own std's panic hook (not the host's): report through the safe
         // diagnostics channel, never a raw write to fd 2.
         std::panic::set_hook(Box::new(|info| {
             log::error!("internal error (call refused): {info}");
         }));
-        let start = state::start();
         if start.eager {
             state::state();
         }

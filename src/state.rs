@@ -1,10 +1,20 @@
-//! Configuration from the environment and the loaded policy, built once at load time.
+//! Configuration from the environment and the loaded policy, built once.
 //!
-//! Everything is *read* at load time: the environment, the policy, every set file,
-//! every user and group name. Only the parsing of big set files waits for the first
-//! IP call ([`Loaded::Deferred`]), so a child that never opens a socket does not pay
-//! for a 100,000-line block list, and nothing the program does after start-up
-//! (`chroot`, seccomp, `chdir`, `clearenv`) can change which policy it runs under.
+//! With `SOCKEXIT_POLICY` set (`sockexit run`, a unit's drop-in) everything is *read*
+//! in the constructor: the environment, the policy, every set file, every user and
+//! group name. Only the parsing of big set files waits for the first IP call
+//! ([`Loaded::Deferred`]), so a child that never opens a socket does not pay for a
+//! 100,000-line block list, and nothing the program does after start-up (`chroot`,
+//! seccomp, `chdir`, `clearenv`) can change which policy it runs under.
+//!
+//! Without it — the system policy, in every program `/etc/ld.so.preload` reaches —
+//! the constructor only records the start ([`Start`]: the environment, whether the
+//! process is privileged, its root directory) and the policy is read at the first
+//! call that needs it, so a program that never makes an IP call reads nothing. What
+//! could change the answer after start-up is closed off: the recorded environment and
+//! privilege are used, not the current ones; `chroot`, `unshare`, `setns` and
+//! `prctl(PR_SET_SECCOMP)` load first (`sys::confine`); a root changed past those
+//! hooks makes the load fail closed.
 
 use crate::live::Live;
 use crate::sys;
@@ -188,9 +198,6 @@ pub struct Start {
     /// changed its root by a means the `chroot` hook did not see fails closed rather
     /// than read a policy inside its new root.
     root: Option<(u64, u64)>,
-    /// `/proc/self/exe` at start, for a deferred load (after a privilege drop the
-    /// process may no longer read its own `/proc` entries).
-    exe: Option<Vec<u8>>,
 }
 
 impl Start {
@@ -206,12 +213,6 @@ impl Start {
             on_error_allow: env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow"),
             strict: sys::euid() == 0 || sys::at_secure(),
             root: if eager { None } else { sys::root_id() },
-            exe: if eager {
-                None
-            } else {
-                use std::os::unix::ffi::OsStringExt;
-                sys::exe_path().map(|s| s.into_vec())
-            },
         }
     }
 
@@ -247,6 +248,7 @@ fn load_now() -> &'static State {
     // A hooked call from a signal handler while this thread loads must not load again
     // or wait: see `hook::Loading`.
     let _loading = crate::hook::Loading::enter();
+    sys::resolve_all();
     STATE.get_or_init(|| Box::new(load(start())))
 }
 
@@ -346,13 +348,14 @@ fn load(start: &Start) -> State {
             .into_iter()
             .any(|c| loaded.needs(c).program);
     let audit_enabled = loaded.audit().is_some_and(|a| a.log != AuditLog::Off);
-    let program = if !(needs_program || audit_enabled) {
-        None
-    } else if start.eager {
+    // A process may always read its own `/proc/self/exe`, even after dropping
+    // privileges (the kernel exempts the thread group itself); after a chroot the load
+    // has already happened (`sys::confine`) or fails closed.
+    let program = if needs_program || audit_enabled {
         use std::os::unix::ffi::OsStringExt;
         sys::exe_path().map(|s| s.into_vec())
     } else {
-        start.exe.clone()
+        None
     };
     let st = State {
         loaded,

@@ -45,17 +45,17 @@ mkdir -p /etc/sockexit
 const SCRIPT: &str = r#"
 preload
 cp "$SX_DIR/broken.yaml" /etc/sockexit/policy.yaml
-"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable-broken $?"
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out.enable-broken" 2>&1; echo "step enable-broken $?"
 preload
 cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
-"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable-unapplied $?"
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out.enable-unapplied" 2>&1; echo "step enable-unapplied $?"
 preload
 "$SX_CLI" apply --quiet /etc/sockexit/policy.yaml || fail apply
-"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out" 2>&1; echo "step enable $?"
+"$SX_CLI" system enable --lib $LIB >"$SX_DIR/out.enable" 2>&1; echo "step enable $?"
 preload
 env -i "$SX_EX/banner_server" --max 1; echo "step served $?"
 echo "step refused-connect $(env -i "$SX_EX/connect_client" 127.0.0.3:9)"
-"$SX_CLI" system disable >"$SX_DIR/out" 2>&1; echo "step disable $?"
+"$SX_CLI" system disable >"$SX_DIR/out.disable" 2>&1; echo "step disable $?"
 preload
 echo "step unjudged-connect $(env -i "$SX_EX/connect_client" 127.0.0.3:9)"
 echo "step done"
@@ -146,19 +146,24 @@ fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
         .env("SX_EX", example_path("banner_server").parent().unwrap())
         .env("SX_DIR", dir.path());
     let mut p = Proc::start(c);
-    let out = || std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
+    // One file per step: the script runs ahead of the test.
+    let out = |step: &str| {
+        std::fs::read_to_string(dir.path().join(format!("out.{step}"))).unwrap_or_default()
+    };
 
     let before = next(&mut p, "preload ");
     // A policy that does not load: refused, the file as it was.
-    assert_eq!(next(&mut p, "step enable-broken "), "1", "{}", out());
-    assert!(out().contains("the policy does not load"), "{}", out());
+    let o = || out("enable-broken");
+    assert_eq!(next(&mut p, "step enable-broken "), "1", "{}", o());
+    assert!(o().contains("the policy does not load"), "{}", o());
     assert_eq!(next(&mut p, "preload "), before);
     // Valid but never applied: refused too.
-    assert_eq!(next(&mut p, "step enable-unapplied "), "1", "{}", out());
-    assert!(out().contains("never applied"), "{}", out());
+    let o = || out("enable-unapplied");
+    assert_eq!(next(&mut p, "step enable-unapplied "), "1", "{}", o());
+    assert!(o().contains("never applied"), "{}", o());
     assert_eq!(next(&mut p, "preload "), before);
     // Applied: enabled, the library listed first.
-    assert_eq!(next(&mut p, "step enable "), "0", "{}", out());
+    assert_eq!(next(&mut p, "step enable "), "0", "{}", out("enable"));
     let on = next(&mut p, "preload ");
     assert!(on.starts_with("/run/sx/lib/libsockexit.so"), "{on}");
 
@@ -181,7 +186,7 @@ fn programs_with_no_environment_are_judged_by_the_applied_system_policy() {
     assert_eq!(next(&mut p, "step refused-connect "), "error EACCES 13");
 
     // Disabled: the file goes (it listed only ours), and nothing is judged any more.
-    assert_eq!(next(&mut p, "step disable "), "0", "{}", out());
+    assert_eq!(next(&mut p, "step disable "), "0", "{}", out("disable"));
     assert_eq!(next(&mut p, "preload "), "absent");
     assert_eq!(
         next(&mut p, "step unjudged-connect "),

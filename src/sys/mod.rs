@@ -48,7 +48,7 @@ pub mod stderr;
 pub use addr::{local_addr, Addr, PeerBuf};
 pub use exec::prepare as prepare_exec;
 pub use filter::{attach_filter, attached_filter, AttachedFilter};
-pub use real::{connect as real_connect, listen as real_listen, resolve_all};
+pub use real::{connect as real_connect, listen as real_listen, resolve_all, resolve_exec};
 pub use sock::*;
 
 // ---------------------------------------------------------------------------------

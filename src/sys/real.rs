@@ -80,16 +80,20 @@ pub static FEXECVE: Slot = Slot::new(c"fexecve");
 pub static POSIX_SPAWN: Slot = Slot::new(c"posix_spawn");
 pub static POSIX_SPAWNP: Slot = Slot::new(c"posix_spawnp");
 
-/// Resolve every real function now (called from the load-time constructor).
+/// Resolve every real function now (the constructor, or the deferred policy load).
 pub fn resolve_all() {
+    resolve_exec();
     for s in [
-        &ACCEPT,
-        &ACCEPT4,
-        &CONNECT,
-        &LISTEN,
-        &SENDTO,
-        &SENDMSG,
-        &SENDMMSG,
+        &ACCEPT, &ACCEPT4, &CONNECT, &LISTEN, &SENDTO, &SENDMSG, &SENDMMSG,
+    ] {
+        s.get();
+    }
+}
+
+/// Resolve the exec family now: its hooks may run in the child of a `vfork()`, where
+/// `dlsym` must not be called. The socket functions may wait for the first call.
+pub fn resolve_exec() {
+    for s in [
         &EXECVE,
         &EXECVPE,
         &EXECVEAT,

@@ -2,23 +2,22 @@
 
 `/bin/true` started plain, with an empty interposer (`nullhook.so`), and with the
 library and the shipped default policy (`contrib/policy.yaml`, applied with `sockexit
-apply` into a run directory of the benchmark's own): the cost every program pays once
-`/etc/ld.so.preload` names the library. The library is given with `LD_PRELOAD` and the
-policy with `SOCKEXIT_POLICY` + `SOCKEXIT_RUN_DIR` (the host's `/etc` and `/run` are
-never touched): the dynamic loader maps a library from `/etc/ld.so.preload` exactly as
-one from `LD_PRELOAD`; only the place the path comes from differs.
+apply`). Two ways:
+
+- with `LD_PRELOAD` and `SOCKEXIT_POLICY` (a run directory of the benchmark's own):
+  the policy is read in the constructor, as under `sockexit run` or a unit's drop-in;
+- as root, with the real `/etc/ld.so.preload` and `/etc/sockexit/policy.yaml` in a
+  private mount namespace (`unshare -m`: a tmpfs on `/run`, an overlay on `/etc`, as
+  tests/system_wide.rs does; the host's files are never written): system-wide mode,
+  where the policy is read at the first call that needs it, so `/bin/true` reads
+  nothing. The empty interposer is measured the same way. `execloop` itself is
+  preloaded in those rounds (its `posix_spawn` goes through the library's exec hook).
+  This is the row the target (≤ 1.10×) is for.
 
 Reported as ratios measured in this run: wall clock and the children's CPU time
 (median of interleaved rounds of bench/c/execloop), and — the stable figure on a
 shared, noisy VM — instructions executed per exec under callgrind (one run each;
 deterministic up to a few hundred instructions).
-
-As root, the same is measured once more with the real `/etc/ld.so.preload`, in a
-private mount namespace (`unshare -m`: a tmpfs on `/run`, an overlay on `/etc`, as
-tests/system_wide.rs does; the host's files are never written): the policy applied as
-`/etc/sockexit/policy.yaml` and the file written and removed between rounds. There
-`execloop` itself is preloaded in the library's rounds (its `posix_spawn` goes through
-the library's exec hook, about 1 µs per spawn).
 """
 
 import os
@@ -40,22 +39,30 @@ cp "$SX_LIB" /run/sx/lib/libsockexit.so
 mkdir -p /etc/sockexit
 cp "$SX_POLICY_DIR/policy.yaml" /etc/sockexit/
 "$SX_CLI" apply --quiet /etc/sockexit/policy.yaml
+cp "$SX_NULL" /run/sx/lib/nullhook.so
 on() { echo /run/sx/lib/libsockexit.so > /etc/ld.so.preload; }
+null() { echo /run/sx/lib/nullhook.so > /etc/ld.so.preload; }
 off() { rm -f /etc/ld.so.preload; }
 r=0
 while [ $r -lt "$SX_ROUNDS" ]; do
-    if [ $((r % 2)) = 0 ]; then
-        off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
-        on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
-    else
-        on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
-        off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
-    fi
+    case $((r % 3)) in
+    0) off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       null; echo "null $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)" ;;
+    1) on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       null; echo "null $("$SX_EXECLOOP" "$SX_N" /bin/true)" ;;
+    *) null; echo "null $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       on; echo "system $("$SX_EXECLOOP" "$SX_N" /bin/true)"
+       off; echo "plain $("$SX_EXECLOOP" "$SX_N" /bin/true)" ;;
+    esac
     r=$((r + 1))
 done
 off
 if command -v valgrind >/dev/null; then
     echo "ins-plain $(valgrind --tool=callgrind --callgrind-out-file=/dev/null /bin/true 2>&1 | grep refs)"
+    null
+    echo "ins-null $(valgrind --tool=callgrind --callgrind-out-file=/dev/null /bin/true 2>&1 | grep refs)"
     on
     echo "ins-system $(valgrind --tool=callgrind --callgrind-out-file=/dev/null /bin/true 2>&1 | grep refs)"
     off
@@ -133,13 +140,14 @@ def item(b, run, median):
     e = median(rw)
     b.row(
         "7",
-        f"system-wide exec: true × {n}, the library + the shipped policy (applied) against plain",
+        f"exec with SOCKEXIT_POLICY (read at start-up, as under `sockexit run` or a unit's "
+        f"drop-in): true × {n}, the library + the shipped policy (applied) against plain",
         f"{median(wall['plain']) / 1e6:.3f} ms/exec",
         f"{median(wall['system']) / 1e6:.3f} ms/exec",
         f"{e:.2f}×",
-        f"≤ {TARGET:.2f}×",
-        "PASS" if e <= TARGET else "FAIL",
-        f"wall clock, median of {b.a.exec_rounds} interleaved rounds, per-round "
+        "—",
+        "",
+        f"the system-wide target is for the row below; wall clock, median of {b.a.exec_rounds} interleaved rounds, per-round "
         f"{min(rw):.2f}–{max(rw):.2f}×; CPU time of the started program {median(rc):.2f}× "
         f"({median(cpu['plain']) / 1e6:.3f} → {median(cpu['system']) / 1e6:.3f} ms); against "
         f"an empty interposer (nullhook.so, {median(wall['null']) / 1e6:.3f} ms): wall "
@@ -153,13 +161,13 @@ def item(b, run, median):
     r = ins["system"] / ins["plain"]
     b.row(
         "7",
-        "system-wide exec: instructions per exec of true (callgrind), the library + the "
+        "exec with SOCKEXIT_POLICY: instructions per exec of true (callgrind), the library + the "
         "shipped policy (applied) against plain",
         f"{ins['plain']:,}",
         f"{ins['system']:,}",
         f"{r:.2f}×",
-        f"≤ {TARGET:.2f}×",
-        "PASS" if r <= TARGET else "FAIL",
+        "—",
+        "",
         f"deterministic on any machine load; an empty interposer (nullhook.so): "
         f"{ins['null']:,} ({ins['null'] / ins['plain']:.2f}× plain; the library "
         f"{ins['system'] / ins['null']:.2f}× it)",
@@ -176,12 +184,13 @@ def item_preload_file(b, run, median, policy):
         "SX_CLI": b.a.cli,
         "SX_POLICY_DIR": os.path.dirname(policy),
         "SX_EXECLOOP": f"{b.bin}/execloop",
+        "SX_NULL": b.a.nullhook,
         "SX_N": str(b.a.execs),
         "SX_ROUNDS": str(b.a.exec_rounds),
     }
     out = run(["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE], env=env)
-    wall = {"plain": [], "system": []}
-    cpu = {"plain": [], "system": []}
+    wall = {"plain": [], "null": [], "system": []}
+    cpu = {"plain": [], "null": [], "system": []}
     ins = {}
     for line in out.splitlines():
         key, _, rest = line.partition(" ")
@@ -195,6 +204,7 @@ def item_preload_file(b, run, median, policy):
                 ins[key[4:]] = int(m.group(1).replace(",", ""))
     rw = [s / p for p, s in zip(wall["plain"], wall["system"])]
     rc = [s / p for p, s in zip(cpu["plain"], cpu["system"])]
+    nw = [s / p for p, s in zip(wall["plain"], wall["null"])]
     e = median(rw)
     b.row(
         "7",
@@ -206,10 +216,12 @@ def item_preload_file(b, run, median, policy):
         f"≤ {TARGET:.2f}×",
         "PASS" if e <= TARGET else "FAIL",
         f"wall clock, median of {len(rw)} interleaved rounds, per-round {min(rw):.2f}–{max(rw):.2f}×; "
-        f"CPU time of the started program {median(rc):.2f}×"
+        f"CPU time of the started program {median(rc):.2f}×; an empty interposer in "
+        f"the same file (nullhook.so): wall {median(nw):.2f}× plain"
         + (
             f"; instructions (callgrind) {ins['plain']:,} → {ins['system']:,} "
-            f"({ins['system'] / ins['plain']:.2f}×)"
+            f"({ins['system'] / ins['plain']:.2f}×; the empty interposer "
+            f"{ins.get('null', 0):,})"
             if {"plain", "system"} <= ins.keys()
             else ""
         ),

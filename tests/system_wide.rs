@@ -38,6 +38,7 @@ mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/
 [ -e /run/sx/upper ] && touch /etc/.sx-probe && [ -e /run/sx/upper/.sx-probe ] || fail "overlay upper"
 rm /etc/.sx-probe
 cp "$SX_LIB" /run/sx/lib/libsockexit.so && chmod 644 /run/sx/lib/libsockexit.so || fail cp
+cp "$(dirname "$SX_LIB")/libsockexit_core.so" /run/sx/lib/ && chmod 644 /run/sx/lib/libsockexit_core.so || fail cp
 LIB=/run/sx/lib/libsockexit.so
 mkdir -p /etc/sockexit
 "#;

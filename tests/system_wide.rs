@@ -350,6 +350,13 @@ done
 for n in 1 8; do
     echo "step race-$n $(env -i python3 "$SX_DIR/attack.py" race-fds $n 127.0.0.3:9 2>>"$SX_DIR/stderr")"
 done
+# Applied, then edited to allow everything but not applied again; the run directory
+# root-only (0700): a root process that drops privileges first no longer sees the
+# publication and reads the unapplied file.
+cp /run/sx/jail/etc/sockexit/policy.yaml /etc/sockexit/policy.yaml && chmod 700 /run/sockexit || fail edit
+echo "step unapplied-after-drop $(env -i python3 "$SX_DIR/attack.py" seteuid /run/sx/jail 127.0.0.3:9 2>>"$SX_DIR/stderr")"
+chmod 755 /run/sockexit
+cp "$SX_DIR/policy.yaml" /etc/sockexit/policy.yaml
 # Unpublished (a run directory with no publication), from a directory uid 65534 owns.
 mkdir -p /run/sx/norun && chown 65534 /etc/sockexit || fail chown
 for m in none seteuid; do
@@ -492,6 +499,11 @@ fn attack_the_system_policy_read_late() {
     let eight = next(&mut p, "step race-8 ");
     got.push(("race-8 (fds leaked by racing loads)", eight, "fds +2"));
     assert_eq!(one, "fds +2", "one thread: the audit directory and file");
+    got.push((
+        "unapplied-after-drop (EACCES on the publication taken for never applied)",
+        next(&mut p, "step unapplied-after-drop "),
+        "error EACCES 13",
+    ));
     assert_eq!(next(&mut p, "step strict-none "), "error EACCES 13");
     got.push((
         "strict-seteuid",

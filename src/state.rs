@@ -24,7 +24,6 @@ use sockexit_engine::{
     Snapshot,
 };
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Where the policy lives when `SOCKEXIT_POLICY` is unset or untrusted.
 pub const DEFAULT_POLICY: &str = "/etc/sockexit/policy.yaml";
@@ -171,14 +170,15 @@ impl Loaded {
     }
 }
 
-/// Race-tolerant, never waited on: threads that race the first load each load, the
-/// first to finish publishes and the others drop theirs. A lock here could be left held
-/// in the child of a `fork()` from another thread (its first IP call would wait
-/// forever) or waited for by a signal handler.
+/// Published once by the first load ([`load_now`] serialises loads without a lock a
+/// `fork()` child could inherit).
 static STATE: OnceBox<State> = OnceBox::new();
 
+/// The pid of the process one of whose threads is loading, 0 when none.
+static LOADER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// What the constructor saw, which the load must use even when it runs later.
-static START: OnceLock<Start> = OnceLock::new();
+static START: OnceBox<Start> = OnceBox::new();
 
 /// The environment and identity of the process as it started. With `SOCKEXIT_POLICY`
 /// set the policy is loaded in the constructor; without it (the system policy, e.g.
@@ -192,28 +192,52 @@ pub struct Start {
     run_dir: Option<String>,
     pub on_error_allow: bool,
     /// Root, or setuid/setgid, at start: a root daemon that drops privileges before its
-    /// first IP call is still held to a root's file permissions.
+    /// first IP call is still held to a root's file permissions (and to its uid as the
+    /// owner files may have: `sockexit_engine::trust_uid`).
     strict: bool,
-    /// The root directory (device, inode) at start, for a deferred load: a process that
-    /// changed its root by a means the `chroot` hook did not see fails closed rather
-    /// than read a policy inside its new root.
-    root: Option<(u64, u64)>,
+    pub uid: u32,
+    /// For a deferred load: where the process saw the file system from at start
+    /// (`sys::place`) and its seccomp mode. A process that changed either by a means
+    /// the hooks did not see (`sys::confine`) fails closed rather than read a policy
+    /// others may have put in its new view, or die of a filter that forbids reading.
+    place: Option<[u64; 5]>,
+    seccomp: i64,
 }
 
 impl Start {
     fn read() -> Start {
         let policy = env_var("SOCKEXIT_POLICY").filter(|s| !s.is_empty());
-        let eager = policy.is_some();
+        // Deferred only when the start can be recorded; otherwise loaded now, as with
+        // SOCKEXIT_POLICY.
+        let place = if policy.is_none() { sys::place() } else { None };
+        let uid = sys::euid();
         Start {
-            eager,
+            eager: place.is_none(),
             policy: policy
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY)),
             run_dir: env_var("SOCKEXIT_RUN_DIR").filter(|s| !s.is_empty()),
             on_error_allow: env_var("SOCKEXIT_ON_ERROR").as_deref() == Some("allow"),
-            strict: sys::euid() == 0 || sys::at_secure(),
-            root: if eager { None } else { sys::root_id() },
+            strict: uid == 0 || sys::at_secure(),
+            uid,
+            place,
+            seccomp: if place.is_some() {
+                sys::seccomp_mode()
+            } else {
+                0
+            },
         }
+    }
+
+    /// Why a deferred load must not read anything now, if it must not.
+    fn moved(&self) -> Option<&'static str> {
+        if self.eager {
+            return None;
+        }
+        if self.seccomp == 0 && sys::seccomp_mode() != 0 {
+            return Some("installed a seccomp filter");
+        }
+        (sys::place() != self.place).then_some("changed its root directory or mount namespace")
     }
 
     /// The absolute policy path, for the children this process execs.
@@ -225,7 +249,7 @@ impl Start {
 /// Record the start (the constructor; also whoever comes first, if another library's
 /// constructor makes a socket call before ours runs).
 pub fn start() -> &'static Start {
-    START.get_or_init(Start::read)
+    START.get_or_init(|| Box::new(Start::read()))
 }
 
 /// The state, loading it on first use (in the constructor when `SOCKEXIT_POLICY` is
@@ -245,11 +269,35 @@ pub fn loaded() -> Option<&'static State> {
 #[cold]
 #[inline(never)]
 fn load_now() -> &'static State {
-    // A hooked call from a signal handler while this thread loads must not load again
-    // or wait: see `hook::Loading`.
+    use std::sync::atomic::Ordering;
+    // A hooked call from a signal handler while this very thread loads must not wait
+    // for itself: it loads a copy of its own (`hook::check` refuses such calls before
+    // they get here; other paths may not).
+    let nested = crate::hook::loading();
     let _loading = crate::hook::Loading::enter();
     sys::resolve_all();
-    STATE.get_or_init(|| Box::new(load(start())))
+    let me = sys::pid();
+    loop {
+        if let Some(s) = STATE.get() {
+            return s;
+        }
+        let owner = LOADER.load(Ordering::Acquire);
+        // Free, or left set by the process this one was forked from.
+        if nested
+            || ((owner == 0 || owner != me)
+                && LOADER
+                    .compare_exchange(owner, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok())
+        {
+            let s = STATE.get_or_init(|| Box::new(load(start())));
+            if !nested {
+                LOADER.store(0, Ordering::Release);
+            }
+            return s;
+        }
+        // Another thread of this process is loading: a bounded read of files.
+        std::thread::yield_now();
+    }
 }
 
 /// Load the policy now if it is deferred: called before the process confines itself
@@ -317,13 +365,9 @@ fn load(start: &Start) -> State {
         resolver: &FilesResolver::default(),
         permissions: permissions(start),
     };
-    let moved = start.root.is_some() && sys::root_id() != start.root;
-    let loaded = if moved {
+    let loaded = if let Some(why) = start.moved() {
         log_failure(
-            &format_args!(
-                "{}: not read before this process changed its root directory",
-                path.display()
-            ),
+            &format_args!("{}: not read before this process {why}", path.display()),
             on_error_allow,
         );
         Loaded::Failed

@@ -142,6 +142,10 @@ fn hook_for(name: &[u8]) -> Option<*mut c_void> {
         b"execle" => super::exec::execle as *mut c_void,
         b"dlsym" => dlsym as *mut c_void,
         b"dlvsym" => dlvsym as *mut c_void,
+        b"chroot" => super::confine::chroot as *mut c_void,
+        b"unshare" => super::confine::unshare as *mut c_void,
+        b"setns" => super::confine::setns as *mut c_void,
+        b"prctl" => super::confine::prctl as *mut c_void,
         _ => return None,
     };
     Some(f)

@@ -141,11 +141,35 @@ pub fn at_secure() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// The root directory's (device, inode), as `stat("/")` sees it: changes with
-/// `chroot(2)` and `pivot_root(2)`.
-pub fn root_id() -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/").ok().map(|m| (m.dev(), m.ino()))
+/// Where this process sees the file system from: its root directory (device, inode
+/// and mount id — a bind mount of `/` is another mount) and its mount namespace
+/// (`/proc/self/ns/mnt`). `None` when either cannot be read.
+pub fn place() -> Option<[u64; 5]> {
+    // SAFETY: statx with NUL-terminated paths and our own buffers.
+    let mut r: libc::statx = unsafe { std::mem::zeroed() };
+    let mut n: libc::statx = unsafe { std::mem::zeroed() };
+    let mask = libc::STATX_INO | libc::STATX_MNT_ID;
+    syscall!(statx(libc::AT_FDCWD, c"/".as_ptr(), 0, mask, &mut r)).ok()?;
+    syscall!(statx(
+        libc::AT_FDCWD,
+        c"/proc/self/ns/mnt".as_ptr(),
+        0,
+        libc::STATX_INO,
+        &mut n
+    ))
+    .ok()?;
+    if r.stx_mask & libc::STATX_MNT_ID == 0 {
+        return None;
+    }
+    let dev = |s: &libc::statx| (s.stx_dev_major as u64) << 32 | s.stx_dev_minor as u64;
+    Some([dev(&r), r.stx_ino, r.stx_mnt_id, dev(&n), n.stx_ino])
+}
+
+/// `prctl(PR_GET_SECCOMP)`: 0 none, 1 strict, 2 a filter (as a raw call: `prctl` is
+/// one of our hooks).
+pub fn seccomp_mode() -> i64 {
+    // SAFETY: PR_GET_SECCOMP takes no pointer.
+    unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_SECCOMP) }
 }
 
 /// `/proc/self/exe` into a caller's buffer, without allocating (safe after `vfork`):

@@ -44,6 +44,7 @@ pub use image::{
     ImageInfo, COMPILED_SET_BYTES, GEN_FILE_BYTES, GEN_MAGIC, GEN_OFFSET, MAX_IMAGE_BYTES,
 };
 pub use ipnet::IpNet;
+pub use perms::trust_uid;
 pub use policy::{Rule, MAX_POLICY_BYTES, MAX_SET_FILE_BYTES};
 pub use publication::{check_generation, Generation, Publication};
 pub use ranges::{AddrSet, PortSet};

@@ -34,9 +34,22 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// The effective uid of this process.
+/// The uid whose files count as trusted: [`trust_uid`]'s, else the effective uid.
+static TRUST_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Judge ownership as if this process's effective uid were `uid` from now on (the
+/// library records its uid at start-up and reads the system policy later: a root
+/// process that dropped privileges in between must still be held to root's rules).
+pub fn trust_uid(uid: u32) {
+    TRUST_UID.store(uid as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The effective uid of this process, or the one given to [`trust_uid`].
 pub(crate) fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
+    match TRUST_UID.load(std::sync::atomic::Ordering::Relaxed) {
+        u64::MAX => rustix::process::geteuid().as_raw(),
+        u => u as u32,
+    }
 }
 
 /// Every violation of the rule by `path` (read through a descriptor whose metadata is

@@ -56,7 +56,22 @@ impl Publication {
     pub fn open(canonical: &Path, run_dir: &Path) -> Option<Result<(Publication, File), String>> {
         let dir = crate::publication_dir(run_dir, canonical);
         let gen_path = dir.join("generation");
-        let gen_meta = std::fs::symlink_metadata(&gen_path).ok()?;
+        // Only a generation file that does not exist means "never applied": one this
+        // process cannot see (a directory it may not search) must not send it to the
+        // unapplied file instead.
+        let gen_meta = match std::fs::symlink_metadata(&gen_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Unless the directory above it is what cannot be read.
+                match std::fs::symlink_metadata(&dir) {
+                    Err(d) if d.kind() != std::io::ErrorKind::NotFound => {
+                        return Some(Err(format!("{}: {d}", dir.display())));
+                    }
+                    _ => return None,
+                }
+            }
+            Err(e) => return Some(Err(format!("{}: {e}", gen_path.display()))),
+        };
         Some(Self::open_checked(
             canonical, run_dir, dir, &gen_path, gen_meta,
         ))

@@ -70,7 +70,7 @@ pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
     sys::block_forwarded();
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]);
-    sys::filter_before_exec(&mut c, filter::program(), child);
+    sys::filter_before_exec(&mut c, filter::program(filter::Accepts::Notify), child);
     let mut proc = match c.spawn() {
         Ok(p) => p,
         Err(e) => {

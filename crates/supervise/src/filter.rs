@@ -338,10 +338,16 @@ mod tests {
         }
         let sol = libc::SOL_SOCKET as u64;
         for o in FILTER_OPTS {
-            assert_eq!(run_f(nr::SETSOCKOPT, [3, sol, o.into(), 0, 0, 0]), RET_USER_NOTIF);
+            assert_eq!(
+                run_f(nr::SETSOCKOPT, [3, sol, o.into(), 0, 0, 0]),
+                RET_USER_NOTIF
+            );
             // High bits of int arguments are ignored, as by the kernel.
             assert_eq!(
-                run_f(nr::SETSOCKOPT, [3, sol | 1 << 40, u64::from(o) | 1 << 33, 0, 0, 0]),
+                run_f(
+                    nr::SETSOCKOPT,
+                    [3, sol | 1 << 40, u64::from(o) | 1 << 33, 0, 0, 0]
+                ),
                 RET_USER_NOTIF
             );
             // Same number at another level (IPPROTO_IP = 0, IPPROTO_TCP = 6).
@@ -350,12 +356,25 @@ mod tests {
             // Not notified without the mode.
             assert_eq!(run(nr::SETSOCKOPT, [3, sol, o.into(), 0, 0, 0]), RET_ALLOW);
         }
-        for o in [libc::SO_REUSEADDR, libc::SO_LINGER, libc::SO_ATTACH_REUSEPORT_CBPF] {
-            assert_eq!(run_f(nr::SETSOCKOPT, [3, sol, o as u64, 0, 0, 0]), RET_ALLOW);
+        for o in [
+            libc::SO_REUSEADDR,
+            libc::SO_LINGER,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+        ] {
+            assert_eq!(
+                run_f(nr::SETSOCKOPT, [3, sol, o as u64, 0, 0, 0]),
+                RET_ALLOW
+            );
         }
         let mptcp = u64::from(IPPROTO_MPTCP);
-        assert_eq!(run_f(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]), RET_EPROTONOSUPPORT);
-        assert_eq!(run_f(nr::SOCKET, [10, 1, mptcp, 0, 0, 0]), RET_EPROTONOSUPPORT);
+        assert_eq!(
+            run_f(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]),
+            RET_EPROTONOSUPPORT
+        );
+        assert_eq!(
+            run_f(nr::SOCKET, [10, 1, mptcp, 0, 0, 0]),
+            RET_EPROTONOSUPPORT
+        );
         assert_eq!(run_f(nr::SOCKET, [2, 1, 6, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run_f(nr::SOCKET, [1, 1, mptcp, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]), RET_ALLOW);
@@ -363,6 +382,9 @@ mod tests {
         let p = program(Accepts::Filter);
         assert_eq!(eval(&p, 42, 0x4000_0003, [0; 6]), RET_ENOSYS);
         assert_eq!(run_f(nr::IO_URING_SETUP, [0; 6]), RET_ENOSYS);
-        assert_eq!(run_f(nr::SENDTO, [3, 0, 0, u64::from(MSG_FASTOPEN), 0, 0]), RET_USER_NOTIF);
+        assert_eq!(
+            run_f(nr::SENDTO, [3, 0, 0, u64::from(MSG_FASTOPEN), 0, 0]),
+            RET_USER_NOTIF
+        );
     }
 }

@@ -102,11 +102,11 @@ fn facts(src: SocketAddr, dst: SocketAddr, l: &Listener<'_>, uid: u32) -> Facts 
 /// reach listener `l`. With `exact`, they must agree; otherwise a drop must be a
 /// refusal for every uid in `uids`. Returns (allowed, dropped) counts.
 fn agree(p: &Policy, l: &Listener<'_>, n: usize, exact: bool, uids: &[u32]) -> (usize, usize) {
-    agree_with(p, l, n, exact, uids, compile)
+    agree_with(p, l, n, exact, uids, false)
 }
 
-/// [`agree`] for a compiler of the caller's choice. With [`compile_conservative`]
-/// and `exact` false the check is turned round: a packet it passes must be allowed
+/// [`agree`], or with `conservative` for [`compile_conservative`]: then, with
+/// `exact` false, the check is turned round: a packet it passes must be allowed
 /// for every uid in `uids`.
 fn agree_with(
     p: &Policy,
@@ -114,10 +114,9 @@ fn agree_with(
     n: usize,
     exact: bool,
     uids: &[u32],
-    compiler: fn(&Policy, &Listener<'_>) -> Compiled,
+    conservative: bool,
 ) -> (usize, usize) {
-    let conservative = compiler as usize == compile_conservative as usize;
-    let c = compiler(p, l);
+    let c = compile_as(p, l, conservative);
     let f = filter_of(&c).to_vec();
     assert!(f.len() <= MAX_INSNS);
     validate(&f).unwrap();
@@ -341,7 +340,7 @@ rules:
     assert!(
         c.partial[1].starts_with("rule `ftp-lan`") && c.partial[1].contains("counted as never")
     );
-    let (a, d) = agree_with(&p, &l, 10_000, false, &[0, 1000, 7], compile_conservative);
+    let (a, d) = agree_with(&p, &l, 10_000, false, &[0, 1000, 7], true);
     assert!(a > 100 && d > 100, "({a}, {d})");
     // 10.1.2.3 is allowed by `web` for uid 1000 but refused for root: dropped.
     let f = filter_of(&c);
@@ -362,19 +361,12 @@ rules:
         5_000,
         false,
         &[0, 1000],
-        compile_conservative,
+        true,
     );
     let m = policy(MIXED);
     let mut l = listener("[::]:0", None);
     l.program = None;
-    agree_with(
-        &m,
-        &l,
-        10_000,
-        false,
-        &[0, 4242, 1000],
-        compile_conservative,
-    );
+    agree_with(&m, &l, 10_000, false, &[0, 4242, 1000], true);
 }
 
 #[test]

@@ -373,7 +373,7 @@ fn a_later_generation_that_does_not_qualify_fails_closed() {
         .find(|l| l.contains("does not qualify for accept-by-filter mode"))
         .unwrap_or_else(|| panic!("no fail-closed line: {err}"));
     assert!(
-        line.contains("generation 2") && line.contains("rule `root-only` looks at users"),
+        line.contains("generation 2") && line.contains("rule `root-only` looks at the user"),
         "{line}"
     );
     assert!(line.contains("until the service restarts"), "{line}");

@@ -32,16 +32,7 @@ pub enum Choice {
 
 /// Why accepts under `p` cannot be decided by socket filters alone, or `Ok`.
 pub fn qualifies(p: &Policy) -> Result<(), String> {
-    if !p.stealth() {
-        return Err(
-            "the policy does not set `stealth: true` (a refused peer's SYN would be \
-                    dropped instead of the connection being reset)"
-                .into(),
-        );
-    }
-    if p.mode() == Mode::Audit {
-        return Err("`mode: audit` must see every accept to log it".into());
-    }
+    enforcing_stealth(p)?;
     let a = p.audit();
     if a.events == AuditEvents::All && a.log != AuditLog::Off {
         return Err("`audit.events: all` asks for a line for every allowed accept".into());
@@ -71,6 +62,22 @@ pub fn qualifies(p: &Policy) -> Result<(), String> {
         if let Some(why) = c.partial.first() {
             return Err(why.clone());
         }
+    }
+    Ok(())
+}
+
+/// The policy-wide part of [`qualifies`] that a later generation can change (its
+/// `audit:` section is not used: the audit target is that of the start).
+fn enforcing_stealth(p: &Policy) -> Result<(), String> {
+    if !p.stealth() {
+        return Err(
+            "the policy does not set `stealth: true` (a refused peer's SYN would be \
+                    dropped instead of the connection being reset)"
+                .into(),
+        );
+    }
+    if p.mode() == Mode::Audit {
+        return Err("`mode: audit` must see every accept to log it".into());
     }
     Ok(())
 }
@@ -164,8 +171,9 @@ impl ByFilter {
             },
         );
         let too_large = matches!(c.outcome, Outcome::TooLarge { .. });
-        let why = qualifies(&cur.policy)
+        let why = enforcing_stealth(&cur.policy)
             .err()
+            .or_else(|| c.partial.first().cloned())
             .or_else(|| too_large.then(|| c.describe()));
         if let Some(why) = why {
             self.report(cur.generation, &why, &c.partial);
@@ -193,7 +201,7 @@ impl ByFilter {
              by socket filters, compiled to refuse at least what it refuses, until the \
              service restarts"
         );
-        for p in partial {
+        for p in partial.iter().filter(|p| *p != why) {
             m.push_str("; ");
             m.push_str(p);
         }

@@ -33,7 +33,6 @@ pub fn watch(s: Arc<Sup>, bf: Arc<ByFilter>) {
         let cur = s.source.current();
         let mut reg = bf.registry.lock().unwrap_or_else(|e| e.into_inner());
         if reg.applied != cur.generation {
-            reg.missing.clear();
             walk(&bf, &mut reg, &cur, None);
             reg.applied = cur.generation;
         } else if !reg.missing.is_empty() {

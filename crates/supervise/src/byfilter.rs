@@ -10,6 +10,7 @@
 //! `SO_LOCK_FILTER` here (`crate::sockopt`).
 
 use crate::live::Current;
+use crate::notify::{Reply, Sup};
 use crate::sys;
 use sockexit_engine::bpf::{compile, compile_conservative, Listener, Outcome, SockFilter};
 use sockexit_engine::bpf::{op, RET_ACCEPT, RET_DROP};
@@ -305,4 +306,38 @@ pub fn choose(choice: Choice, p: &Policy) -> Result<(crate::filter::Accepts, Str
             format!("notified accepts (accept-by-filter mode not chosen: {why})"),
         )),
     }
+}
+
+/// Accept-by-filter mode: attach the filter of the generation in force (taken again
+/// under the registry lock, so a reload walk either finds this listener recorded or
+/// ran before and this uses its generation), record the listener, then listen. An
+/// IP stream socket that is not TCP (SCTP) cannot carry a filter that judges it: its
+/// listen is refused.
+pub(crate) fn listen(s: &Sup, bf: &ByFilter, d: &OwnedFd, backlog: i32) -> Reply {
+    let Some(tcp) = ip_stream(d) else {
+        return Reply::Done(sys::listen(d, backlog));
+    };
+    if !tcp {
+        (bf.say)(
+            "listen refused on an IP stream socket that is not TCP (SCTP): in \
+             accept-by-filter mode nothing would judge its accepts (--accept=notify)",
+        );
+        return Reply::Done(Err(libc::EACCES));
+    }
+    let mut reg = bf.registry.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = bf.attach(&s.source.current(), d) {
+        drop(reg);
+        (bf.say)(&format!(
+            "listen refused: cannot attach its socket filter ({e})"
+        ));
+        return Reply::Done(Err(libc::EACCES));
+    }
+    let key = sys::inode(d);
+    let r = sys::listen(d, backlog);
+    if let Some(k) = key {
+        if r.is_ok() || sys::accepting(d) {
+            reg.listeners.insert(k);
+        }
+    }
+    Reply::Done(r)
 }

@@ -395,7 +395,7 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
         return Reply::Done(Err(libc::EACCES));
     }
     if let Some(bf) = &s.byfilter {
-        return listen_by_filter(s, bf, &d, n.args[1] as i32);
+        return crate::byfilter::listen(s, bf, &d, n.args[1] as i32);
     }
     if cur.policy.stealth() {
         if let Some(l) = local {
@@ -403,40 +403,6 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
         }
     }
     Reply::Done(sys::listen(&d, n.args[1] as i32))
-}
-
-/// Accept-by-filter mode: attach the filter of the generation in force (taken again
-/// under the registry lock, so a reload walk either finds this listener recorded or
-/// ran before and this uses its generation), record the listener, then listen. An
-/// IP stream socket that is not TCP (SCTP) cannot carry a filter that judges it: its
-/// listen is refused.
-fn listen_by_filter(s: &Sup, bf: &crate::byfilter::ByFilter, d: &OwnedFd, backlog: i32) -> Reply {
-    let Some(tcp) = crate::byfilter::ip_stream(d) else {
-        return Reply::Done(sys::listen(d, backlog));
-    };
-    if !tcp {
-        (bf.say)(
-            "listen refused on an IP stream socket that is not TCP (SCTP): in \
-                  accept-by-filter mode nothing would judge its accepts (--accept=notify)",
-        );
-        return Reply::Done(Err(libc::EACCES));
-    }
-    let mut reg = bf.registry.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = bf.attach(&s.source.current(), d) {
-        drop(reg);
-        (bf.say)(&format!(
-            "listen refused: cannot attach its socket filter ({e})"
-        ));
-        return Reply::Done(Err(libc::EACCES));
-    }
-    let key = sys::inode(d);
-    let r = sys::listen(d, backlog);
-    if let Some(k) = key {
-        if r.is_ok() || sys::accepting(d) {
-            reg.listeners.insert(k);
-        }
-    }
-    Reply::Done(r)
 }
 
 /// `listen(2)` on an unbound socket binds it to an ephemeral port first: do that now

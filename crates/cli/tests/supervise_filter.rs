@@ -6,7 +6,7 @@
 //! or lock its listener's filter (EPERM) but filters its UDP socket as before; an
 //! apply reaches a listener held only by an orphaned grandchild and an inherited one;
 //! a later generation that does not qualify fails closed, saying so; the program
-//! rebinds its port at once after a reload; nginx.
+//! rebinds its port at once after a reload; a static Go server; nginx.
 //!
 //! Built on the spot (gcc); needs root on kernels where SO_ATTACH_FILTER is
 //! privileged (this project's VM): SKIPPED otherwise.
@@ -209,6 +209,12 @@ fn the_mode_is_chosen_said_and_refused_when_the_policy_does_not_qualify() {
             "rule `admins` looks at users",
         ),
         (
+            "dynamic.yaml",
+            policy("  - { name: banned, action: deny, calls: [accept], remote: [\"@ban\"] }\n")
+                .replace("rules:", "sets:\n  ban: { dynamic: true }\nrules:"),
+            "rule `banned` looks at a dynamic set",
+        ),
+        (
             "nostealth.yaml",
             policy("").replace("stealth: true", "stealth: false"),
             "does not set `stealth: true`",
@@ -263,6 +269,7 @@ fn refused_peers_get_no_syn_ack_and_the_program_cannot_remove_the_filter() {
         "detach:1",
         "attach:1",
         "lock:1",
+        "mptcp:93",
         "udp-attach:0",
         "udp-dropped:1",
         "udp-detach:0",
@@ -406,6 +413,28 @@ fn the_program_rebinds_its_port_at_once_after_a_reload() {
         assert_eq!(p.line(T), "listening", "{}", p.output());
     }
     p.kill();
+}
+
+#[test]
+fn a_static_go_server_is_served_in_this_mode() {
+    let Some(t) = start("supf-go") else { return };
+    let Some(go) = t.s.go("go-server", GO_SERVER, false) else {
+        return;
+    };
+    let port = free_port();
+    let mut c = t.s.sup_under(&t.policy("p.yaml", ""), &go);
+    c.args([&port.to_string(), "3"]);
+    let mut p = t.proc("go", c);
+    p.expect("listening", T);
+    for n in 1..=3 {
+        assert!(
+            !syn_answered("127.0.0.2", port),
+            "round {n}: refused peer answered"
+        );
+        assert_eq!(served("127.0.0.1", port), format!("hello {n}\n"));
+    }
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+    assert!(mode_line(&p.output()).contains("accept-by-filter mode"));
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! or lock its listener's filter (EPERM) but filters its UDP socket as before; an
 //! apply reaches a listener held only by an orphaned grandchild and an inherited one;
 //! a later generation that does not qualify fails closed, saying so; the program
-//! rebinds its port at once after a reload; a static Go server; nginx.
+//! rebinds its port at once after a reload; a static Go server; nginx; and the
+//! documented residual: a listener passed out of the tree is reported at an apply.
 //!
 //! Built on the spot (gcc); needs root on kernels where SO_ATTACH_FILTER is
 //! privileged (this project's VM): SKIPPED otherwise.
@@ -412,6 +413,80 @@ fn the_program_rebinds_its_port_at_once_after_a_reload() {
         // closed and bound again: no EADDRINUSE from a duplicate kept somewhere.
         assert_eq!(p.line(T), "listening", "{}", p.output());
     }
+    p.kill();
+}
+
+/// Receive one fd over `s` (SCM_RIGHTS).
+fn recv_fd(s: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr points at locals alive for the call; the cmsg macros stay in
+    // cbuf; the received fd is checked before it is owned.
+    unsafe {
+        let mut m: libc::msghdr = std::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = cbuf.as_mut_ptr().cast();
+        m.msg_controllen = std::mem::size_of_val(&cbuf);
+        assert_eq!(libc::recvmsg(s.as_raw_fd(), &mut m, 0), 1);
+        let c = libc::CMSG_FIRSTHDR(&m);
+        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS);
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// The residual, as documented: a listener passed out of the tree keeps the filter
+/// it had at an apply, and the supervisor says so (after 10 s of looking for it).
+#[test]
+fn a_listener_passed_out_of_the_tree_is_reported_at_an_apply() {
+    let Some(t) = start("supf-passout") else {
+        return;
+    };
+    let port = free_port();
+    let path = t.s.dir.path().join("pass.sock");
+    let u = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let args = ["passout", &port.to_string(), path.to_str().unwrap()];
+    let mut p = t.proc("passout", t.sup(&t.policy("p1.yaml", ""), &args));
+    p.expect("listening", T);
+    let (conn, _) = u.accept().unwrap();
+    let held = recv_fd(&conn);
+    p.expect("passed", T);
+    let l = std::net::TcpListener::from(held);
+    l.set_nonblocking(true).unwrap();
+    assert!(
+        !syn_answered("127.0.0.2", port),
+        "the filter went with the socket"
+    );
+    assert!(syn_answered("127.0.0.3", port));
+    let ban = "  - { name: no-127-0-0-3, action: deny, calls: [accept], remote: [127.0.0.3] }\n";
+    t.apply(&t.policy("p1.yaml", ban));
+    let started = Instant::now();
+    let line = loop {
+        let err = p.output();
+        if let Some(l) = err
+            .lines()
+            .find(|l| l.contains("still listens but no process"))
+        {
+            break l.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not reported: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        line.contains("its filter stays that of generation 1"),
+        "{line}"
+    );
+    // Held outside the tree: generation 1's filter, which let 127.0.0.3 in.
+    assert!(syn_answered("127.0.0.3", port));
     p.kill();
 }
 

@@ -5,7 +5,9 @@
  *   fsrv fork PORT     listen, fork twice (the grandchild serves), the parent closes
  *                      its listener, prints parent-closed and exits
  *   fsrv inherit FD    serve on an inherited listener
- *   fsrv rebind PORT   per connection: bind, listen, serve one, close the listener */
+ *   fsrv rebind PORT   per connection: bind, listen, serve one, close the listener
+ *   fsrv passout PORT PATH  listen, send the listener over the unix socket PATH
+ *                      (SCM_RIGHTS, to a process outside the tree), close it, wait */
 #include <errno.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +107,31 @@ int main(int argc, char **argv) {
             serve_one(l);
             close(l);
         }
+    }
+    if (!strcmp(argv[1], "passout") && argc >= 4) {
+        int l = listener(arg, 0), u = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strncpy(a.sun_path, argv[3], sizeof a.sun_path - 1);
+        if (connect(u, (void *)&a, sizeof a)) {
+            printf("unix-error:%d\n", errno);
+            return 1;
+        }
+        char byte = 'x', cbuf[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = {&byte, 1};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                           .msg_controllen = sizeof cbuf};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &l, sizeof l);
+        if (sendmsg(u, &m, 0) != 1) {
+            printf("sendmsg-error:%d\n", errno);
+            return 1;
+        }
+        close(l);
+        printf("passed\n");
+        for (;;) pause();
     }
     return 2;
 }

@@ -271,6 +271,7 @@ fn refused_peers_get_no_syn_ack_and_the_program_cannot_remove_the_filter() {
         "attach:1",
         "lock:1",
         "mptcp:93",
+        "getfd:1",
         "udp-attach:0",
         "udp-dropped:1",
         "udp-detach:0",

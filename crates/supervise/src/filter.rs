@@ -15,7 +15,8 @@
 //! are register values: no other setsockopt wakes it), and an MPTCP
 //! `socket(AF_INET | AF_INET6, .., IPPROTO_MPTCP)` gets `EPROTONOSUPPORT` (a socket
 //! filter on an MPTCP listener does not see its subflows' SYNs; Go and others fall
-//! back to TCP, as on a kernel without MPTCP).
+//! back to TCP, as on a kernel without MPTCP); `pidfd_getfd` gets `EPERM` (a
+//! listener taken from a process outside the tree would carry no filter).
 
 use sockexit_engine::bpf::{op, SockFilter};
 
@@ -33,6 +34,8 @@ pub const X32_BIT: u32 = 0x4000_0000;
 pub const MSG_FASTOPEN: u32 = 0x2000_0000;
 /// `SECCOMP_RET_ERRNO | EPROTONOSUPPORT`.
 pub const RET_EPROTONOSUPPORT: u32 = 0x0005_0000 | libc::EPROTONOSUPPORT as u32;
+/// `SECCOMP_RET_ERRNO | EPERM`.
+pub const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
 /// `IPPROTO_MPTCP`.
 pub const IPPROTO_MPTCP: u32 = 262;
 /// The socket options that attach, replace, detach or lock a socket filter.
@@ -63,6 +66,7 @@ pub mod nr {
     pub const ACCEPT4: u32 = 288;
     pub const SOCKET: u32 = 41;
     pub const SETSOCKOPT: u32 = 54;
+    pub const PIDFD_GETFD: u32 = 438;
     pub const SENDMMSG: u32 = 307;
     pub const IO_URING_SETUP: u32 = 425;
     pub const IO_URING_ENTER: u32 = 426;
@@ -87,6 +91,7 @@ enum L {
     SetSockOpt,
     Socket,
     Eproto,
+    Eperm,
     Next,
 }
 
@@ -102,10 +107,10 @@ pub fn program(accepts: Accepts) -> Vec<SockFilter> {
     let jeq = op::JMP | op::JEQ | op::K;
     let filter = accepts == Accepts::Filter;
     let on_accept = if filter { L::Allow } else { L::Notify };
-    let (on_setsockopt, on_socket) = if filter {
-        (L::SetSockOpt, L::Socket)
+    let (on_setsockopt, on_socket, on_getfd) = if filter {
+        (L::SetSockOpt, L::Socket, L::Eperm)
     } else {
-        (L::Allow, L::Allow)
+        (L::Allow, L::Allow, L::Allow)
     };
     let items = [
         Stmt(op::LD | op::W | op::ABS, OFF_ARCH),
@@ -123,6 +128,8 @@ pub fn program(accepts: Accepts) -> Vec<SockFilter> {
         Jump(jeq, nr::SETSOCKOPT, on_setsockopt, L::Next),
         Label(L::Next),
         Jump(jeq, nr::SOCKET, on_socket, L::Next),
+        Label(L::Next),
+        Jump(jeq, nr::PIDFD_GETFD, on_getfd, L::Next),
         Label(L::Next),
         Jump(jeq, nr::LISTEN, L::Notify, L::Next),
         Label(L::Next),
@@ -177,6 +184,8 @@ pub fn program(accepts: Accepts) -> Vec<SockFilter> {
         Jump(jeq, libc::AF_INET6 as u32, L::Eproto, L::Allow),
         Label(L::Eproto),
         Stmt(op::RET | op::K, RET_EPROTONOSUPPORT),
+        Label(L::Eperm),
+        Stmt(op::RET | op::K, RET_EPERM),
         Label(L::Allow),
         Stmt(op::RET | op::K, RET_ALLOW),
         Label(L::Notify),
@@ -378,6 +387,8 @@ mod tests {
         assert_eq!(run_f(nr::SOCKET, [2, 1, 6, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run_f(nr::SOCKET, [1, 1, mptcp, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run_f(nr::PIDFD_GETFD, [3, 4, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(run(nr::PIDFD_GETFD, [3, 4, 0, 0, 0, 0]), RET_ALLOW);
         // The rest of the filter is the same in both modes.
         let p = program(Accepts::Filter);
         assert_eq!(eval(&p, 42, 0x4000_0003, [0; 6]), RET_ENOSYS);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +58,8 @@ static void tamper(int l) {
     printf("lock:%d\n", err_of(setsockopt(l, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one)));
     /* An MPTCP listener's SYNs would not meet the filter: no MPTCP sockets. */
     printf("mptcp:%d\n", socket(AF_INET, SOCK_STREAM, 262) < 0 ? errno : 0);
+    /* Nor listeners taken from other processes (EPERM before EBADF). */
+    printf("getfd:%d\n", syscall(SYS_pidfd_getfd, -1, 0, 0) < 0 ? errno : 0);
     /* A UDP socket's filter is the program's business: performed for it. */
     int u = socket(AF_INET, SOCK_DGRAM, 0), v = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};

@@ -434,7 +434,11 @@ fn recv_fd(s: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
         m.msg_iovlen = 1;
         m.msg_control = cbuf.as_mut_ptr().cast();
         m.msg_controllen = std::mem::size_of_val(&cbuf);
-        assert_eq!(libc::recvmsg(s.as_raw_fd(), &mut m, 0), 1);
+        // Close-on-exec: the other tests' sockexit processes must not inherit it.
+        assert_eq!(
+            libc::recvmsg(s.as_raw_fd(), &mut m, libc::MSG_CMSG_CLOEXEC),
+            1
+        );
         let c = libc::CMSG_FIRSTHDR(&m);
         assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS);
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());

@@ -96,9 +96,7 @@ fn wildcard(local: SocketAddr) -> Listener<'static> {
 /// Whether the kernel lets the supervisor attach a socket filter (a hardened kernel
 /// may refuse `SO_ATTACH_FILTER` without `CAP_NET_ADMIN`).
 pub fn probe_attach() -> Result<(), String> {
-    let s = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("cannot make a test socket ({e})"))?;
-    let fd = OwnedFd::from(s);
+    let fd = sys::tcp_socket().map_err(|e| format!("cannot make a test socket ({e})"))?;
     let accept_all = [SockFilter {
         code: op::RET | op::K,
         jt: 0,

@@ -757,3 +757,11 @@ pub fn inherited_dup(raw: RawFd) -> Option<OwnedFd> {
     // SAFETY: a new fd owned here.
     (d >= 0).then(|| unsafe { OwnedFd::from_raw_fd(d) })
 }
+
+/// A new, unbound TCP socket (close-on-exec), for probing what the kernel allows.
+pub fn tcp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket call; the new fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: a new fd owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(fd as libc::c_long)? as RawFd) })
+}

@@ -1,7 +1,9 @@
 #!/bin/sh
-# nginx `Connection: close` req/s, plain against `sockexit run --supervise`, in
-# ROUNDS interleaved rounds (the order alternates each round); prints each round's
-# req/s and ratio, then the median ratio (docs/supervise.md "Cost"). Loopback only,
+# nginx `Connection: close` req/s, plain against `sockexit run --supervise` with
+# notified accepts (`--accept=notify`, the policy below) and in accept-by-filter mode
+# (`--accept=filter`, the same policy with `stealth: true`), in ROUNDS interleaved
+# rounds (the order rotates each round); prints each round's req/s and ratios, then
+# the median ratios (docs/supervise.md "Cost"). Loopback only,
 # bounded: N sequential requests from one Python client per run. Needs nginx, python3
 # and a release build (cargo build --release -p sockexit-cli). SOCKEXIT=path times
 # another sockexit binary; POLICY_EXTRA adds a top-level policy line (`stealth: true`).
@@ -35,6 +37,7 @@ ${POLICY_EXTRA:-}
 rules:
   - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }
 CONF
+sed 's/^default: allow$/default: allow\nstealth: true/' "$d/policy.yaml" > "$d/policy-filter.yaml"
 cat > "$d/client.py" <<'PY'
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -49,17 +52,19 @@ print(f"{n / (time.perf_counter() - t):.0f}")
 PY
 export SOCKEXIT_RUN_DIR="$d/run"
 one() {
-    if [ "$1" = plain ]; then
-        nginx -p "$d" -c "$d/nginx.conf" &
-    else
-        "$sockexit" run --supervise --policy "$d/policy.yaml" -- nginx -p "$d" -c "$d/nginx.conf" &
-    fi
+    case "$1" in
+    plain) nginx -p "$d" -c "$d/nginx.conf" & ;;
+    notify) "$sockexit" run --supervise --accept=notify --policy "$d/policy.yaml" -- \
+        nginx -p "$d" -c "$d/nginx.conf" & ;;
+    filter) "$sockexit" run --supervise --accept=filter --policy "$d/policy-filter.yaml" -- \
+        nginx -p "$d" -c "$d/nginx.conf" & ;;
+    esac
     pid=$!
     sleep 1
     python3 "$d/client.py" "$PORT" 300 > /dev/null
     rate=$(python3 "$d/client.py" "$PORT" "$N")
-    if [ "$1" = supervised ]; then
-        echo "supervisor RSS $(ps -o rss= -p $pid) KiB" >&2
+    if [ "$1" != plain ]; then
+        echo "supervisor ($1) RSS $(ps -o rss= -p $pid) KiB" >&2
     fi
     kill -TERM $pid
     wait $pid || true
@@ -68,14 +73,21 @@ one() {
 : > "$d/ratios"
 r=1
 while [ $r -le "$ROUNDS" ]; do
-    if [ $((r % 2)) = 1 ]; then
-        p=$(one plain); s=$(one supervised)
-    else
-        s=$(one supervised); p=$(one plain)
-    fi
-    ratio=$(python3 -c "print(f'{$s / $p:.3f}')")
-    echo "round $r: plain $p req/s, supervised $s req/s, ratio $ratio"
-    echo "$ratio" >> "$d/ratios"
+    case $((r % 3)) in
+    1) p=$(one plain); n=$(one notify); f=$(one filter) ;;
+    2) n=$(one notify); f=$(one filter); p=$(one plain) ;;
+    0) f=$(one filter); p=$(one plain); n=$(one notify) ;;
+    esac
+    rn=$(python3 -c "print(f'{$n / $p:.3f}')")
+    rf=$(python3 -c "print(f'{$f / $p:.3f}')")
+    echo "round $r: plain $p req/s, notified $n req/s (ratio $rn), by filter $f req/s (ratio $rf)"
+    echo "$rn $rf" >> "$d/ratios"
     r=$((r + 1))
 done
-python3 -c "import statistics,sys; v=[float(x) for x in open(sys.argv[1])]; print(f'median ratio {statistics.median(v):.3f} over {len(v)} rounds (min {min(v):.3f}, max {max(v):.3f})')" "$d/ratios"
+python3 - "$d/ratios" <<'PY'
+import statistics, sys
+rows = [[float(x) for x in l.split()] for l in open(sys.argv[1])]
+for i, name in enumerate(["notified accepts", "accept-by-filter"]):
+    v = [r[i] for r in rows]
+    print(f"{name}: median ratio {statistics.median(v):.3f} over {len(v)} rounds (min {min(v):.3f}, max {max(v):.3f})")
+PY

@@ -82,6 +82,19 @@ pub struct Args {
     /// CMD runs with no_new_privs (see docs/supervise.md)
     #[arg(long, conflicts_with_all = ["lib", "on_error", "allow_uncovered"])]
     supervise: bool,
+    /// With --supervise: how accepts are judged. auto: by each listener's socket
+    /// filter when the policy allows it (stealth, enforce, accept rules on the packet
+    /// only, no audit line for allowed accepts), else notified; notify: every accept
+    /// is a notification; filter: socket filters or nothing is started
+    /// (docs/supervise.md, "Accepts decided by socket filters")
+    #[arg(
+        long,
+        value_enum,
+        value_name = "HOW",
+        requires = "supervise",
+        default_value = "auto"
+    )]
+    accept: AcceptArg,
     /// The program to run, and its arguments (put `--` before them)
     #[arg(
         value_name = "CMD",
@@ -90,6 +103,16 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AcceptArg {
+    /// Socket filters when the policy qualifies, else notifications
+    Auto,
+    /// Every accept is notified
+    Notify,
+    /// Socket filters, or CMD is not started
+    Filter,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -213,7 +236,7 @@ pub fn main(a: Args) -> ExitCode {
         report("warning", format_args!("not applied ({e}); {then}"));
     }
     if a.supervise {
-        return supervise(&policy, loaded, &a.command);
+        return supervise(&policy, loaded, &a.command, a.accept);
     }
     let lib = match find_lib(a.lib) {
         Ok(l) => l,
@@ -287,7 +310,7 @@ pub fn main(a: Args) -> ExitCode {
 /// does not load); the supervisor decides with the published generation, followed
 /// live, or with `loaded` when the path could not be published; it runs CMD and
 /// returns its exit status.
-fn supervise(path: &Path, loaded: Policy, command: &[OsString]) -> ExitCode {
+fn supervise(path: &Path, loaded: Policy, command: &[OsString], accept: AcceptArg) -> ExitCode {
     let warn = Box::new(|m: &str| report("warning", m));
     let source = std::fs::canonicalize(path)
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -301,7 +324,13 @@ fn supervise(path: &Path, loaded: Policy, command: &[OsString]) -> ExitCode {
             ))
         }
     };
-    match sockexit_supervise::run(source, command) {
+    let choice = match accept {
+        AcceptArg::Auto => sockexit_supervise::Choice::Auto,
+        AcceptArg::Notify => sockexit_supervise::Choice::Notify,
+        AcceptArg::Filter => sockexit_supervise::Choice::Filter,
+    };
+    let say = std::sync::Arc::new(|m: &str| report("note", m));
+    match sockexit_supervise::run(source, command, choice, say) {
         Ok(sockexit_supervise::Outcome::Exited(code)) => ExitCode::from(code),
         Ok(sockexit_supervise::Outcome::NotStarted(msg, code)) => {
             report("error", msg);

@@ -368,24 +368,29 @@ fn stealth_listener_gets_the_syn_filter_through_the_duplicate() {
         "version: 1\ndefault: allow\nstealth: true\naudit: { log: off }\nrules:\n  \
          - { name: no-127-0-0-2, action: deny, calls: [accept], remote: [127.0.0.2] }\n",
     );
-    let port = free_port();
-    let mut c = s.sup_under(&p, &x);
-    c.args(["server", "block", &port.to_string(), "1"]);
-    let mut d = Proc::start(c, s.dir.path(), Stdio::null());
-    d.expect("listening", T);
-    // The refused peer's SYN is dropped: no SYN-ACK, its connect times out.
-    let started = std::time::Instant::now();
-    let r = std::thread::spawn(move || socket_from("127.0.0.2", port).map(|_| ()));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        !r.is_finished(),
-        "the refused peer got an answer: {:?}",
-        r.join()
-    );
-    let (got, _) = allowed_peer(port);
-    assert_eq!(got, "hello 1\n");
-    assert!(started.elapsed() < T);
-    assert_eq!(d.exited_within(T).and_then(|s| s.code()), Some(0));
+    // Notified accepts (the SYN filter a first line, the accept check the
+    // authority), and accept-by-filter mode (the filter the only judge), which this
+    // policy qualifies for (docs/supervise.md).
+    for accept in ["--accept=notify", "--accept=auto"] {
+        let port = free_port();
+        let mut c = s.sup_with(&p, &x, &[accept]);
+        c.args(["server", "block", &port.to_string(), "1"]);
+        let mut d = Proc::start(c, s.dir.path(), Stdio::null());
+        d.expect("listening", T);
+        // The refused peer's SYN is dropped: no SYN-ACK, its connect times out.
+        let started = std::time::Instant::now();
+        let r = std::thread::spawn(move || socket_from("127.0.0.2", port).map(|_| ()));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !r.is_finished(),
+            "{accept}: the refused peer got an answer: {:?}",
+            r.join()
+        );
+        let (got, _) = allowed_peer(port);
+        assert_eq!(got, "hello 1\n", "{accept}");
+        assert!(started.elapsed() < T);
+        assert_eq!(d.exited_within(T).and_then(|s| s.code()), Some(0));
+    }
 }
 
 #[test]

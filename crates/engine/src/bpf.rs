@@ -273,11 +273,14 @@ fn check<T: Copy + Into<u128>, S: Span<T>>(
 /// The residual accept rules for one family section (`v6` false: IPv4 packets).
 /// `Err(n)`: a rule that can match needs a test of at least `n` > [`MAX_INSNS`]
 /// instructions.
+/// With `conservative`, a rule that looks at an unknown fact is decided the other way
+/// round (see [`compile_conservative`]).
 fn residual(
     policy: &Policy,
     l: &Listener<'_>,
     v6: bool,
     partial: &mut Vec<String>,
+    conservative: bool,
 ) -> Result<Vec<RRule>, usize> {
     let local_ip = l.local.ip().to_canonical();
     let local_known = !local_ip.is_unspecified();
@@ -359,7 +362,24 @@ fn residual(
             continue;
         }
         let allow = r.action() == Verdict::Allow;
-        if !unknown.is_empty() {
+        if !unknown.is_empty() && conservative {
+            let what = unknown.join(" and ");
+            let line = format!(
+                "rule `{}` looks at {what}: counted as {}",
+                r.name(),
+                if allow {
+                    "never matching (the peers it allows are dropped)"
+                } else {
+                    "matching (the peers its other fields name are dropped)"
+                }
+            );
+            if !partial.contains(&line) {
+                partial.push(line);
+            }
+            if allow {
+                continue;
+            }
+        } else if !unknown.is_empty() {
             let what = unknown.join(" and ");
             let line = if allow {
                 format!(
@@ -801,7 +821,23 @@ fn emit_section(a: &mut Asm, rules: &[RRule], default: bool) -> Result<(), Overf
 
 /// Compile the accept rules of `policy` that remain for the listener `l`.
 pub fn compile(policy: &Policy, l: &Listener<'_>) -> Compiled {
-    if policy.mode() == Mode::Audit {
+    compile_as(policy, l, false)
+}
+
+/// Compile so that the filter refuses *at least* what the policy refuses, for a
+/// filter that is the only judge of the listener's accepts (`run --supervise` in
+/// accept-by-filter mode, with a generation that looks at facts a filter cannot
+/// see): an allow rule that looks at an unknown fact (user, group, program, a
+/// dynamic set) counts as never matching, a deny rule that does counts as matching
+/// on its other fields, and `mode: audit` is compiled as `enforce`. Every such rule
+/// is named in [`Compiled::partial`]. A peer the filter passes is allowed by the
+/// policy whatever the unknown facts are.
+pub fn compile_conservative(policy: &Policy, l: &Listener<'_>) -> Compiled {
+    compile_as(policy, l, true)
+}
+
+fn compile_as(policy: &Policy, l: &Listener<'_>, conservative: bool) -> Compiled {
+    if policy.mode() == Mode::Audit && !conservative {
         return Compiled {
             outcome: Outcome::AuditMode,
             partial: Vec::new(),
@@ -823,7 +859,7 @@ pub fn compile(policy: &Policy, l: &Listener<'_>) -> Compiled {
     };
     let mut section = |on: bool, v6: bool| {
         if on {
-            residual(policy, l, v6, &mut partial)
+            residual(policy, l, v6, &mut partial, conservative)
         } else {
             Ok(Vec::new())
         }

@@ -7,6 +7,16 @@
 //! `sendto`/`sendmmsg` (flags in the fourth argument) and `sendmsg` (third) only when
 //! their flags carry `MSG_FASTOPEN`; the three io_uring calls get `ENOSYS`, so
 //! liburing, Go and tokio fall back to ordinary system calls; all else is allowed.
+//!
+//! In accept-by-filter mode ([`Accepts::Filter`]) `accept`/`accept4` are allowed in
+//! the kernel (each listener carries a socket filter the supervisor attached), and
+//! instead `setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER | SO_ATTACH_BPF |
+//! SO_DETACH_FILTER | SO_LOCK_FILTER, ..)` is sent to the supervisor (level and name
+//! are register values: no other setsockopt wakes it), and an MPTCP
+//! `socket(AF_INET | AF_INET6, .., IPPROTO_MPTCP)` gets `EPROTONOSUPPORT` (a socket
+//! filter on an MPTCP listener does not see its subflows' SYNs; Go and others fall
+//! back to TCP, as on a kernel without MPTCP); `pidfd_getfd` gets `EPERM` (a
+//! listener taken from a process outside the tree would carry no filter).
 
 use sockexit_engine::bpf::{op, SockFilter};
 
@@ -22,6 +32,28 @@ pub const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
 pub const X32_BIT: u32 = 0x4000_0000;
 /// `MSG_FASTOPEN`.
 pub const MSG_FASTOPEN: u32 = 0x2000_0000;
+/// `SECCOMP_RET_ERRNO | EPROTONOSUPPORT`.
+pub const RET_EPROTONOSUPPORT: u32 = 0x0005_0000 | libc::EPROTONOSUPPORT as u32;
+/// `SECCOMP_RET_ERRNO | EPERM`.
+pub const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+/// `IPPROTO_MPTCP`.
+pub const IPPROTO_MPTCP: u32 = 262;
+/// The socket options that attach, replace, detach or lock a socket filter.
+pub const FILTER_OPTS: [u32; 4] = [
+    libc::SO_ATTACH_FILTER as u32,
+    libc::SO_DETACH_FILTER as u32,
+    libc::SO_LOCK_FILTER as u32,
+    libc::SO_ATTACH_BPF as u32,
+];
+
+/// How accepts are judged for the whole run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Accepts {
+    /// Every `accept`/`accept4` is a notification.
+    Notify,
+    /// Accepts run in the kernel; listeners carry the supervisor's socket filter.
+    Filter,
+}
 
 /// x86-64 system call numbers the filter names.
 #[allow(missing_docs)]
@@ -32,6 +64,9 @@ pub mod nr {
     pub const SENDMSG: u32 = 46;
     pub const LISTEN: u32 = 50;
     pub const ACCEPT4: u32 = 288;
+    pub const SOCKET: u32 = 41;
+    pub const SETSOCKOPT: u32 = 54;
+    pub const PIDFD_GETFD: u32 = 438;
     pub const SENDMMSG: u32 = 307;
     pub const IO_URING_SETUP: u32 = 425;
     pub const IO_URING_ENTER: u32 = 426;
@@ -53,6 +88,10 @@ enum L {
     Enosys,
     SendTo,
     SendMsg,
+    SetSockOpt,
+    Socket,
+    Eproto,
+    Eperm,
     Next,
 }
 
@@ -62,10 +101,17 @@ enum Item {
     Label(L),
 }
 
-/// The filter program.
-pub fn program() -> Vec<SockFilter> {
+/// The filter program (see the module documentation for the two modes).
+pub fn program(accepts: Accepts) -> Vec<SockFilter> {
     use Item::*;
     let jeq = op::JMP | op::JEQ | op::K;
+    let filter = accepts == Accepts::Filter;
+    let on_accept = if filter { L::Allow } else { L::Notify };
+    let (on_setsockopt, on_socket, on_getfd) = if filter {
+        (L::SetSockOpt, L::Socket, L::Eperm)
+    } else {
+        (L::Allow, L::Allow, L::Allow)
+    };
     let items = [
         Stmt(op::LD | op::W | op::ABS, OFF_ARCH),
         Jump(jeq, AUDIT_ARCH_X86_64, L::Next, L::Enosys),
@@ -75,9 +121,15 @@ pub fn program() -> Vec<SockFilter> {
         Label(L::Next),
         Jump(jeq, nr::CONNECT, L::Notify, L::Next),
         Label(L::Next),
-        Jump(jeq, nr::ACCEPT, L::Notify, L::Next),
+        Jump(jeq, nr::ACCEPT, on_accept, L::Next),
         Label(L::Next),
-        Jump(jeq, nr::ACCEPT4, L::Notify, L::Next),
+        Jump(jeq, nr::ACCEPT4, on_accept, L::Next),
+        Label(L::Next),
+        Jump(jeq, nr::SETSOCKOPT, on_setsockopt, L::Next),
+        Label(L::Next),
+        Jump(jeq, nr::SOCKET, on_socket, L::Next),
+        Label(L::Next),
+        Jump(jeq, nr::PIDFD_GETFD, on_getfd, L::Next),
         Label(L::Next),
         Jump(jeq, nr::LISTEN, L::Notify, L::Next),
         Label(L::Next),
@@ -108,6 +160,32 @@ pub fn program() -> Vec<SockFilter> {
             L::Notify,
             L::Allow,
         ),
+        // setsockopt(fd, SOL_SOCKET, one of FILTER_OPTS, ..)
+        Label(L::SetSockOpt),
+        Stmt(op::LD | op::W | op::ABS, off_arg(1)),
+        Jump(jeq, libc::SOL_SOCKET as u32, L::Next, L::Allow),
+        Label(L::Next),
+        Stmt(op::LD | op::W | op::ABS, off_arg(2)),
+        Jump(jeq, FILTER_OPTS[0], L::Notify, L::Next),
+        Label(L::Next),
+        Jump(jeq, FILTER_OPTS[1], L::Notify, L::Next),
+        Label(L::Next),
+        Jump(jeq, FILTER_OPTS[2], L::Notify, L::Next),
+        Label(L::Next),
+        Jump(jeq, FILTER_OPTS[3], L::Notify, L::Allow),
+        // socket(AF_INET | AF_INET6, .., IPPROTO_MPTCP)
+        Label(L::Socket),
+        Stmt(op::LD | op::W | op::ABS, off_arg(2)),
+        Jump(jeq, IPPROTO_MPTCP, L::Next, L::Allow),
+        Label(L::Next),
+        Stmt(op::LD | op::W | op::ABS, off_arg(0)),
+        Jump(jeq, libc::AF_INET as u32, L::Eproto, L::Next),
+        Label(L::Next),
+        Jump(jeq, libc::AF_INET6 as u32, L::Eproto, L::Allow),
+        Label(L::Eproto),
+        Stmt(op::RET | op::K, RET_EPROTONOSUPPORT),
+        Label(L::Eperm),
+        Stmt(op::RET | op::K, RET_EPERM),
         Label(L::Allow),
         Stmt(op::RET | op::K, RET_ALLOW),
         Label(L::Notify),
@@ -206,7 +284,7 @@ mod tests {
     use super::*;
 
     fn run(nr: u32, args: [u64; 6]) -> u32 {
-        eval(&program(), nr, AUDIT_ARCH_X86_64, args)
+        eval(&program(Accepts::Notify), nr, AUDIT_ARCH_X86_64, args)
     }
 
     #[test]
@@ -246,12 +324,78 @@ mod tests {
     #[test]
     fn other_abis_are_refused() {
         // i386 `int 0x80`: socketcall (102) or connect (362) there.
-        let p = program();
+        let p = program(Accepts::Notify);
         for n in [102, 362, 42, 0] {
             assert_eq!(eval(&p, n, 0x4000_0003, [0; 6]), RET_ENOSYS);
         }
         // x32: connect | 0x40000000, and any other.
         assert_eq!(run(X32_BIT | nr::CONNECT, [0; 6]), RET_ENOSYS);
         assert_eq!(run(X32_BIT, [0; 6]), RET_ENOSYS);
+    }
+
+    fn run_f(nr: u32, args: [u64; 6]) -> u32 {
+        eval(&program(Accepts::Filter), nr, AUDIT_ARCH_X86_64, args)
+    }
+
+    #[test]
+    fn filter_mode_lets_accepts_run_and_notifies_filter_options() {
+        for n in [nr::ACCEPT, nr::ACCEPT4] {
+            assert_eq!(run_f(n, [3, 0, 0, 0, 0, 0]), RET_ALLOW, "nr {n}");
+        }
+        for n in [nr::CONNECT, nr::LISTEN] {
+            assert_eq!(run_f(n, [0; 6]), RET_USER_NOTIF, "nr {n}");
+        }
+        let sol = libc::SOL_SOCKET as u64;
+        for o in FILTER_OPTS {
+            assert_eq!(
+                run_f(nr::SETSOCKOPT, [3, sol, o.into(), 0, 0, 0]),
+                RET_USER_NOTIF
+            );
+            // High bits of int arguments are ignored, as by the kernel.
+            assert_eq!(
+                run_f(
+                    nr::SETSOCKOPT,
+                    [3, sol | 1 << 40, u64::from(o) | 1 << 33, 0, 0, 0]
+                ),
+                RET_USER_NOTIF
+            );
+            // Same number at another level (IPPROTO_IP = 0, IPPROTO_TCP = 6).
+            assert_eq!(run_f(nr::SETSOCKOPT, [3, 0, o.into(), 0, 0, 0]), RET_ALLOW);
+            assert_eq!(run_f(nr::SETSOCKOPT, [3, 6, o.into(), 0, 0, 0]), RET_ALLOW);
+            // Not notified without the mode.
+            assert_eq!(run(nr::SETSOCKOPT, [3, sol, o.into(), 0, 0, 0]), RET_ALLOW);
+        }
+        for o in [
+            libc::SO_REUSEADDR,
+            libc::SO_LINGER,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+        ] {
+            assert_eq!(
+                run_f(nr::SETSOCKOPT, [3, sol, o as u64, 0, 0, 0]),
+                RET_ALLOW
+            );
+        }
+        let mptcp = u64::from(IPPROTO_MPTCP);
+        assert_eq!(
+            run_f(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]),
+            RET_EPROTONOSUPPORT
+        );
+        assert_eq!(
+            run_f(nr::SOCKET, [10, 1, mptcp, 0, 0, 0]),
+            RET_EPROTONOSUPPORT
+        );
+        assert_eq!(run_f(nr::SOCKET, [2, 1, 6, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run_f(nr::SOCKET, [1, 1, mptcp, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(nr::SOCKET, [2, 1, mptcp, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run_f(nr::PIDFD_GETFD, [3, 4, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(run(nr::PIDFD_GETFD, [3, 4, 0, 0, 0, 0]), RET_ALLOW);
+        // The rest of the filter is the same in both modes.
+        let p = program(Accepts::Filter);
+        assert_eq!(eval(&p, 42, 0x4000_0003, [0; 6]), RET_ENOSYS);
+        assert_eq!(run_f(nr::IO_URING_SETUP, [0; 6]), RET_ENOSYS);
+        assert_eq!(
+            run_f(nr::SENDTO, [3, 0, 0, u64::from(MSG_FASTOPEN), 0, 0]),
+            RET_USER_NOTIF
+        );
     }
 }

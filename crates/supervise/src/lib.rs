@@ -10,13 +10,17 @@
 #![deny(unsafe_code)]
 
 mod audit;
+pub mod byfilter;
 pub mod filter;
 pub mod live;
 pub mod notify;
 mod pool;
+mod sockopt;
 mod stash;
 mod sys;
+mod walk;
 
+pub use byfilter::Choice;
 pub use live::Source;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -60,18 +64,26 @@ pub enum Outcome {
 /// Run `cmd` supervised under the policy `source` gives; returns once the command has
 /// exited and no process under the filter remains. The audit target is the one of the
 /// policy in use at start (as in the preload: an apply that changes `audit:` takes
-/// effect at the next start).
-pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
+/// effect at the next start). `choice` picks how accepts are judged
+/// (`crate::byfilter`); `say` gets the one line that tells which, and the mode's
+/// later diagnostics.
+pub fn run(
+    source: Source,
+    cmd: &[OsString],
+    choice: Choice,
+    say: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<Outcome, String> {
     probe()?;
     let audit = audit::Audit::open(&source.current().policy)?;
+    let (byfilter, accepts) = accept_mode(&source, choice, &say)?;
     let (parent, child) = sys::socketpair().map_err(|e| format!("socketpair: {e}"))?;
     // Forwarded signals are taken by one thread with sigwait; blocked everywhere
     // else (threads inherit the mask, the child gets an empty one).
     sys::block_forwarded();
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]);
-    sys::filter_before_exec(&mut c, filter::program(), child);
-    let mut proc = match c.spawn() {
+    sys::filter_before_exec(&mut c, filter::program(accepts), child);
+    let proc = match c.spawn() {
         Ok(p) => p,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -87,6 +99,7 @@ pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
     };
     // Our end of the child's socket was dropped with the Command.
     drop(c);
+    let mut proc = proc;
     let lfd = match sys::recv_fd(&parent) {
         Ok(f) => f,
         Err(e) => {
@@ -102,6 +115,7 @@ pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
         audit,
         accept_locks: Default::default(),
         stash: Default::default(),
+        byfilter: byfilter.clone(),
     });
     let s2 = Arc::clone(&sup);
     let server = std::thread::Builder::new()
@@ -115,14 +129,87 @@ pub fn run(source: Source, cmd: &[OsString]) -> Result<Outcome, String> {
             sys::kill(pid, sig);
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    let st = proc.wait().map_err(|e| format!("wait: {e}"))?;
-    let code = match (st.code(), st.signal()) {
-        (Some(c), _) => c as u8,
-        (None, Some(s)) => 128u8.wrapping_add(s as u8),
-        _ => 1,
+    let code = match byfilter {
+        Some(bf) => {
+            let s3 = Arc::clone(&sup);
+            std::thread::Builder::new()
+                .name("sockexit-reload".into())
+                .spawn(move || walk::watch(s3, bf))
+                .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+            reap_until(pid)
+        }
+        None => {
+            let st = proc.wait().map_err(|e| format!("wait: {e}"))?;
+            match (st.code(), st.signal()) {
+                (Some(c), _) => c as u8,
+                (None, Some(s)) => 128u8.wrapping_add(s as u8),
+                _ => 1,
+            }
+        }
     };
     // Descendants still under the filter keep being served; the listener reports
     // a hang-up when the last of them is gone.
     let _ = server.join();
     Ok(Outcome::Exited(code))
+}
+
+/// Decide how accepts are judged, say it, and prepare accept-by-filter mode (the
+/// filters of inherited listeners, the subreaper).
+fn accept_mode(
+    source: &Source,
+    choice: Choice,
+    say: &Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<(Option<Arc<byfilter::ByFilter>>, filter::Accepts), String> {
+    let cur = source.current();
+    let (mut accepts, mut why) = byfilter::choose(choice, &cur.policy)?;
+    let mut bf = None;
+    if accepts == filter::Accepts::Filter {
+        let say2 = Arc::clone(say);
+        let b = byfilter::ByFilter::new(cur.generation, Box::new(move |m| say2(m)));
+        let ready = byfilter::inherited(&b, &cur).and_then(|keys| {
+            sys::set_subreaper().map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+            Ok(keys)
+        });
+        match ready {
+            Ok(keys) => {
+                b.registry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .listeners
+                    .extend(keys);
+                bf = Some(Arc::new(b));
+            }
+            Err(e) if choice == Choice::Filter => {
+                return Err(format!(
+                    "--accept=filter: accept-by-filter mode cannot be used: {e}"
+                ))
+            }
+            Err(e) => {
+                accepts = filter::Accepts::Notify;
+                why = format!("notified accepts (accept-by-filter mode not chosen: {e})");
+            }
+        }
+    }
+    say(&format!("accepts: {why}"));
+    Ok((bf, accepts))
+}
+
+/// As a subreaper: reap every child, return CMD's exit code when CMD is reaped, and
+/// go on reaping the orphans the tree leaves us on a thread of its own.
+fn reap_until(cmd: u32) -> u8 {
+    let code = loop {
+        match sys::wait_any() {
+            Some((p, code)) if p == cmd => break code,
+            Some(_) => {}
+            None => break 1,
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("sockexit-reaper".into())
+        .spawn(|| loop {
+            if sys::wait_any().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+    code
 }

@@ -31,10 +31,12 @@ pub struct Sup {
     pub accept_locks: Mutex<HashMap<(u64, u64), AcceptLock>>,
     /// Allowed connections whose caller stopped waiting, for the next accept.
     pub stash: crate::stash::Stash,
+    /// Accept-by-filter mode (`None`: every accept is notified).
+    pub byfilter: Option<Arc<crate::byfilter::ByFilter>>,
 }
 
 /// How a notification is answered.
-enum Reply {
+pub(crate) enum Reply {
     Done(Result<i64, i32>),
     /// Let the kernel run it: only for sockets of non-IP families (see [`ip_socket`]).
     Continue,
@@ -56,6 +58,7 @@ pub fn serve(s: Arc<Sup>) {
             nr::SENDTO => on_sendto(&s, n),
             nr::SENDMSG => on_sendmsg(&s, n, None),
             nr::SENDMMSG => on_sendmmsg(&s, n),
+            nr::SETSOCKOPT => crate::sockopt::on_setsockopt(&s, n),
             _ => Reply::Done(Err(libc::ENOSYS)),
         });
         answer(&s, n.id, r);
@@ -152,7 +155,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn new(tid: u32) -> Self {
+    pub(crate) fn new(tid: u32) -> Self {
         Caller {
             tid,
             status: None,
@@ -261,7 +264,7 @@ fn judge(
 }
 
 /// A duplicate of the caller's fd `fd`, checked to belong to a still-pending call.
-fn dup_fd(s: &Sup, n: &Notif, caller: &mut Caller, fd: u64) -> Result<OwnedFd, i32> {
+pub(crate) fn dup_fd(s: &Sup, n: &Notif, caller: &mut Caller, fd: u64) -> Result<OwnedFd, i32> {
     let fd = i32::try_from(fd as i64).map_err(|_| libc::EBADF)?;
     let pidfd = sys::pidfd_open(n.pid, || caller.status().map(|s| s.0).unwrap_or(n.pid))
         .map_err(|_| libc::ESRCH)?;
@@ -390,6 +393,9 @@ fn on_listen(s: &Arc<Sup>, n: Notif) -> Reply {
     let cur = s.source.current();
     if !judge(s, &cur, &mut caller, Call::Listen, None, local, dual) {
         return Reply::Done(Err(libc::EACCES));
+    }
+    if let Some(bf) = &s.byfilter {
+        return crate::byfilter::listen(s, bf, &d, n.args[1] as i32);
     }
     if cur.policy.stealth() {
         if let Some(l) = local {

@@ -689,3 +689,79 @@ pub fn map_words(
     // AtomicU64 (the layout of u64).
     Some(unsafe { std::slice::from_raw_parts(p as *const std::sync::atomic::AtomicU64, len / 8) })
 }
+
+/// `PR_SET_CHILD_SUBREAPER`: orphans of the supervised tree (daemons that fork
+/// twice) are re-parented to us, so they stay in the tree the reload walk follows.
+pub fn set_subreaper() -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// Wait for any child: its pid and exit code (128 + N when killed by signal N);
+/// `None` when there is no child to wait for.
+pub fn wait_any() -> Option<(u32, u8)> {
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a valid out-parameter.
+        let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if pid < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return None;
+        }
+        let code = if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st) as u8
+        } else {
+            128u8.wrapping_add(libc::WTERMSIG(st) as u8)
+        };
+        return Some((pid as u32, code));
+    }
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, &val, 4)`: `Ok(0)` or the errno.
+pub fn setsockopt_int(fd: &OwnedFd, name: i32, val: i32) -> Result<i64, i32> {
+    // SAFETY: val is a valid int option value for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(0)
+    }
+}
+
+/// `SO_ACCEPTCONN`: the socket is listening.
+pub fn accepting(fd: &OwnedFd) -> bool {
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).is_some_and(|v| v != 0)
+}
+
+/// Our own fd `raw` if it is inherited across exec (no `FD_CLOEXEC`): a duplicate
+/// of it, close-on-exec, to look at.
+pub fn inherited_dup(raw: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD / F_DUPFD_CLOEXEC on a number; an invalid one fails EBADF.
+    let fl = unsafe { libc::fcntl(raw, libc::F_GETFD) };
+    if fl < 0 || fl & libc::FD_CLOEXEC != 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let d = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
+    // SAFETY: a new fd owned here.
+    (d >= 0).then(|| unsafe { OwnedFd::from_raw_fd(d) })
+}
+
+/// A new, unbound TCP socket (close-on-exec), for probing what the kernel allows.
+pub fn tcp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket call; the new fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: a new fd owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(fd as libc::c_long)? as RawFd) })
+}

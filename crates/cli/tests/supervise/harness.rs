@@ -94,9 +94,16 @@ impl Setup {
     /// `sockexit run --supervise --policy POLICY -- PROGRAM`, publishing into this
     /// test's own run directory (`apply` and the supervisor's live policy use it).
     pub fn sup_under(&self, policy: &Path, program: &Path) -> Command {
+        self.sup_with(policy, program, &[])
+    }
+
+    /// [`Setup::sup_under`] with more options of `run` (e.g. `--accept=notify`).
+    pub fn sup_with(&self, policy: &Path, program: &Path, opts: &[&str]) -> Command {
         let mut c = clean(BIN);
         c.env("SOCKEXIT_RUN_DIR", self.run_dir())
-            .args(["run", "--supervise", "--policy"])
+            .args(["run", "--supervise"])
+            .args(opts)
+            .arg("--policy")
             .arg(policy)
             .arg("--")
             .arg(program);

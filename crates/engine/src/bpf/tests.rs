@@ -102,7 +102,21 @@ fn facts(src: SocketAddr, dst: SocketAddr, l: &Listener<'_>, uid: u32) -> Facts 
 /// reach listener `l`. With `exact`, they must agree; otherwise a drop must be a
 /// refusal for every uid in `uids`. Returns (allowed, dropped) counts.
 fn agree(p: &Policy, l: &Listener<'_>, n: usize, exact: bool, uids: &[u32]) -> (usize, usize) {
-    let c = compile(p, l);
+    agree_with(p, l, n, exact, uids, false)
+}
+
+/// [`agree`], or with `conservative` for [`compile_conservative`]: then, with
+/// `exact` false, the check is turned round: a packet it passes must be allowed
+/// for every uid in `uids`.
+fn agree_with(
+    p: &Policy,
+    l: &Listener<'_>,
+    n: usize,
+    exact: bool,
+    uids: &[u32],
+    conservative: bool,
+) -> (usize, usize) {
+    let c = compile_as(p, l, conservative);
     let f = filter_of(&c).to_vec();
     assert!(f.len() <= MAX_INSNS);
     validate(&f).unwrap();
@@ -181,6 +195,11 @@ fn agree(p: &Policy, l: &Listener<'_>, n: usize, exact: bool, uids: &[u32]) -> (
                 pass, verdicts[0],
                 "sample {i}: {src} -> {dst}: filter {pass}, engine {}",
                 verdicts[0]
+            );
+        } else if conservative {
+            assert!(
+                !pass || verdicts.iter().all(|v| *v),
+                "sample {i}: filter passed {src} -> {dst}, which uids {uids:?} may refuse ({verdicts:?})"
             );
         } else if !pass {
             assert!(
@@ -295,6 +314,74 @@ rules:
     assert!(c.describe().contains("partial"), "{}", c.describe());
     let (a, d) = agree(&p, &l, 10_000, false, &[0, 1000, 7]);
     assert!(a > 100 && d > 100, "({a}, {d})");
+}
+
+#[test]
+fn conservative_filter_refuses_all_any_uid_may_refuse() {
+    let p = policy(
+        r#"
+version: 1
+default: deny
+rules:
+  - { name: not-root, action: deny, calls: [accept], users: [0], remote: [10.0.0.0/8] }
+  - { name: ftp-lan, action: allow, calls: [accept], users: [1000], remote: [10.0.0.0/8, 172.16.0.0/12] }
+  - { name: web, action: allow, calls: [accept], remote: [192.168.0.0/16, 10.1.0.0/16] }
+"#,
+    );
+    let mut l = listener("0.0.0.0:21", None);
+    l.gid = None;
+    l.program = None;
+    let c = compile_conservative(&p, &l);
+    assert_eq!(c.partial.len(), 2, "{:?}", c.partial);
+    assert!(
+        c.partial[0].starts_with("rule `not-root` looks at the user")
+            && c.partial[0].contains("counted as matching")
+    );
+    assert!(
+        c.partial[1].starts_with("rule `ftp-lan`") && c.partial[1].contains("counted as never")
+    );
+    let (a, d) = agree_with(&p, &l, 10_000, false, &[0, 1000, 7], true);
+    assert!(a > 100 && d > 100, "({a}, {d})");
+    // 10.1.2.3 is allowed by `web` for uid 1000 but refused for root: dropped.
+    let f = filter_of(&c);
+    let (pkt, off) = syn_packet(
+        "10.1.2.3:5000".parse().unwrap(),
+        "10.0.0.1:21".parse().unwrap(),
+    );
+    assert_eq!(run(f, &pkt, off).unwrap(), RET_DROP);
+    let (pkt, off) = syn_packet(
+        "192.168.1.1:5000".parse().unwrap(),
+        "10.0.0.1:21".parse().unwrap(),
+    );
+    assert_eq!(run(f, &pkt, off).unwrap(), RET_ACCEPT);
+    // Dual stack too; and the MIXED policy (programs, users) with nothing known.
+    agree_with(
+        &p,
+        &listener("[::]:0", None),
+        5_000,
+        false,
+        &[0, 1000],
+        true,
+    );
+    let m = policy(MIXED);
+    let mut l = listener("[::]:0", None);
+    l.program = None;
+    agree_with(&m, &l, 10_000, false, &[0, 4242, 1000], true);
+}
+
+#[test]
+fn conservative_filter_enforces_an_audit_mode_policy() {
+    let p = policy("version: 1\nmode: audit\ndefault: allow\nrules:\n  - {name: x, action: deny, calls: [accept], remote: [10.0.0.0/8]}\n");
+    assert_eq!(
+        compile(&p, &listener("0.0.0.0:80", None)).outcome,
+        Outcome::AuditMode
+    );
+    let c = compile_conservative(&p, &listener("0.0.0.0:80", None));
+    let (pkt, off) = syn_packet(
+        "10.0.0.1:5000".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    );
+    assert_eq!(run(filter_of(&c), &pkt, off).unwrap(), RET_DROP);
 }
 
 #[test]

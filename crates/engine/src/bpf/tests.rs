@@ -3,8 +3,8 @@
 //! partial filter, only when it refuses it).
 
 use super::*;
-use crate::{Facts, FilesResolver, LoadOptions};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use crate::{Call, Facts, FilesResolver, LoadOptions};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 
 fn policy(text: &str) -> Policy {

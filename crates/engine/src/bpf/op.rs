@@ -1,0 +1,32 @@
+//! Opcode parts, as in `<linux/bpf_common.h>`.
+#![allow(missing_docs)]
+
+pub const LD: u16 = 0x00;
+pub const LDX: u16 = 0x01;
+pub const ALU: u16 = 0x04;
+pub const JMP: u16 = 0x05;
+pub const RET: u16 = 0x06;
+pub const MISC: u16 = 0x07;
+pub const W: u16 = 0x00;
+pub const H: u16 = 0x08;
+pub const B: u16 = 0x10;
+pub const IMM: u16 = 0x00;
+pub const ABS: u16 = 0x20;
+pub const IND: u16 = 0x40;
+pub const MSH: u16 = 0xa0;
+pub const ADD: u16 = 0x00;
+pub const SUB: u16 = 0x10;
+pub const OR: u16 = 0x40;
+pub const AND: u16 = 0x50;
+pub const LSH: u16 = 0x60;
+pub const RSH: u16 = 0x70;
+pub const JA: u16 = 0x00;
+pub const JEQ: u16 = 0x10;
+pub const JGT: u16 = 0x20;
+pub const JGE: u16 = 0x30;
+pub const JSET: u16 = 0x40;
+pub const K: u16 = 0x00;
+pub const X: u16 = 0x08;
+pub const A: u16 = 0x10;
+pub const TAX: u16 = 0x00;
+pub const TXA: u16 = 0x80;

@@ -346,17 +346,47 @@ fn maybe_worker(
 }
 
 fn on_connect(s: &Arc<Sup>, n: Notif) -> Reply {
+    connecting(s, n, |n| {
+        read_addr(n, n.args[1], n.args[2]).map(Connecting::Connect)
+    })
+}
+
+/// A call that connects: `connect(2)`, or a send with `MSG_FASTOPEN` (TCP Fast Open),
+/// both judged as `connect` to their destination.
+enum Connecting {
+    /// `connect(2)` to this sockaddr.
+    Connect(Vec<u8>),
+    /// A Fast Open send of `buf` with `flags`, to `name` if it has one.
+    Send {
+        buf: Vec<u8>,
+        flags: i32,
+        name: Option<Vec<u8>>,
+    },
+}
+
+/// Duplicate the caller's socket (a non-IP one is the kernel's), read the call
+/// (`read`, once the socket is known to be IP), judge its destination with the
+/// engine (audited), and perform it on the duplicate, on a worker if it may block.
+fn connecting(
+    s: &Arc<Sup>,
+    n: Notif,
+    read: impl FnOnce(&Notif) -> Result<Connecting, i32>,
+) -> Reply {
     let mut caller = Caller::new(n.pid);
     let d = tri!(dup_fd(s, &n, &mut caller, n.args[0]));
     if !tri!(ip_socket(&d)) {
         return Reply::Continue;
     }
-    let raw = tri!(read_addr(&n, n.args[1], n.args[2]));
+    let call = tri!(read(&n));
     if !sys::notif_id_valid(&s.lfd, n.id) {
         return Reply::Nothing;
     }
-    match decode(&raw) {
-        Addr::Ip(dest) => {
+    let (dest, dontwait) = match &call {
+        Connecting::Connect(raw) => (Some(&raw[..]), false),
+        Connecting::Send { flags, name, .. } => (name.as_deref(), flags & libc::MSG_DONTWAIT != 0),
+    };
+    match dest.map(decode) {
+        Some(Addr::Ip(dest)) => {
             if !judge(
                 s,
                 &s.source.current(),
@@ -369,15 +399,24 @@ fn on_connect(s: &Arc<Sup>, n: Notif) -> Reply {
                 return Reply::Done(Err(libc::EACCES));
             }
         }
-        // Dissolving an association reaches nobody.
-        Addr::Unspec => {}
-        // The kernel refuses these on an IP socket; so do we, without trying.
-        Addr::Other => return Reply::Done(Err(libc::EAFNOSUPPORT)),
-        Addr::Bad => return Reply::Done(Err(libc::EINVAL)),
+        // The kernel refuses these on an IP socket's connect; so do we, without
+        // trying. (A send's destination of another family is the kernel's to refuse.)
+        Some(Addr::Other) if matches!(call, Connecting::Connect(_)) => {
+            return Reply::Done(Err(libc::EAFNOSUPPORT))
+        }
+        Some(Addr::Bad) => return Reply::Done(Err(libc::EINVAL)),
+        // Dissolving an association reaches nobody; a send without a destination
+        // goes to the peer already connected.
+        Some(Addr::Unspec | Addr::Other) | None => {}
     }
-    let blocking = !sys::nonblocking(&d);
+    let blocking = !sys::nonblocking(&d) && !dontwait;
     maybe_worker(s, n.id, blocking, move |_| {
-        Reply::Done(sys::connect(&d, &raw))
+        Reply::Done(match &call {
+            Connecting::Connect(raw) => sys::connect(&d, raw),
+            Connecting::Send { buf, flags, name } => {
+                sys::send_flat(&d, buf, *flags, name.as_deref())
+            }
+        })
     })
 }
 
@@ -636,41 +675,6 @@ fn stash_or_reset(s: &Sup, c: OwnedFd, peer: &[u8], key: Option<(u64, u64)>) -> 
 /// this much and returns the count, as a stream send may.
 const SEND_MAX: usize = 1 << 20;
 
-/// A send that connects (TCP Fast Open): judged as `connect` to its destination.
-fn fastopen(s: &Arc<Sup>, n: Notif, buf: Vec<u8>, flags: i32, name: Option<Vec<u8>>) -> Reply {
-    let mut caller = Caller::new(n.pid);
-    let d = tri!(dup_fd(s, &n, &mut caller, n.args[0]));
-    if !tri!(ip_socket(&d)) {
-        return Reply::Continue;
-    }
-    if !sys::notif_id_valid(&s.lfd, n.id) {
-        return Reply::Nothing;
-    }
-    if let Some(raw) = &name {
-        match decode(raw) {
-            Addr::Ip(dest) => {
-                if !judge(
-                    s,
-                    &s.source.current(),
-                    &mut caller,
-                    Call::Connect,
-                    Some(dest),
-                    local_of(&d),
-                    false,
-                ) {
-                    return Reply::Done(Err(libc::EACCES));
-                }
-            }
-            Addr::Bad => return Reply::Done(Err(libc::EINVAL)),
-            Addr::Unspec | Addr::Other => {}
-        }
-    }
-    let blocking = !sys::nonblocking(&d) && flags & libc::MSG_DONTWAIT == 0;
-    maybe_worker(s, n.id, blocking, move |_| {
-        Reply::Done(sys::send_flat(&d, &buf, flags, name.as_deref()))
-    })
-}
-
 fn read_buf(n: &Notif, ptr: u64, len: u64) -> Result<Vec<u8>, i32> {
     let mut b = vec![0u8; (len as usize).min(SEND_MAX)];
     sys::read_mem(n.pid, ptr, &mut b)?;
@@ -684,7 +688,8 @@ fn on_sendto(s: &Arc<Sup>, n: Notif) -> Reply {
     } else {
         None
     };
-    fastopen(s, n, buf, n.args[3] as i32, name)
+    let flags = n.args[3] as i32;
+    connecting(s, n, move |_| Ok(Connecting::Send { buf, flags, name }))
 }
 
 /// `sendmsg` with `MSG_FASTOPEN` (also one message of `sendmmsg`, at `hdr`).
@@ -720,7 +725,7 @@ fn on_sendmsg(s: &Arc<Sup>, n: Notif, hdr: Option<u64>) -> Reply {
     } else {
         None
     };
-    fastopen(s, n, buf, flags, name)
+    connecting(s, n, move |_| Ok(Connecting::Send { buf, flags, name }))
 }
 
 /// `sendmmsg` with `MSG_FASTOPEN`: the first message is sent (as `sendmsg`), and 1

@@ -21,7 +21,7 @@ use common::TempDir;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{clean, install, run, Out};
+use support::{clean, install, programs, run, Out};
 
 /// Exit status for "not covered", documented in docs/cli.md.
 const NOT_COVERED: i32 = 3;
@@ -80,53 +80,21 @@ impl Setup {
     /// `name` built from `src` with gcc (`-static` when `static_`), or None (skipped).
     fn cc(&self, name: &str, src: &str, static_: bool) -> Option<PathBuf> {
         let gcc = require("gcc")?;
-        let c = self.dir.write(&format!("{name}.c"), src);
-        let out_path = self.dir.path().join(name);
-        let mut cmd = Command::new(gcc);
-        if static_ {
-            cmd.arg("-static");
+        let flags: &[&str] = if static_ { &["-static"] } else { &[] };
+        match programs::gcc(&gcc, self.dir.path(), name, src, flags, &[]) {
+            Ok(p) => Some(p),
+            Err(out) if static_ => missing(&format!(
+                "a static libc for gcc -static (libc6-dev; {})",
+                programs::stderr(&out)
+            )),
+            Err(out) => panic!("gcc: {out:?}"),
         }
-        let out = cmd
-            .arg("-o")
-            .arg(&out_path)
-            .arg(&c)
-            .output()
-            .expect("run gcc");
-        if !out.status.success() {
-            if static_ {
-                return missing(&format!(
-                    "a static libc for gcc -static (libc6-dev; {})",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            panic!("gcc: {out:?}");
-        }
-        Some(out_path)
     }
 
     /// `name` built from `src` by `go build`, offline, with its caches in the temp dir.
     fn go(&self, name: &str, src: &str, cgo: bool) -> Option<PathBuf> {
         let go = require("go")?;
-        let dir = self.dir.path().join(format!("go-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), src).unwrap();
-        let out_path = self.dir.path().join(name);
-        let out = Command::new(go)
-            .current_dir(&dir)
-            .args(["build", "-o"])
-            .arg(&out_path)
-            .arg("main.go")
-            .env("HOME", &dir)
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "")
-            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
-            .output()
-            .expect("run go build");
-        assert!(out.status.success(), "go build ({name}): {out:?}");
-        Some(out_path)
+        Some(programs::go(&go, self.dir.path(), name, src, cgo))
     }
 }
 

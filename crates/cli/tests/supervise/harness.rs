@@ -6,7 +6,7 @@
 
 use crate::common::daemon::{missing, require, Proc};
 use crate::common::TempDir;
-use crate::support::{clean, run, BIN};
+use crate::support::{clean, programs, run, BIN};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -115,54 +115,28 @@ impl Setup {
         self.dir.path().join("run")
     }
 
+    /// `name` built from `src` with gcc, `extra` flags, pthread (and liburing for a
+    /// `uring*` name), or None (skipped) without a C toolchain that builds it.
     pub fn cc(&self, name: &str, src: &str, extra: &[&str]) -> Option<PathBuf> {
         let gcc = require("gcc")?;
-        let c = self.dir.write(&format!("{name}.c"), src);
-        let out_path = self.dir.path().join(name);
-        let out = Command::new(gcc)
-            .args(extra)
-            .arg("-o")
-            .arg(&out_path)
-            .arg(&c)
-            .arg("-lpthread")
-            .args(if name.starts_with("uring") {
-                &["-luring"][..]
-            } else {
-                &[][..]
-            })
-            .output()
-            .expect("run gcc");
-        if !out.status.success() {
-            return missing(&format!(
+        let libs: &[&str] = if name.starts_with("uring") {
+            &["-lpthread", "-luring"]
+        } else {
+            &["-lpthread"]
+        };
+        match programs::gcc(&gcc, self.dir.path(), name, src, extra, libs) {
+            Ok(p) => Some(p),
+            Err(out) => missing(&format!(
                 "a C toolchain for {name} (libc6-dev, liburing-dev: {})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+                programs::stderr(&out)
+            )),
         }
-        Some(out_path)
     }
 
+    /// `name` built from `src` by `go build`, or None (skipped) without Go.
     pub fn go(&self, name: &str, src: &str, cgo: bool) -> Option<PathBuf> {
         let go = require("go")?;
-        let dir = self.dir.path().join(format!("go-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), src).unwrap();
-        let out_path = self.dir.path().join(name);
-        let out = Command::new(go)
-            .current_dir(&dir)
-            .args(["build", "-o"])
-            .arg(&out_path)
-            .arg("main.go")
-            .env("HOME", &dir)
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "")
-            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
-            .output()
-            .expect("run go build");
-        assert!(out.status.success(), "go build ({name}): {out:?}");
-        Some(out_path)
+        Some(programs::go(&go, self.dir.path(), name, src, cgo))
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {

@@ -1,6 +1,8 @@
 //! Running the real `sockexit` binary from the CLI's integration tests.
 #![allow(dead_code)]
 
+pub mod programs;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -27,12 +27,20 @@ PROFILE ?= release
 CARGO_TARGET_DIR ?= target
 OUT  := $(CARGO_TARGET_DIR)/$(PROFILE)
 GEN  ?= $(CARGO_TARGET_DIR)/install-gen
+# The front (libsockexit.so) of a release build is built with the `front` profile
+# (panic = "abort", no standard library: what every program pays to load).
 ifeq ($(PROFILE),release)
 PROFILE_FLAG := --release
+FRONT_FLAG := --profile front
+FRONT_OUT := $(CARGO_TARGET_DIR)/front
 else ifeq ($(PROFILE),debug)
 PROFILE_FLAG :=
+FRONT_FLAG :=
+FRONT_OUT := $(OUT)
 else
 PROFILE_FLAG := --profile $(PROFILE)
+FRONT_FLAG := $(PROFILE_FLAG)
+FRONT_OUT := $(OUT)
 endif
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -47,6 +55,7 @@ all: build
 build:
 ifndef NOBUILD
 	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) $(CARGO) build $(PROFILE_FLAG) -p sockexit --lib
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) $(CARGO) build $(FRONT_FLAG) -p sockexit-front --lib
 	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) $(CARGO) build $(PROFILE_FLAG) -p sockexit-cli --bin sockexit
 endif
 
@@ -66,8 +75,10 @@ install: gen
 		$(DESTDIR)$(SYSCONFDIR)/fail2ban/action.d
 	$(INSTALL) -m 0755 $(OUT)/sockexit $(DESTDIR)$(BINDIR)/sockexit
 	$(STRIP) --strip-all --remove-section=.comment --remove-section=.note $(DESTDIR)$(BINDIR)/sockexit
-	$(INSTALL) -m 0644 $(OUT)/libsockexit.so $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
+	$(INSTALL) -m 0644 $(FRONT_OUT)/libsockexit.so $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
+	$(INSTALL) -m 0644 $(OUT)/libsockexit_core.so $(DESTDIR)$(LIBDIR)/sockexit/libsockexit_core.so
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(DESTDIR)$(LIBDIR)/sockexit/libsockexit_core.so
 	for f in $(GEN)/man/*.1; do \
 		gzip -9n -c $$f > $(DESTDIR)$(MANDIR)/man1/$$(basename $$f).gz; done
 	gzip -9n -c man/sockexit-policy.5 > $(DESTDIR)$(MANDIR)/man5/sockexit-policy.5.gz
@@ -89,7 +100,8 @@ install: gen
 	$(INSTALL) -m 0644 README.md docs/install.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/sockexit $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so
+	rm -f $(DESTDIR)$(BINDIR)/sockexit $(DESTDIR)$(LIBDIR)/sockexit/libsockexit.so \
+		$(DESTDIR)$(LIBDIR)/sockexit/libsockexit_core.so
 	-rmdir $(DESTDIR)$(LIBDIR)/sockexit
 	rm -f $(DESTDIR)$(MANDIR)/man1/sockexit.1.gz $(DESTDIR)$(MANDIR)/man1/sockexit-*.1.gz \
 		$(DESTDIR)$(MANDIR)/man5/sockexit-policy.5.gz $(DESTDIR)$(MANDIR)/man8/libsockexit.8.gz
@@ -111,7 +123,7 @@ deb:
 	cd $(DEBROOT) && find etc -type f | sed 's|^|/|' | sort > DEBIAN/conffiles
 	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(ARCH)/' \
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEBROOT) | cut -f1)/" \
-		-e "s/@GLIBC@/$$(objdump -T $(DEBROOT)/usr/bin/sockexit $(DEBROOT)/usr/lib/sockexit/libsockexit.so | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)/" \
+		-e "s/@GLIBC@/$$(objdump -T $(DEBROOT)/usr/bin/sockexit $(DEBROOT)/usr/lib/sockexit/libsockexit.so $(DEBROOT)/usr/lib/sockexit/libsockexit_core.so | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)/" \
 		debian/control > $(DEBROOT)/DEBIAN/control
 	cd $(DEBROOT) && find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | sort \
 		| xargs md5sum > DEBIAN/md5sums

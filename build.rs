@@ -3,7 +3,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     // A stable soname, so `ldd`/`LD_PRELOAD` lines and packaging name the library
     // the same way whatever the build directory.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsockexit.so");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsockexit_core.so");
     // Never unmapped: a program that dlopen()s and dlclose()s us (or a second copy)
     // must not be left calling hooks whose code is gone.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");

@@ -72,8 +72,13 @@ gcc -O2 -g -Wall -Wextra -Werror -shared -fPIC -o "$bin/nullhook.so" "$repo/benc
 if [ -n "${SOCKEXIT_BENCH_LIB:-}" ]; then
     lib=$SOCKEXIT_BENCH_LIB
 else
+    # As installed (Makefile): the core from the release profile, the front from the
+    # `front` profile (no standard library), side by side.
     (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -p sockexit --quiet)
-    lib=$target/release/libsockexit.so
+    (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --profile front -p sockexit-front --quiet)
+    mkdir -p "$target/bench-lib"
+    cp "$target/release/libsockexit_core.so" "$target/front/libsockexit.so" "$target/bench-lib/"
+    lib=$target/bench-lib/libsockexit.so
 fi
 [ -f "$lib" ] || { echo "bench/run.sh: no library at $lib" >&2; exit 2; }
 (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release -p sockexit-cli --bin sockexit --quiet)

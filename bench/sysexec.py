@@ -36,6 +36,7 @@ mkdir -p /run/sx/upper /run/sx/work /run/sx/lib
 mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/work /etc
 [ "$(stat -f -c %T /etc)" = overlayfs ]
 cp "$SX_LIB" /run/sx/lib/libsockexit.so
+cp "$(dirname "$SX_LIB")/libsockexit_core.so" /run/sx/lib/
 mkdir -p /etc/sockexit
 cp "$SX_POLICY_DIR/policy.yaml" /etc/sockexit/
 "$SX_CLI" apply --quiet /etc/sockexit/policy.yaml

@@ -116,12 +116,15 @@ fn protected_service_from(root: &Path, scratch: &common::TempDir) {
     }
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
     let lib = root.join("usr/lib/sockexit/libsockexit.so");
-    let lib = std::fs::canonicalize(&lib).unwrap();
-    assert!(
-        maps.contains(&*lib.to_string_lossy()),
-        "the service does not map the installed {}",
-        lib.display()
-    );
+    // The front, and the core it loaded from beside it.
+    for name in ["libsockexit.so", "libsockexit_core.so"] {
+        let lib = std::fs::canonicalize(lib.with_file_name(name)).unwrap();
+        assert!(
+            maps.contains(&*lib.to_string_lossy()),
+            "the service does not map the installed {}",
+            lib.display()
+        );
+    }
     let refused = talk(Ipv4Addr::new(127, 0, 0, 2), addr);
     let served = talk(Ipv4Addr::LOCALHOST, addr);
     let out = child.wait_with_output().unwrap();
@@ -155,6 +158,7 @@ fn make_install_gives_a_working_protected_service_man_pages_and_completions() {
     let mut want: Vec<String> = vec![
         "usr/bin/sockexit".into(),
         "usr/lib/sockexit/libsockexit.so".into(),
+        "usr/lib/sockexit/libsockexit_core.so".into(),
         "usr/share/man/man1/sockexit.1.gz".into(),
         "usr/share/man/man5/sockexit-policy.5.gz".into(),
         "usr/share/man/man8/libsockexit.8.gz".into(),
@@ -185,7 +189,11 @@ fn make_install_gives_a_working_protected_service_man_pages_and_completions() {
     );
 
     // Stripped (the release library is mostly debug info otherwise).
-    for f in ["usr/bin/sockexit", "usr/lib/sockexit/libsockexit.so"] {
+    for f in [
+        "usr/bin/sockexit",
+        "usr/lib/sockexit/libsockexit.so",
+        "usr/lib/sockexit/libsockexit_core.so",
+    ] {
         assert!(stripped(&root.join(f)), "{f} is not stripped");
     }
 

@@ -38,6 +38,7 @@ mount -t overlay sx-etc -o lowerdir=/etc,upperdir=/run/sx/upper,workdir=/run/sx/
 [ -e /run/sx/upper ] && touch /etc/.sx-probe && [ -e /run/sx/upper/.sx-probe ] || fail "overlay upper"
 rm /etc/.sx-probe
 cp "$SX_LIB" /run/sx/lib/libsockexit.so && chmod 644 /run/sx/lib/libsockexit.so || fail cp
+cp "$(dirname "$SX_LIB")/libsockexit_core.so" /run/sx/lib/ && chmod 644 /run/sx/lib/libsockexit_core.so || fail cp
 LIB=/run/sx/lib/libsockexit.so
 mkdir -p /etc/sockexit
 "#;
@@ -214,6 +215,9 @@ echo $LIB > /etc/ld.so.preload
 # A program that never makes an IP call reads nothing of sockexit's.
 env -i strace -f -qq -e trace=%file -o "$SX_DIR/true.trace" /bin/true
 env -i strace -f -qq -e trace=%file -o "$SX_DIR/client.trace" "$SX_EX/connect_client" 127.0.0.3:9 >/dev/null
+# Nor does it load the core: only the front is mapped, until an IP call.
+env -i cat /proc/self/maps >"$SX_DIR/cat.maps"
+env -i python3 -c 'import socket; socket.socket().connect_ex(("127.0.0.3", 9)); print(open("/proc/self/maps").read())' >"$SX_DIR/python.maps"
 echo "step traced"
 # A root of its own, holding a policy that allows everything.
 mkdir -p /run/sx/jail/etc/sockexit
@@ -311,6 +315,18 @@ fn the_system_policy_read_at_the_first_ip_call_cannot_be_swapped_by_confining() 
     assert_eq!(ours(&read("true.trace")), 0, "{}", read("true.trace"));
     // The same check finds the reads of a program that connects.
     assert!(ours(&read("client.trace")) > 0, "{}", read("client.trace"));
+    let maps = |f: &str, lib: &str| read(f).lines().any(|l| l.ends_with(lib));
+    assert!(maps("cat.maps", "/libsockexit.so"), "{}", read("cat.maps"));
+    assert!(
+        !maps("cat.maps", "/libsockexit_core.so"),
+        "{}",
+        read("cat.maps")
+    );
+    assert!(
+        maps("python.maps", "/libsockexit_core.so"),
+        "{}",
+        read("python.maps")
+    );
 
     // The hooks read the policy before the root or the namespace changes; a raw
     // chroot is seen by no hook: the load finds another root and fails closed, saying

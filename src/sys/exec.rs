@@ -58,17 +58,20 @@ pub fn prepare(policy: &std::path::Path, on_error_allow: bool) {
     });
 }
 
-/// This library's absolute path (`dladdr` of one of our functions, canonicalised: an
+/// The preloaded library's absolute path (`dladdr` of one of its functions, canonicalised: an
 /// `LD_PRELOAD=./libsockexit.so` must still be found after the child's `chdir`).
 fn own_path() -> Option<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: Dl_info is plain old data; dladdr fills it for an address in a loaded
     // object and returns 0 otherwise.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: the address of one of our own functions.
-    if unsafe { libc::dladdr(prepare as *const libc::c_void, &mut info) } == 0
-        || info.dli_fname.is_null()
-    {
+    // Children are given the front (`libsockexit.so`) when it loaded us.
+    let me = match super::front::attach_fn() {
+        0 => prepare as *const libc::c_void,
+        f => f as *const libc::c_void,
+    };
+    // SAFETY: the address of a function in a loaded object.
+    if unsafe { libc::dladdr(me, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
     // SAFETY: dladdr returned a NUL-terminated path owned by the loader.

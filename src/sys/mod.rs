@@ -38,6 +38,7 @@ mod exec;
 pub mod exports;
 mod filter;
 mod fini;
+pub mod front;
 pub mod logfile;
 mod rcmd;
 pub mod real;
@@ -214,6 +215,8 @@ pub fn set_errno(e: c_int) {
 // ---------------------------------------------------------------------------------
 
 extern "C" fn sockexit_init() {
+    // Before anything can call one of our exports through the front.
+    front::attach();
     // Not in the library's own unit-test binary: there the test harness is the "host
     // process", has no policy, and would print a fail-closed error on every run.
     if cfg!(test) {

@@ -27,7 +27,15 @@ pub fn profile_dir() -> PathBuf {
 pub fn lib_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| cargo_build(&["-p", "sockexit", "--lib", "--examples"], "libsockexit.so"))
+        .get_or_init(|| {
+            // The core (`libsockexit_core.so`) and the front that loads it
+            // (`libsockexit.so`, crates/front), which is what programs preload.
+            cargo_build(
+                &["-p", "sockexit", "--lib", "--examples"],
+                "libsockexit_core.so",
+            );
+            cargo_build(&["-p", "sockexit-front", "--lib"], "libsockexit.so")
+        })
         .clone()
 }
 

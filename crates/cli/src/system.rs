@@ -50,6 +50,9 @@ struct SystemOpts {
     root: PathBuf,
 }
 
+/// What the front (`libsockexit.so`) loads from its own directory.
+const CORE_LIB: &str = "libsockexit_core.so";
+
 /// The library path to list (as the system sees it) and where it is under `root`.
 fn system_lib(o: &SystemOpts) -> Result<(String, PathBuf), String> {
     let lib = match &o.lib {
@@ -66,6 +69,16 @@ fn system_lib(o: &SystemOpts) -> Result<(String, PathBuf), String> {
         return Err(format!("{}: no such file", at.display()));
     }
     trusted(&at, &o.root)?;
+    // The front loads the core from its own directory: the same trust for that file.
+    let core = at.with_file_name(CORE_LIB);
+    if !core.is_file() {
+        return Err(format!(
+            "{}: no such file ({} loads it from its own directory)",
+            core.display(),
+            at.display()
+        ));
+    }
+    trusted(&core, &o.root)?;
     Ok((s, at))
 }
 

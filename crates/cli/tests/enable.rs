@@ -244,6 +244,7 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     fs::create_dir_all(root.path().join("run")).unwrap();
     let preload = root.path().join("etc/ld.so.preload");
     root.put("usr/lib/sockexit/libsockexit.so", "stand-in\n");
+    let core = root.put("usr/lib/sockexit/libsockexit_core.so", "stand-in\n");
     let lib = "/usr/lib/sockexit/libsockexit.so";
 
     // No policy at all.
@@ -333,6 +334,25 @@ fn system_mode_edits_ld_so_preload_only_with_an_applied_valid_policy() {
     assert!(out.stderr.contains("chmod go-w"), "{out:?}");
     assert!(!preload.exists());
     fs::set_permissions(&libdir, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // Nor one whose core (which the front loads from its directory) others can
+    // replace, or which is missing.
+    fs::set_permissions(&core, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = system(&root, &["enable"], &run_dir);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("libsockexit_core.so") && out.stderr.contains("chmod go-w"),
+        "{out:?}"
+    );
+    assert!(!preload.exists());
+    fs::remove_file(&core).unwrap();
+    let out = system(&root, &["enable"], &run_dir);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("libsockexit_core.so: no such file"),
+        "{out:?}"
+    );
+    assert!(!preload.exists());
 
     // A library that is not there is never listed.
     fs::remove_file(root.path().join("usr/lib/sockexit/libsockexit.so")).unwrap();

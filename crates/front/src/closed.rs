@@ -1,0 +1,219 @@
+//! When the core cannot be loaded: the IP calls fail closed, as the core does for a
+//! policy that does not load (one message; every IP accept, connect and listen
+//! refused; `SOCKEXIT_ON_ERROR=allow` lets everything through), and every other hooked
+//! call goes to libc's own function.
+
+use crate::elf::Libc;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use libc::{c_char, c_int, c_uint, c_void, sockaddr, socklen_t};
+
+/// libc's functions the stand-ins call.
+static REAL: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+const ACCEPT4: usize = 0;
+const CONNECT: usize = 1;
+const LISTEN: usize = 2;
+const SENDTO: usize = 3;
+
+/// Fill every empty entry: a stand-in for the IP calls, libc's function for the rest.
+pub fn install(slots: &[&AtomicUsize], names: &[&str]) {
+    let libc = Libc::find();
+    let real = |name: &str| libc.map_or(0, |l| l.lookup(name.as_bytes()));
+    for (i, n) in ["accept4", "connect", "listen", "sendto"]
+        .into_iter()
+        .enumerate()
+    {
+        REAL[i].store(real(n), Ordering::Release);
+    }
+    let allow = crate::env(c"SOCKEXIT_ON_ERROR") == Some(b"allow".as_slice());
+    for (slot, &name) in slots.iter().zip(names) {
+        let p = match name {
+            _ if allow => real(name),
+            "accept" => accept as *const () as usize,
+            "accept4" => accept4 as *const () as usize,
+            "connect" | "__connect" => connect as *const () as usize,
+            "listen" => listen as *const () as usize,
+            "sendto" => sendto as *const () as usize,
+            "sendmsg" => sendmsg as *const () as usize,
+            "sendmmsg" => sendmmsg as *const () as usize,
+            "rcmd" | "rcmd_af" | "rexec" | "rexec_af" => refused as *const () as usize,
+            _ => real(name),
+        };
+        let p = if p == 0 {
+            missing as *const () as usize
+        } else {
+            p
+        };
+        let _ = slot.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Say once, on fd 2, why the IP calls are refused.
+pub fn say_failed(libc: &Libc, path: &[u8]) {
+    let mut line = [0u8; 8192];
+    let mut n = 0;
+    // Without indexing: see `core_path`.
+    let mut put = |b: &[u8]| {
+        for (o, &c) in line.iter_mut().skip(n).zip(b) {
+            *o = c;
+            n += 1;
+        }
+    };
+    put(b"sockexit: ERROR: cannot load ");
+    put(path.split(|&c| c == 0).next().unwrap_or_default());
+    let dlerror = libc.lookup(b"dlerror");
+    if dlerror != 0 {
+        type DlerrorFn = unsafe extern "C" fn() -> *const c_char;
+        // SAFETY: libc's dlerror, found by name: null or a NUL-terminated message.
+        let e = unsafe { core::mem::transmute::<usize, DlerrorFn>(dlerror)() };
+        if !e.is_null() {
+            put(b": ");
+            // SAFETY: non-null: dlerror's NUL-terminated message.
+            put(unsafe { core::ffi::CStr::from_ptr(e) }.to_bytes());
+        }
+    }
+    put(b"; failing closed: every IP accept, connect and listen is refused\n");
+    // SAFETY: writing our own buffer to fd 2; a failure is ignored.
+    unsafe { libc::write(2, line.as_ptr() as *const c_void, n.min(line.len())) };
+}
+
+fn fail(errno: c_int) -> c_int {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = errno };
+    -1
+}
+
+fn is_ip(family: c_int) -> bool {
+    family == libc::AF_INET || family == libc::AF_INET6
+}
+
+/// The address family of the socket `fd` is bound to (0 if unknown).
+fn family_of(fd: c_int) -> c_int {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of_val(&ss) as socklen_t;
+    // SAFETY: our own buffer and its length.
+    if unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut sockaddr, &mut len) } != 0 {
+        return 0;
+    }
+    ss.ss_family as c_int
+}
+
+/// # Safety
+/// `addr` is null or `len` readable bytes.
+unsafe fn dest_is_ip(addr: *const sockaddr, len: socklen_t) -> bool {
+    !addr.is_null() && len >= 2 && is_ip((*addr).sa_family as c_int)
+}
+
+fn real(i: usize) -> usize {
+    REAL[i].load(Ordering::Acquire)
+}
+
+unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    accept4(fd, addr, len, 0)
+}
+
+/// A connection on an IP listener is reset unseen; `ECONNABORTED` is an errno every
+/// accept loop retries on.
+unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    type F = unsafe extern "C" fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
+    let Some(f) = core::mem::transmute::<usize, Option<F>>(real(ACCEPT4)) else {
+        return fail(libc::ENOSYS);
+    };
+    if !is_ip(family_of(fd)) {
+        return f(fd, addr, len, flags);
+    }
+    let c = f(
+        fd,
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+        libc::SOCK_CLOEXEC,
+    );
+    if c < 0 {
+        return c;
+    }
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    libc::setsockopt(
+        c,
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        &linger as *const _ as *const c_void,
+        core::mem::size_of_val(&linger) as socklen_t,
+    );
+    libc::close(c);
+    fail(libc::ECONNABORTED)
+}
+
+unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    type F = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+    match core::mem::transmute::<usize, Option<F>>(real(CONNECT)) {
+        _ if dest_is_ip(addr, len) => fail(libc::EACCES),
+        Some(f) => f(fd, addr, len),
+        None => fail(libc::ENOSYS),
+    }
+}
+
+unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    type F = unsafe extern "C" fn(c_int, c_int) -> c_int;
+    match core::mem::transmute::<usize, Option<F>>(real(LISTEN)) {
+        _ if is_ip(family_of(fd)) => fail(libc::EACCES),
+        Some(f) => f(fd, backlog),
+        None => fail(libc::ENOSYS),
+    }
+}
+
+/// TCP Fast Open connects in its first send: refused like `connect`. Other sends pass
+/// (on an IP socket they need a connect, which was refused).
+unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: libc::size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> libc::ssize_t {
+    type F = unsafe extern "C" fn(
+        c_int,
+        *const c_void,
+        libc::size_t,
+        c_int,
+        *const sockaddr,
+        socklen_t,
+    ) -> libc::ssize_t;
+    if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
+        return fail(libc::EACCES) as libc::ssize_t;
+    }
+    match core::mem::transmute::<usize, Option<F>>(real(SENDTO)) {
+        Some(f) => f(fd, buf, n, flags, addr, len),
+        None => fail(libc::ENOSYS) as libc::ssize_t,
+    }
+}
+
+unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> libc::ssize_t {
+    if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
+        return fail(libc::EACCES) as libc::ssize_t;
+    }
+    libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as libc::ssize_t
+}
+
+unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int {
+    if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
+        return fail(libc::EACCES);
+    }
+    libc::syscall(libc::SYS_sendmmsg, fd, v, n, flags) as c_int
+}
+
+extern "C" fn refused() -> c_int {
+    fail(libc::EACCES)
+}
+
+extern "C" fn missing() -> c_int {
+    fail(libc::ENOSYS)
+}

@@ -1,0 +1,259 @@
+//! `libsockexit.so`: the front of the library, the object `LD_PRELOAD` and
+//! `/etc/ld.so.preload` name.
+//!
+//! Every dynamically linked program on a machine in system-wide mode loads it, and the
+//! dynamic loader's work for an object grows with what it imports: the Rust library
+//! (`libsockexit_core.so`, the hooks, the engine, the audit sinks) imports 78 libc
+//! functions, about 87 k instructions of symbol binding at every exec (BENCHMARKS.md,
+//! item 7). This object exports the same hooked symbols, imports a handful, and does
+//! almost nothing at load: each export jumps through one table entry, which starts
+//! empty; the first call of any of them `dlopen`s the core (`RTLD_LOCAL`), whose
+//! constructor fills the table with its own functions ([`sockexit_front_attach`]),
+//! and from then on every call is one indirect jump more than before.
+//!
+//! When the core is needed at once: with `SOCKEXIT_POLICY` set, or when `LD_PRELOAD`
+//! names this library (the exec hooks must give children the library back), the
+//! constructor loads it, exactly as a single library would have loaded. Otherwise (the
+//! system policy) the exec family goes straight to libc's until the core is loaded —
+//! children get the library from `/etc/ld.so.preload` anyway, and an exec after
+//! `vfork` must never `dlopen` — and everything else loads the core at its first call.
+//!
+//! If the core cannot be loaded, the IP calls fail closed (`closed`), as the core
+//! does for a policy that does not load: one message, every IP accept, connect and
+//! listen refused, unless `SOCKEXIT_ON_ERROR=allow`.
+// Built for installation with the `front` profile (panic = "abort"), it links no
+// standard library: std's panic runtime alone would import a few dozen functions that
+// every program would pay to bind. Built with any other profile (the tests) it is an
+// ordinary std cdylib, larger and identical in behaviour.
+#![cfg_attr(panic = "abort", no_std)]
+#![allow(clippy::missing_safety_doc)]
+
+mod abi;
+mod closed;
+mod elf;
+
+use abi::{for_each_hook, ABI, HOOKS};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use libc::{c_char, c_int, c_void};
+
+macro_rules! define_hooks {
+    ($($n:ident)*) => {
+        /// One jump target per hooked symbol: 0 until known.
+        #[repr(C)]
+        pub struct Table {
+            $($n: AtomicUsize,)*
+        }
+
+        static TABLE: Table = Table {
+            $($n: AtomicUsize::new(0),)*
+        };
+
+        /// The hooked names, in table order.
+        const NAMES: [&str; HOOKS] = [$(stringify!($n),)*];
+
+        impl Table {
+            fn slots(&self) -> [&AtomicUsize; HOOKS] {
+                [$(&self.$n,)*]
+            }
+        }
+
+        $(
+            /// Jump to the table's entry, loading it first when it is empty. `r11` (not
+            /// an argument register) carries the target; `rax` (the vector register
+            /// count of a variadic call: `execl`, `prctl`) and every argument register
+            /// are kept, and the caller's stack is untouched, so the core's function
+            /// sees exactly the call the program made.
+            #[unsafe(naked)]
+            #[no_mangle]
+            pub unsafe extern "C" fn $n() {
+                core::arch::naked_asm!(
+                    "mov r11, qword ptr [rip + {table} + {off}]",
+                    "test r11, r11",
+                    "jz 2f",
+                    "jmp r11",
+                    "2:",
+                    // Entry rsp is 8 mod 16; seven pushes make it 0 mod 16 for the call.
+                    "push rax",
+                    "push rdi",
+                    "push rsi",
+                    "push rdx",
+                    "push rcx",
+                    "push r8",
+                    "push r9",
+                    "lea rdi, [rip + {table} + {off}]",
+                    "call {fill}",
+                    "pop r9",
+                    "pop r8",
+                    "pop rcx",
+                    "pop rdx",
+                    "pop rsi",
+                    "pop rdi",
+                    "pop rax",
+                    "jmp qword ptr [rip + {table} + {off}]",
+                    table = sym TABLE,
+                    off = const core::mem::offset_of!(Table, $n),
+                    fill = sym fill,
+                )
+            }
+        )*
+    };
+}
+
+for_each_hook!(define_hooks);
+
+/// The exec family: straight to libc's until the core is loaded (see the module).
+const EXEC_FAMILY: [&str; 11] = [
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execveat",
+    "fexecve",
+    "execl",
+    "execle",
+    "execlp",
+    "posix_spawn",
+    "posix_spawnp",
+];
+
+/// 0: the core not tried; 1: attached; 2: it could not be loaded.
+static CORE: AtomicU8 = AtomicU8::new(0);
+
+/// Called by the core's constructor, before it runs anything else, with its own
+/// functions in [`abi::for_each_hook`] order. Returns 0, or -1 for a core built for
+/// another front (which then leaves the table as it is).
+#[no_mangle]
+pub unsafe extern "C" fn sockexit_front_attach(abi: usize, table: *const usize, n: usize) -> c_int {
+    if abi != ABI || n != HOOKS || table.is_null() {
+        return -1;
+    }
+    for (i, slot) in TABLE.slots().into_iter().enumerate() {
+        // SAFETY: the core passes `n` == HOOKS entries.
+        let p = unsafe { *table.add(i) };
+        if p != 0 {
+            slot.store(p, Ordering::Release);
+        }
+    }
+    CORE.store(1, Ordering::Release);
+    0
+}
+
+/// From an export whose entry is empty: load the core; if that fails, the stand-ins.
+/// Returns with `slot` non-zero.
+extern "C" fn fill(slot: &AtomicUsize) {
+    if CORE.load(Ordering::Acquire) == 0 {
+        load_core();
+    }
+    if slot.load(Ordering::Acquire) == 0 {
+        closed::install(&TABLE.slots(), &NAMES);
+    }
+}
+
+/// `dlopen` the core beside this file. Racing threads both call `dlopen`, which the
+/// loader serialises; the second finds it loaded.
+fn load_core() {
+    let Some(libc) = elf::Libc::find() else {
+        CORE.store(2, Ordering::Release);
+        return;
+    };
+    let dlopen = libc.lookup(b"dlopen");
+    let mut path = [0u8; 4096];
+    if dlopen == 0 || !core_path(&mut path) {
+        CORE.store(2, Ordering::Release);
+        return;
+    }
+    type DlopenFn = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
+    // SAFETY: libc's dlopen, found by name; `path` is NUL-terminated.
+    let dlopen: DlopenFn = unsafe { core::mem::transmute(dlopen) };
+    // SAFETY: dlopen with a NUL-terminated path and valid flags.
+    let h = unsafe {
+        dlopen(
+            path.as_ptr() as *const c_char,
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        )
+    };
+    if h.is_null() || CORE.load(Ordering::Acquire) != 1 {
+        closed::say_failed(&libc, &path);
+        CORE.store(2, Ordering::Release);
+    }
+}
+
+/// `DIR/libsockexit_core.so`, where DIR holds this library, NUL-terminated.
+fn core_path(out: &mut [u8; 4096]) -> bool {
+    const CORE_NAME: &[u8] = b"libsockexit_core.so\0";
+    // SAFETY: Dl_info is plain old data; dladdr fills it for an address in a loaded
+    // object (one of our own functions).
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: the address of one of our own functions, and our Dl_info.
+    if unsafe { libc::dladdr(fill as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return false;
+    }
+    // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
+    let me = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    // Written without indexing: no panic path may be linked in (it would pull in the
+    // unwinder and a dozen more imports every program would pay for).
+    let dir: &[u8] = match me.iter().rposition(|&c| c == b'/') {
+        Some(i) => me.get(..=i).unwrap_or(b"./"),
+        None => b"./",
+    };
+    let mut n = 0;
+    for (o, &c) in out.iter_mut().zip(dir.iter().chain(CORE_NAME)) {
+        *o = c;
+        n += 1;
+    }
+    n == dir.len() + CORE_NAME.len()
+}
+
+/// `name`'s value when set and not empty (never under AT_SECURE).
+fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getauxval takes a type id; getenv a NUL-terminated name and returns null
+    // or a string in the environment, which the constructor reads before anything can
+    // change it.
+    unsafe {
+        if libc::getauxval(libc::AT_SECURE) != 0 {
+            return None;
+        }
+        let v = libc::getenv(name.as_ptr());
+        (!v.is_null())
+            .then(|| core::ffi::CStr::from_ptr(v).to_bytes())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Whether `LD_PRELOAD` names this library (`libsockexit.so`, by file name).
+fn preloaded_by_env() -> bool {
+    env(c"LD_PRELOAD").is_some_and(|v| {
+        v.split(|&c| c == b':' || c == b' ')
+            .any(|e| e == b"libsockexit.so" || e.ends_with(b"/libsockexit.so"))
+    })
+}
+
+extern "C" fn front_init() {
+    if env(c"SOCKEXIT_POLICY").is_some() || preloaded_by_env() {
+        load_core();
+        return;
+    }
+    let Some(libc) = elf::Libc::find() else {
+        return;
+    };
+    for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
+        if EXEC_FAMILY.contains(&name) {
+            let p = libc.lookup(name.as_bytes());
+            // A concurrent attach (another library's constructor made a call) wins.
+            let _ = slot.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = front_init;
+
+/// No code here panics (no allocation, no formatting, no indexing); if a check ever
+/// failed, stop rather than unwind into C.
+#[cfg(panic = "abort")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: abort(3) takes no arguments and does not return.
+    unsafe { libc::abort() }
+}

@@ -1,0 +1,100 @@
+//! The front (`libsockexit.so`, crates/front): the small object programs preload,
+//! which `dlopen`s this library at the first call that needs it and jumps to our
+//! functions through its table. Our constructor hands it that table before anything
+//! else runs, so our own first calls (`dlsym` for the real functions) already reach
+//! us through the front's exports.
+//!
+//! The front's entry point is a weak symbol: without a front (this library preloaded
+//! by itself, or the unit tests) it is 0 and nothing changes.
+
+#[path = "../../crates/front/src/abi.rs"]
+#[allow(dead_code)]
+mod abi;
+
+use std::ffi::c_void;
+
+std::arch::global_asm!(".weak sockexit_front_attach");
+
+/// The front's `sockexit_front_attach`, or 0 when no front is loaded.
+pub fn attach_fn() -> usize {
+    let p: usize;
+    // SAFETY: reads the GOT entry of a weak symbol, which the loader sets to its
+    // address or leaves 0.
+    unsafe {
+        std::arch::asm!(
+            "mov {}, qword ptr [rip + sockexit_front_attach@GOTPCREL]",
+            out(reg) p,
+            options(nostack, readonly, pure)
+        )
+    };
+    p
+}
+
+/// Our function for each hooked name.
+fn ours(name: &str) -> usize {
+    use super::{confine as c, dl as d, exec as e, exports as x, rcmd as r};
+    let f: *const c_void = match name {
+        "accept" => x::accept as *const c_void,
+        "accept4" => x::accept4 as *const c_void,
+        "connect" => x::connect as *const c_void,
+        "__connect" => x::__connect as *const c_void,
+        "listen" => x::listen as *const c_void,
+        "sendto" => x::sendto as *const c_void,
+        "sendmsg" => x::sendmsg as *const c_void,
+        "sendmmsg" => x::sendmmsg as *const c_void,
+        "dlsym" => d::dlsym as *const c_void,
+        "dlvsym" => d::dlvsym as *const c_void,
+        "dlopen" => d::dlopen as *const c_void,
+        "dlmopen" => d::dlmopen as *const c_void,
+        "execve" => e::execve as *const c_void,
+        "execv" => e::execv as *const c_void,
+        "execvp" => e::execvp as *const c_void,
+        "execvpe" => e::execvpe as *const c_void,
+        "execveat" => e::execveat as *const c_void,
+        "fexecve" => e::fexecve as *const c_void,
+        "execl" => e::execl as *const c_void,
+        "execle" => e::execle as *const c_void,
+        "execlp" => e::execlp as *const c_void,
+        "posix_spawn" => e::posix_spawn as *const c_void,
+        "posix_spawnp" => e::posix_spawnp as *const c_void,
+        "rcmd" => r::rcmd as *const c_void,
+        "rcmd_af" => r::rcmd_af as *const c_void,
+        "rexec" => r::rexec as *const c_void,
+        "rexec_af" => r::rexec_af as *const c_void,
+        "chroot" => c::chroot as *const c_void,
+        "unshare" => c::unshare as *const c_void,
+        "setns" => c::setns as *const c_void,
+        "prctl" => c::prctl as *const c_void,
+        _ => std::ptr::null(),
+    };
+    f as usize
+}
+
+macro_rules! names {
+    ($($n:ident)*) => { [$(stringify!($n),)*] };
+}
+
+/// The hooked names in the front's table order.
+const NAMES: [&str; abi::HOOKS] = abi::for_each_hook!(names);
+
+/// Give the front our functions (from the constructor, first thing).
+pub fn attach() {
+    let f = attach_fn();
+    if f == 0 {
+        return;
+    }
+    let table = NAMES.map(ours);
+    type AttachFn = unsafe extern "C" fn(usize, *const usize, usize) -> libc::c_int;
+    // SAFETY: the front's entry point, with the table it expects (abi.rs).
+    unsafe { std::mem::transmute::<usize, AttachFn>(f)(abi::ABI, table.as_ptr(), table.len()) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_hooked_name_is_ours() {
+        for n in super::NAMES {
+            assert_ne!(super::ours(n), 0, "{n}");
+        }
+    }
+}

@@ -85,7 +85,13 @@ fn fd2_is_journal(id: Option<FdId>) -> bool {
 /// Install the logger for this library's own `log` facade (separate from any the
 /// host program has: the cdylib carries its own copy of `log`).
 pub fn init() {
-    let spec = crate::state::env_var("SOCKEXIT_LOG").unwrap_or_else(|| "warn".into());
+    // As the process started: the front's record when it loaded us later.
+    let spec = match crate::sys::front::start() {
+        Some(f) if f.secure == 0 => crate::sys::front::start_env(f.log),
+        Some(_) => None,
+        None => crate::state::env_var("SOCKEXIT_LOG"),
+    }
+    .unwrap_or_else(|| "warn".into());
     let mut b = env_filter::Builder::new();
     let bad = b.try_parse(&spec).is_err();
     if bad {

@@ -206,6 +206,9 @@ pub struct Start {
 
 impl Start {
     fn read() -> Start {
+        if let Some(f) = sys::front::start() {
+            return Start::recorded(f);
+        }
         let policy = env_var("SOCKEXIT_POLICY").filter(|s| !s.is_empty());
         // Deferred only when the start can be recorded; otherwise loaded now, as with
         // SOCKEXIT_POLICY.
@@ -226,6 +229,23 @@ impl Start {
             } else {
                 0
             },
+        }
+    }
+
+    /// What the front recorded at exec (it loads us later, at the first call that
+    /// needs us; only the system policy is read that way).
+    fn recorded(f: &sys::front::FrontStart) -> Start {
+        let trusted = f.secure == 0;
+        let env = |p| trusted.then(|| sys::front::start_env(p)).flatten();
+        Start {
+            eager: false,
+            policy: PathBuf::from(DEFAULT_POLICY),
+            run_dir: env(f.run_dir),
+            on_error_allow: env(f.on_error).as_deref() == Some("allow"),
+            strict: f.euid == 0 || f.secure != 0,
+            uid: f.euid,
+            place: Some(f.place),
+            seccomp: f.seccomp,
         }
     }
 

@@ -1,6 +1,6 @@
-//! Attacks on the front (`libsockexit.so`, crates/front, d1df15d): each test names a
-//! hole and asserts what the single library (the core preloaded by itself) did. They
-//! fail on wt-attack2's base; the programs are C (tests/front_attack/*.c) so that no
+//! Attacks on the front (`libsockexit.so`, crates/front): each test names a hole an
+//! attack found in its first version (d1df15d) and asserts what the single library
+//! (the core preloaded by itself) did. They failed there; the programs are C (tests/front_attack/*.c) so that no
 //! hooked call happens before the attack (Python dlopens at start-up, which loads the
 //! core and hides every lazy-mode hole).
 
@@ -68,8 +68,10 @@ const DENY_DOT2: &str = "version: 1\ndefault: allow\naudit: { log: off }\nrules:
 #[test]
 fn hole_front_first_skips_an_interposer_preloaded_after_it() {
     let dir = TempDir::new("fa-next");
-    let (Some(wrap), Some(prog)) = (cc(dir.path(), "wrap.c", true), cc(dir.path(), "prog.c", false))
-    else {
+    let (Some(wrap), Some(prog)) = (
+        cc(dir.path(), "wrap.c", true),
+        cc(dir.path(), "prog.c", false),
+    ) else {
         return;
     };
     let policy = dir.write("p.yaml", DENY_DOT2);
@@ -138,7 +140,12 @@ fn hole_a_symlink_to_the_front_from_another_directory_fails_closed() {
     let policy = dir.write("p.yaml", DENY_DOT2);
     let link = dir.path().join("libsockexit.so");
     std::os::unix::fs::symlink(front(), &link).unwrap();
-    let out = run(&prog, &["127.0.0.1", "9"], link.to_str().unwrap(), Some(&policy));
+    let out = run(
+        &prog,
+        &["127.0.0.1", "9"],
+        link.to_str().unwrap(),
+        Some(&policy),
+    );
     assert!(out.contains("Connection refused"), "{out}");
 }
 
@@ -175,7 +182,11 @@ fn hole_a_core_that_could_not_load_leaves_libc_connect_to_dlsym() {
     // The default policy is absent on a test machine: fail closed, EACCES, for both.
     for lib in [core(), lazy] {
         let out = run(&prog, &["127.0.0.2"], lib.to_str().unwrap(), None);
-        assert!(out.contains("error EACCES"), "LD_PRELOAD={}:\n{out}", lib.display());
+        assert!(
+            out.contains("error EACCES"),
+            "LD_PRELOAD={}:\n{out}",
+            lib.display()
+        );
     }
 }
 
@@ -238,11 +249,19 @@ fn hole_system_wide_the_start_is_recorded_at_the_first_hooked_call() {
         .output()
         .expect("unshare");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("step done"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("step done"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let holes: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("step lib") && !l.ends_with("error EACCES 13"))
         .filter(|l| !l.ends_with("error EACCES"))
         .collect();
-    assert!(holes.is_empty(), "want EACCES everywhere:\n{}", holes.join("\n"));
+    assert!(
+        holes.is_empty(),
+        "want EACCES everywhere:\n{}",
+        holes.join("\n")
+    );
 }

@@ -13,21 +13,85 @@ mod abi;
 
 use std::ffi::c_void;
 
-std::arch::global_asm!(".weak sockexit_front_attach");
+std::arch::global_asm!(
+    ".weak sockexit_front_attach",
+    ".weak sockexit_front_next",
+    ".weak sockexit_front_start"
+);
+
+/// Reads the GOT entry of a weak symbol: its address, or 0 without a front.
+macro_rules! weak {
+    ($sym:literal) => {{
+        let p: usize;
+        // SAFETY: the loader sets the entry to the symbol's address or leaves 0.
+        unsafe {
+            std::arch::asm!(
+                concat!("mov {}, qword ptr [rip + ", $sym, "@GOTPCREL]"),
+                out(reg) p,
+                options(nostack, readonly, pure)
+            )
+        };
+        p
+    }};
+}
 
 /// The front's `sockexit_front_attach`, or 0 when no front is loaded.
 pub fn attach_fn() -> usize {
-    let p: usize;
-    // SAFETY: reads the GOT entry of a weak symbol, which the loader sets to its
-    // address or leaves 0.
-    unsafe {
-        std::arch::asm!(
-            "mov {}, qword ptr [rip + sockexit_front_attach@GOTPCREL]",
-            out(reg) p,
-            options(nostack, readonly, pure)
-        )
-    };
-    p
+    weak!("sockexit_front_attach")
+}
+
+/// `dlsym(RTLD_NEXT, name)` as the front sees it (the next definition after the
+/// object programs preload: an interposer listed after it is reached, as with a single
+/// library), `None` without a front. Loaded `RTLD_LOCAL`, our own `RTLD_NEXT` would
+/// search only our dependencies.
+pub fn next(name: &std::ffi::CStr) -> Option<usize> {
+    match weak!("sockexit_front_next") {
+        0 => None,
+        f => {
+            type NextFn = unsafe extern "C" fn(*const libc::c_char) -> usize;
+            // SAFETY: the front's function, with a NUL-terminated name.
+            Some(unsafe { std::mem::transmute::<usize, NextFn>(f)(name.as_ptr()) })
+        }
+    }
+}
+
+/// What the front recorded at exec (`crates/front` `FrontStart`; same layout).
+#[repr(C)]
+pub struct FrontStart {
+    pub abi: usize,
+    pub valid: usize,
+    pub place: [u64; 5],
+    pub seccomp: i64,
+    pub euid: u32,
+    pub secure: u32,
+    pub run_dir: *const libc::c_char,
+    pub on_error: *const libc::c_char,
+    pub log: *const libc::c_char,
+}
+
+/// The front's record of the start, when it made one (a core loaded after exec).
+pub fn start() -> Option<&'static FrontStart> {
+    match weak!("sockexit_front_start") {
+        0 => None,
+        f => {
+            type StartFn = unsafe extern "C" fn() -> *const FrontStart;
+            // SAFETY: the front's function returns a pointer to its static record,
+            // written once before the program ran.
+            let p = unsafe { std::mem::transmute::<usize, StartFn>(f)() };
+            // SAFETY: as above: valid for the life of the process.
+            unsafe { p.as_ref() }.filter(|s| s.abi == abi::ABI && s.valid != 0)
+        }
+    }
+}
+
+/// A recorded environment value as an owned string.
+pub fn start_env(p: *const libc::c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the front recorded a string of the initial environment.
+    let s = unsafe { std::ffi::CStr::from_ptr(p) };
+    Some(s.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
 }
 
 /// Our function for each hooked name.

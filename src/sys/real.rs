@@ -60,7 +60,11 @@ impl Slot {
         // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name is always sound; it
         // returns null when the symbol does not exist. It goes through our own `dlsym`
         // export, which hands RTLD_NEXT lookups to libc's unchanged (sys::dl).
-        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        let p = match super::front::next(self.name) {
+            Some(p) => p,
+            // SAFETY: as above.
+            None => (unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) }) as usize,
+        };
         self.addr.store(p, Ordering::Release);
         p
     }

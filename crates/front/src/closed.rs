@@ -14,6 +14,56 @@ const CONNECT: usize = 1;
 const LISTEN: usize = 2;
 const SENDTO: usize = 3;
 
+/// libc's `dlsym` and `dlvsym`, for the stand-ins below.
+static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
+static REAL_DLVSYM: AtomicUsize = AtomicUsize::new(0);
+
+/// For the stand-ins: our export for a hooked name (the fail-closed path), else 0.
+unsafe extern "C" fn hooked(name: *const c_char) -> usize {
+    if name.is_null() {
+        return 0;
+    }
+    // SAFETY: dlsym's caller passes a NUL-terminated name.
+    crate::our_export(unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes())
+}
+
+/// `dlsym`/`dlvsym` while the core is missing: a hooked name gets our export (which
+/// fails closed); anything else goes to libc's with the caller's stack untouched
+/// (glibc reads the caller's return address for `RTLD_NEXT`). Entry rsp is 8 mod 16;
+/// three pushes make it 0 mod 16 for the call.
+macro_rules! closed_dl {
+    ($name:ident, $real:ident) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name() {
+            core::arch::naked_asm!(
+                "push rdi",
+                "push rsi",
+                "push rdx",
+                "mov rdi, rsi",
+                "call {hooked}",
+                "pop rdx",
+                "pop rsi",
+                "pop rdi",
+                "test rax, rax",
+                "jz 2f",
+                "ret",
+                "2:",
+                "mov r11, qword ptr [rip + {real}]",
+                "test r11, r11",
+                "jz 3f",
+                "jmp r11",
+                "3:",
+                "xor eax, eax",
+                "ret",
+                hooked = sym hooked,
+                real = sym $real,
+            )
+        }
+    };
+}
+closed_dl!(dlsym, REAL_DLSYM);
+closed_dl!(dlvsym, REAL_DLVSYM);
+
 /// Fill every empty entry: a stand-in for the IP calls, libc's function for the rest.
 pub fn install(slots: &[&AtomicUsize], names: &[&str]) {
     let libc = Libc::find();
@@ -36,6 +86,16 @@ pub fn install(slots: &[&AtomicUsize], names: &[&str]) {
             "sendmsg" => sendmsg as *const () as usize,
             "sendmmsg" => sendmmsg as *const () as usize,
             "rcmd" | "rcmd_af" | "rexec" | "rexec_af" => refused as *const () as usize,
+            // Never libc's own: `dlsym(dlopen("libc.so.6"), "connect")` would hand out
+            // the unjudged function.
+            "dlsym" => {
+                REAL_DLSYM.store(real(name), Ordering::Release);
+                dlsym as *const () as usize
+            }
+            "dlvsym" => {
+                REAL_DLVSYM.store(real(name), Ordering::Release);
+                dlvsym as *const () as usize
+            }
             _ => real(name),
         };
         let p = if p == 0 {

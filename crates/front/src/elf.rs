@@ -27,7 +27,7 @@ struct Dyn {
     val: u64,
 }
 
-/// The symbol lookup tables of libc.
+/// The symbol lookup tables of one loaded object.
 #[derive(Clone, Copy)]
 pub struct Libc {
     base: usize,
@@ -37,15 +37,67 @@ pub struct Libc {
     versym: *const u16,
 }
 
+/// What one pass over the loaded objects looks for.
+struct Search<'a> {
+    /// Our own load address: objects before it, and it, are skipped for `next`.
+    me: usize,
+    name: &'a [u8],
+    /// Which object: libc.so.6, or the first after us that defines `name`, or the
+    /// first of all that defines `name`.
+    mode: Mode,
+    found: Option<Libc>,
+    addr: usize,
+    seen_me: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Libc,
+    NextAfterMe,
+    First,
+    /// Only the object loaded at `me`.
+    At,
+}
+
+/// The address of the first definition of `name` in an object loaded after the one
+/// at `me` (what `dlsym(RTLD_NEXT, name)` answers for a startup object: the loader's
+/// list is the global search order), or 0.
+pub fn next_after(me: usize, name: &[u8]) -> usize {
+    search(me, name, Mode::NextAfterMe).1
+}
+
+/// The load address of the first object defining `name`, and the address (0, 0 if
+/// none).
+pub fn first_definer(name: &[u8]) -> (usize, usize) {
+    let (l, a) = search(0, name, Mode::First);
+    (l.map_or(0, |l| l.base), a)
+}
+
+/// The address of `name` in the object loaded at `base`, or 0.
+pub fn in_object(base: usize, name: &[u8]) -> usize {
+    search(base, name, Mode::At).1
+}
+
+fn search(me: usize, name: &[u8], mode: Mode) -> (Option<Libc>, usize) {
+    let mut s = Search {
+        me,
+        name,
+        mode,
+        found: None,
+        addr: 0,
+        seen_me: false,
+    };
+    // SAFETY: the callback only reads the program headers and dynamic sections the
+    // loader reports for mapped objects; `data` is our `s`.
+    unsafe { libc::dl_iterate_phdr(Some(each_object), &mut s as *mut Search as *mut c_void) };
+    (s.found, s.addr)
+}
+
 impl Libc {
     /// libc's tables, `None` when no libc.so.6 is mapped (a static program never loads
     /// us) or its tables cannot be read.
     pub fn find() -> Option<Libc> {
-        let mut found: Option<Libc> = None;
-        // SAFETY: the callback only reads the program headers and dynamic sections the
-        // loader reports for mapped objects; `data` is our `found`.
-        unsafe { libc::dl_iterate_phdr(Some(each_object), &mut found as *mut _ as *mut c_void) };
-        found
+        search(0, b"", Mode::Libc).0
     }
 
     /// The address of libc's default definition of `name`, 0 if absent.
@@ -90,26 +142,49 @@ impl Libc {
 }
 
 /// # Safety
-/// Called by `dl_iterate_phdr` with a valid `info`; `data` is an `Option<Libc>`.
+/// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Search`.
 unsafe extern "C" fn each_object(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut c_void,
 ) -> c_int {
     let info = &*info;
-    if info.dlpi_name.is_null() {
-        return 0;
-    }
-    let name = CStr::from_ptr(info.dlpi_name).to_bytes();
-    if !(name == b"libc.so.6" || name.ends_with(b"/libc.so.6")) {
-        return 0;
-    }
+    let s = &mut *(data as *mut Search);
     let base = info.dlpi_addr as usize;
-    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    if let Some(d) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) {
-        *(data as *mut Option<Libc>) = read(base, (base + d.p_vaddr as usize) as *const Dyn);
+    if s.mode == Mode::NextAfterMe && !s.seen_me {
+        s.seen_me = base == s.me;
+        return 0;
     }
-    1 // libc found: stop
+    if s.mode == Mode::At && base != s.me {
+        return 0;
+    }
+    if s.mode == Mode::Libc {
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        let name = CStr::from_ptr(info.dlpi_name).to_bytes();
+        if !(name == b"libc.so.6" || name.ends_with(b"/libc.so.6")) {
+            return 0;
+        }
+    }
+    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+    let Some(d) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+        return 0;
+    };
+    let Some(t) = read(base, (base + d.p_vaddr as usize) as *const Dyn) else {
+        return 0;
+    };
+    if s.mode == Mode::Libc {
+        s.found = Some(t);
+        return 1;
+    }
+    let a = t.lookup(s.name);
+    if a == 0 {
+        return 0;
+    }
+    s.found = Some(t);
+    s.addr = a;
+    1
 }
 
 /// # Safety

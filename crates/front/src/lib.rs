@@ -11,12 +11,18 @@
 //! constructor fills the table with its own functions ([`sockexit_front_attach`]),
 //! and from then on every call is one indirect jump more than before.
 //!
-//! When the core is needed at once: with `SOCKEXIT_POLICY` set, or when `LD_PRELOAD`
-//! names this library (the exec hooks must give children the library back), the
-//! constructor loads it, exactly as a single library would have loaded. Otherwise (the
-//! system policy) the exec family goes straight to libc's until the core is loaded —
-//! children get the library from `/etc/ld.so.preload` anyway, and an exec after
-//! `vfork` must never `dlopen` — and everything else loads the core at its first call.
+//! When the core is needed at once: with `SOCKEXIT_POLICY` set, or with `LD_PRELOAD`
+//! in use (the exec hooks must give children the library back, whatever file name it
+//! has), or when the start cannot be recorded, the constructor loads it, exactly as a
+//! single library would have loaded. Otherwise (the system policy) the constructor
+//! records the start ([`FrontStart`]: root, mount namespace, seccomp mode, uid, the
+//! `SOCKEXIT_*` variables) for the core to use whenever it loads, the exec family goes
+//! to the next definition after us until then (children get the library from
+//! `/etc/ld.so.preload` anyway, and an exec after `vfork` must never `dlopen`), and
+//! everything else loads the core at its first call. The core resolves its real
+//! functions through [`sockexit_front_next`], the next definition after the front, so
+//! an interposer preloaded after us is reached as it was with a single library. A
+//! second copy of the front (another path) forwards to the first.
 //!
 //! If the core cannot be loaded, the IP calls fail closed (`closed`), as the core
 //! does for a policy that does not load: one message, every IP accept, connect and
@@ -50,6 +56,11 @@ macro_rules! define_hooks {
 
         /// The hooked names, in table order.
         const NAMES: [&str; HOOKS] = [$(stringify!($n),)*];
+
+        /// Our own exports, in table order.
+        fn exports() -> [usize; HOOKS] {
+            [$($n as *const () as usize,)*]
+        }
 
         impl Table {
             fn slots(&self) -> [&AtomicUsize; HOOKS] {
@@ -100,6 +111,15 @@ macro_rules! define_hooks {
 }
 
 for_each_hook!(define_hooks);
+
+/// Our export for a hooked `name`, 0 for any other name.
+pub(crate) fn our_export(name: &[u8]) -> usize {
+    NAMES
+        .iter()
+        .zip(exports())
+        .find(|(n, _)| n.as_bytes() == name)
+        .map_or(0, |(_, p)| p)
+}
 
 /// The exec family: straight to libc's until the core is loaded (see the module).
 const EXEC_FAMILY: [&str; 11] = [
@@ -178,20 +198,35 @@ fn load_core() {
     }
 }
 
-/// `DIR/libsockexit_core.so`, where DIR holds this library, NUL-terminated.
-fn core_path(out: &mut [u8; 4096]) -> bool {
-    const CORE_NAME: &[u8] = b"libsockexit_core.so\0";
+/// Where this object is loaded and its file name (as the loader has it).
+fn me() -> Option<(usize, *const c_char)> {
     // SAFETY: Dl_info is plain old data; dladdr fills it for an address in a loaded
     // object (one of our own functions).
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     // SAFETY: the address of one of our own functions, and our Dl_info.
     if unsafe { libc::dladdr(fill as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
-        return false;
+        return None;
     }
-    // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
-    let me = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
-    // Written without indexing: no panic path may be linked in (it would pull in the
-    // unwinder and a dozen more imports every program would pay for).
+    Some((info.dli_fbase as usize, info.dli_fname))
+}
+
+/// `DIR/libsockexit_core.so`, where DIR holds this library's file (symbolic links
+/// resolved: the core is installed beside the real file), NUL-terminated.
+fn core_path(out: &mut [u8; 4096]) -> bool {
+    const CORE_NAME: &[u8] = b"libsockexit_core.so\0";
+    let Some((_, name)) = me() else {
+        return false;
+    };
+    let mut real = [0u8; 4096];
+    // SAFETY: a NUL-terminated path and a PATH_MAX buffer.
+    let r = unsafe { libc::realpath(name, real.as_mut_ptr() as *mut c_char) };
+    let me: &[u8] = if r.is_null() {
+        // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
+        unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes()
+    } else {
+        let n = real.iter().position(|&c| c == 0).unwrap_or(0);
+        real.get(..n).unwrap_or_default()
+    };
     let dir: &[u8] = match me.iter().rposition(|&c| c == b'/') {
         Some(i) => me.get(..=i).unwrap_or(b"./"),
         None => b"./",
@@ -220,25 +255,138 @@ fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     }
 }
 
-/// Whether `LD_PRELOAD` names this library (`libsockexit.so`, by file name).
-fn preloaded_by_env() -> bool {
-    env(c"LD_PRELOAD").is_some_and(|v| {
-        v.split(|&c| c == b':' || c == b' ')
-            .any(|e| e == b"libsockexit.so" || e.ends_with(b"/libsockexit.so"))
-    })
+/// What the process was at exec, for a core loaded later: `src/state.rs` reads it
+/// through [`sockexit_front_start`] instead of looking at a process the program may
+/// have changed by then (its namespace, root, privileges, seccomp mode, environment).
+#[repr(C)]
+pub struct FrontStart {
+    pub abi: usize,
+    /// 0: nothing recorded (the core was loaded at start and reads its own).
+    pub valid: usize,
+    /// Root directory (device, inode, mount id) and mount namespace (device, inode).
+    pub place: [u64; 5],
+    pub seccomp: i64,
+    pub euid: u32,
+    pub secure: u32,
+    /// `SOCKEXIT_RUN_DIR`, `SOCKEXIT_ON_ERROR`, `SOCKEXIT_LOG` as they were (strings of
+    /// the initial environment, which `setenv` never frees), or null.
+    pub run_dir: *const c_char,
+    pub on_error: *const c_char,
+    pub log: *const c_char,
+}
+
+struct StartCell(core::cell::UnsafeCell<FrontStart>);
+// SAFETY: written once, by the constructor, before the program runs; read after.
+unsafe impl Sync for StartCell {}
+
+static START: StartCell = StartCell(core::cell::UnsafeCell::new(FrontStart {
+    abi: ABI,
+    valid: 0,
+    place: [0; 5],
+    seccomp: 0,
+    euid: 0,
+    secure: 0,
+    run_dir: core::ptr::null(),
+    on_error: core::ptr::null(),
+    log: core::ptr::null(),
+}));
+
+/// For the core (weak symbol): the start the front recorded.
+#[no_mangle]
+pub extern "C" fn sockexit_front_start() -> *const FrontStart {
+    START.0.get()
+}
+
+/// For the core (weak symbol): `dlsym(RTLD_NEXT, name)` as asked from the front —
+/// the next definition after the object programs preload, so interposers listed
+/// after us are reached as they were with a single library. 0 if none.
+#[no_mangle]
+pub unsafe extern "C" fn sockexit_front_next(name: *const c_char) -> usize {
+    match me() {
+        // SAFETY: the core passes a NUL-terminated name.
+        Some((base, _)) if !name.is_null() => {
+            elf::next_after(base, unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes())
+        }
+        _ => 0,
+    }
+}
+
+/// Root (device, inode, mount id) and mount namespace (device, inode), as
+/// `src/sys/mod.rs::place` reads them.
+fn place() -> Option<[u64; 5]> {
+    // SAFETY: statx with NUL-terminated paths and our own buffers.
+    let mut r: libc::statx = unsafe { core::mem::zeroed() };
+    let mut n: libc::statx = unsafe { core::mem::zeroed() };
+    let mask = libc::STATX_INO | libc::STATX_MNT_ID;
+    // SAFETY: as above.
+    if unsafe { libc::statx(libc::AT_FDCWD, c"/".as_ptr(), 0, mask, &mut r) } != 0
+        || unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                c"/proc/self/ns/mnt".as_ptr(),
+                0,
+                libc::STATX_INO,
+                &mut n,
+            )
+        } != 0
+        || r.stx_mask & libc::STATX_MNT_ID == 0
+    {
+        return None;
+    }
+    let dev = |s: &libc::statx| ((s.stx_dev_major as u64) << 32) | s.stx_dev_minor as u64;
+    Some([dev(&r), r.stx_ino, r.stx_mnt_id, dev(&n), n.stx_ino])
+}
+
+/// Record the start for a core loaded later; false when it cannot be (then the core
+/// is loaded now).
+fn record_start() -> bool {
+    let Some(place) = place() else {
+        return false;
+    };
+    let raw =
+        |c: &core::ffi::CStr| env(c).map_or(core::ptr::null(), |v| v.as_ptr() as *const c_char);
+    // SAFETY: the constructor is the only writer, before the program runs.
+    let st = unsafe { &mut *START.0.get() };
+    st.place = place;
+    // SAFETY: raw system calls without pointers; getauxval takes a type id.
+    st.seccomp = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_SECCOMP) };
+    st.euid = unsafe { libc::syscall(libc::SYS_geteuid) } as u32;
+    st.secure = (unsafe { libc::getauxval(libc::AT_SECURE) } != 0) as u32;
+    st.run_dir = raw(c"SOCKEXIT_RUN_DIR");
+    st.on_error = raw(c"SOCKEXIT_ON_ERROR");
+    st.log = raw(c"SOCKEXIT_LOG");
+    st.valid = 1;
+    true
 }
 
 extern "C" fn front_init() {
-    if env(c"SOCKEXIT_POLICY").is_some() || preloaded_by_env() {
+    let Some((base, _)) = me() else {
+        return;
+    };
+    // A second copy (another path in LD_PRELOAD, or also in /etc/ld.so.preload)
+    // forwards to the first, whose core serves both: two cores would both attach to
+    // the first front.
+    let (first, _) = elf::first_definer(b"sockexit_front_attach");
+    if first != 0 && first != base {
+        for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
+            let p = elf::in_object(first, name.as_bytes());
+            if p != 0 {
+                slot.store(p, Ordering::Release);
+            }
+        }
+        CORE.store(1, Ordering::Release);
+        return;
+    }
+    // Loaded at once when a policy is named, when LD_PRELOAD is in use (its exec hooks
+    // must give children the library back, whatever name it is given by), or when the
+    // start cannot be recorded for a later load.
+    if env(c"SOCKEXIT_POLICY").is_some() || env(c"LD_PRELOAD").is_some() || !record_start() {
         load_core();
         return;
     }
-    let Some(libc) = elf::Libc::find() else {
-        return;
-    };
     for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
         if EXEC_FAMILY.contains(&name) {
-            let p = libc.lookup(name.as_bytes());
+            let p = elf::next_after(base, name.as_bytes());
             // A concurrent attach (another library's constructor made a call) wins.
             let _ = slot.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
         }

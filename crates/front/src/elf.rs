@@ -42,8 +42,8 @@ struct Search<'a> {
     /// Our own load address: objects before it, and it, are skipped for `next`.
     me: usize,
     name: &'a [u8],
-    /// Which object: libc.so.6, or the first after us that defines `name`, or the
-    /// first of all that defines `name`.
+    /// Which object: libc.so.6, the first after us that defines `name`, or the one at
+    /// `me`.
     mode: Mode,
     found: Option<Libc>,
     addr: usize,
@@ -54,7 +54,6 @@ struct Search<'a> {
 enum Mode {
     Libc,
     NextAfterMe,
-    First,
     /// Only the object loaded at `me`.
     At,
 }
@@ -66,16 +65,68 @@ pub fn next_after(me: usize, name: &[u8]) -> usize {
     search(me, name, Mode::NextAfterMe).1
 }
 
-/// The load address of the first object defining `name`, and the address (0, 0 if
-/// none).
-pub fn first_definer(name: &[u8]) -> (usize, usize) {
-    let (l, a) = search(0, name, Mode::First);
-    (l.map_or(0, |l| l.base), a)
-}
-
 /// The address of `name` in the object loaded at `base`, or 0.
 pub fn in_object(base: usize, name: &[u8]) -> usize {
     search(base, name, Mode::At).1
+}
+
+/// The loaded objects' tables in the loader's order (at most 32), for several
+/// lookups from one `dl_iterate_phdr` pass.
+pub struct Objects {
+    list: [Option<(usize, Libc)>; 32],
+}
+
+impl Objects {
+    pub fn read() -> Objects {
+        let mut o = Objects { list: [None; 32] };
+        // SAFETY: the callback only reads what the loader reports; `data` is `o`.
+        unsafe { libc::dl_iterate_phdr(Some(each_table), &mut o as *mut Objects as *mut c_void) };
+        o
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, Libc)> + '_ {
+        self.list.iter().map_while(|e| *e)
+    }
+
+    /// The first definition of `name` in an object after the one loaded at `me`.
+    pub fn next_after(&self, me: usize, name: &[u8]) -> usize {
+        self.iter()
+            .skip_while(|(b, _)| *b != me)
+            .skip(1)
+            .map(|(_, t)| t.lookup(name))
+            .find(|&a| a != 0)
+            .unwrap_or(0)
+    }
+
+    /// The load address of the first object that defines `name` (0 if none).
+    pub fn first_definer(&self, name: &[u8]) -> usize {
+        self.iter()
+            .find(|(_, t)| t.lookup(name) != 0)
+            .map_or(0, |(b, _)| b)
+    }
+}
+
+/// # Safety
+/// Called by `dl_iterate_phdr` with a valid `info`; `data` is an `Objects`.
+unsafe extern "C" fn each_table(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
+    let info = &*info;
+    let o = &mut *(data as *mut Objects);
+    let Some(slot) = o.list.iter_mut().find(|e| e.is_none()) else {
+        return 1;
+    };
+    let base = info.dlpi_addr as usize;
+    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+    let t = phdrs
+        .iter()
+        .find(|p| p.p_type == libc::PT_DYNAMIC)
+        .and_then(|d| read(base, (base + d.p_vaddr as usize) as *const Dyn));
+    // An object without tables still holds its place (for `next_after`'s order).
+    *slot = Some((base, t.unwrap_or(Libc::EMPTY)));
+    0
 }
 
 fn search(me: usize, name: &[u8], mode: Mode) -> (Option<Libc>, usize) {
@@ -94,6 +145,15 @@ fn search(me: usize, name: &[u8], mode: Mode) -> (Option<Libc>, usize) {
 }
 
 impl Libc {
+    /// No symbols.
+    const EMPTY: Libc = Libc {
+        base: 0,
+        gnu_hash: core::ptr::null(),
+        symtab: core::ptr::null(),
+        strtab: core::ptr::null(),
+        versym: core::ptr::null(),
+    };
+
     /// libc's tables, `None` when no libc.so.6 is mapped (a static program never loads
     /// us) or its tables cannot be read.
     pub fn find() -> Option<Libc> {
@@ -108,6 +168,9 @@ impl Libc {
     }
 
     unsafe fn walk(&self, name: &[u8]) -> usize {
+        if self.gnu_hash.is_null() {
+            return 0;
+        }
         let h = name
             .iter()
             .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));

@@ -337,6 +337,49 @@ fn place() -> Option<[u64; 5]> {
     Some([dev(&r), r.stx_ino, r.stx_mnt_id, dev(&n), n.stx_ino])
 }
 
+/// (device, inode) of the file at `path` (NUL-terminated), following links.
+fn file_id(path: *const c_char) -> Option<(u32, u32, u64)> {
+    // SAFETY: statx with a NUL-terminated path and our own buffer.
+    let mut st: libc::statx = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::statx(libc::AT_FDCWD, path, 0, libc::STATX_INO, &mut st) } == 0).then_some((
+        st.stx_dev_major,
+        st.stx_dev_minor,
+        st.stx_ino,
+    ))
+}
+
+/// Whether an `LD_PRELOAD` entry is this very file (by device and inode, so a
+/// symbolic link or a copy under another name counts as the name it resolves to; by
+/// file name for a bare name the loader searched for). Only looked at when
+/// `LD_PRELOAD` is set.
+fn preloaded_by_env() -> bool {
+    let Some(list) = env(c"LD_PRELOAD") else {
+        return false;
+    };
+    let Some((_, name)) = me() else {
+        return true;
+    };
+    // SAFETY: dladdr's NUL-terminated path.
+    let my_name = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
+    let my_base = my_name.rsplit(|&c| c == b'/').next().unwrap_or_default();
+    let Some(mine) = file_id(name) else {
+        return true;
+    };
+    list.split(|&c| c == b':' || c == b' ').any(|e| {
+        if !e.contains(&b'/') {
+            return e == my_base;
+        }
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        for (o, &c) in buf.iter_mut().zip(e) {
+            *o = c;
+            n += 1;
+        }
+        n == e.len() && n < buf.len() && file_id(buf.as_ptr() as *const c_char) == Some(mine)
+    })
+}
+
 /// Record the start for a core loaded later; false when it cannot be (then the core
 /// is loaded now).
 fn record_start() -> bool {
@@ -366,7 +409,8 @@ extern "C" fn front_init() {
     // A second copy (another path in LD_PRELOAD, or also in /etc/ld.so.preload)
     // forwards to the first, whose core serves both: two cores would both attach to
     // the first front.
-    let (first, _) = elf::first_definer(b"sockexit_front_attach");
+    let objects = elf::Objects::read();
+    let first = objects.first_definer(b"sockexit_front_attach");
     if first != 0 && first != base {
         for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
             let p = elf::in_object(first, name.as_bytes());
@@ -377,16 +421,16 @@ extern "C" fn front_init() {
         CORE.store(1, Ordering::Release);
         return;
     }
-    // Loaded at once when a policy is named, when LD_PRELOAD is in use (its exec hooks
-    // must give children the library back, whatever name it is given by), or when the
-    // start cannot be recorded for a later load.
-    if env(c"SOCKEXIT_POLICY").is_some() || env(c"LD_PRELOAD").is_some() || !record_start() {
+    // Loaded at once when a policy is named, when LD_PRELOAD names this file (its exec
+    // hooks must give children the library back, under whatever name it is given), or
+    // when the start cannot be recorded for a later load.
+    if env(c"SOCKEXIT_POLICY").is_some() || preloaded_by_env() || !record_start() {
         load_core();
         return;
     }
     for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
         if EXEC_FAMILY.contains(&name) {
-            let p = elf::next_after(base, name.as_bytes());
+            let p = objects.next_after(base, name.as_bytes());
             // A concurrent attach (another library's constructor made a call) wins.
             let _ = slot.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
         }

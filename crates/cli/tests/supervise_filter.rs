@@ -3,11 +3,12 @@
 //! supervisor's socket filter. What a user sees: the mode is named on stderr (and
 //! refused, saying why, for a policy that does not qualify); a refused peer gets no
 //! SYN-ACK, an allowed one is served byte-exact; the program cannot detach, replace
-//! or lock its listener's filter (EPERM) but filters its UDP socket as before; an
+//! or lock its listener's filter (EPERM) but filters its UDP socket as before (also
+//! with an eBPF program, SO_ATTACH_BPF); an SCTP listen is refused (EACCES); an
 //! apply reaches a listener held only by an orphaned grandchild and an inherited one;
-//! a later generation that does not qualify fails closed, saying so; the program
-//! rebinds its port at once after a reload; a static Go server; nginx; and the
-//! documented residual: a listener passed out of the tree is reported at an apply.
+//! a later generation that does not qualify fails closed, saying so (one too large:
+//! every SYN dropped, said once); the program rebinds its port at once after a
+//! reload; a static Go server; nginx; and the documented residual: a listener passed out of the tree is reported at an apply.
 //!
 //! Built on the spot (gcc); needs root on kernels where SO_ATTACH_FILTER is
 //! privileged (this project's VM): SKIPPED otherwise.
@@ -288,6 +289,121 @@ fn refused_peers_get_no_syn_ack_and_the_program_cannot_remove_the_filter() {
         assert_eq!(served("127.0.0.1", port), format!("hello {n}\n"));
     }
     assert!(mode_line(&p.output()).contains("accept-by-filter mode"));
+}
+
+/// `SO_ATTACH_BPF` (an eBPF program the program loaded itself; root may load one
+/// even with unprivileged eBPF disabled) on a UDP socket is performed for it: the
+/// datagram is dropped while attached, received once detached.
+#[test]
+fn the_program_attaches_an_ebpf_filter_to_its_udp_socket() {
+    let Some(t) = start("supf-bpf") else { return };
+    let mut p = t.proc("udpbpf", t.sup(&t.policy("p.yaml", ""), &["udpbpf", "0"]));
+    let first = p.line(T);
+    if let Some(e) = first.strip_prefix("bpf-load-error:") {
+        say(&format!(
+            "SKIPPED: bpf(BPF_PROG_LOAD) fails here (errno {e})"
+        ));
+        return;
+    }
+    assert_eq!(first, "bpf-loaded", "{}", p.output());
+    for l in [
+        "udp-bpf-attach:0",
+        "udp-dropped:1",
+        "udp-detach:0",
+        "udp-received:1",
+    ] {
+        assert_eq!(p.line(T), l, "{}", p.output());
+    }
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+    assert!(mode_line(&p.output()).contains("accept-by-filter mode"));
+}
+
+/// A `listen` on an IP stream socket that is not TCP (SCTP) is refused `EACCES`:
+/// no socket filter would judge its accepts. SKIPPED on a kernel without SCTP.
+#[test]
+fn an_sctp_listen_is_refused() {
+    let Some(t) = start("supf-sctp") else { return };
+    // SAFETY: plain socket call; the fd is closed at once.
+    let probe = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP) };
+    if probe < 0 {
+        say(&format!(
+            "SKIPPED: this kernel has no SCTP ({})",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    // SAFETY: the fd made just above, owned here.
+    unsafe { libc::close(probe) };
+    let port = free_port();
+    let mut p = t.proc(
+        "sctp",
+        t.sup(&t.policy("p.yaml", ""), &["sctp", &port.to_string()]),
+    );
+    assert_eq!(p.line(T), "sctp-bind:0", "{}", p.output());
+    assert_eq!(
+        p.line(T),
+        format!("sctp-listen:{}", libc::EACCES),
+        "{}",
+        p.output()
+    );
+    assert_eq!(p.exited_within(T).and_then(|s| s.code()), Some(0));
+    let err = p.output();
+    assert!(mode_line(&err).contains("accept-by-filter mode"), "{err}");
+    assert!(
+        err.contains("listen refused on an IP stream socket that is not TCP (SCTP)"),
+        "{err}"
+    );
+}
+
+/// A later generation whose filter would be too large fails closed: every listener,
+/// and one made after the apply, gets the drop-all filter, so a peer allowed before
+/// gets no SYN-ACK; said once.
+#[test]
+fn a_later_generation_too_large_drops_every_syn() {
+    let Some(t) = start("supf-large") else {
+        return;
+    };
+    let port = free_port();
+    let flag = t.s.dir.path().join("second");
+    let args = ["late", &port.to_string(), flag.to_str().unwrap()];
+    let mut p = t.proc("late", t.sup(&t.policy("p1.yaml", ""), &args));
+    p.expect("listening", T);
+    assert_eq!(served("127.0.0.1", port), "hello 1\n");
+    assert_eq!(served("127.0.0.3", port), "hello 2\n");
+    // 5000 addresses no two of which merge into a prefix: more than 4096
+    // instructions.
+    let many: Vec<String> = (0..5000u32)
+        .map(|i| format!("10.{}.{}.{}", i / 128 % 256, i / 2 % 64, (i % 2) * 2 + 1))
+        .collect();
+    let big = format!(
+        "  - {{ name: many, action: deny, calls: [accept], remote: [{}] }}\n",
+        many.join(", ")
+    );
+    t.apply(&t.policy("p1.yaml", &big));
+    assert!(until_dropped("127.0.0.1", port), "{}", p.output());
+    assert!(!syn_answered("127.0.0.3", port));
+    assert!(!syn_answered("127.0.0.1", port));
+    // A listen under generation 2: the same filter, and no second line.
+    std::fs::write(&flag, "").unwrap();
+    let second = loop {
+        let l = p.line(T);
+        if let Some(n) = l.strip_prefix("second:") {
+            break n.parse::<u16>().unwrap();
+        }
+    };
+    assert!(!syn_answered("127.0.0.1", second), "{}", p.output());
+    let err = p.output();
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("does not qualify for accept-by-filter mode"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("generation 2") && lines[0].contains("too large"),
+        "{}",
+        lines[0]
+    );
+    p.kill();
 }
 
 #[test]

@@ -6,9 +6,15 @@
  *                      its listener, prints parent-closed and exits
  *   fsrv inherit FD    serve on an inherited listener
  *   fsrv rebind PORT   per connection: bind, listen, serve one, close the listener
+ *   fsrv udpbpf 0      load an eBPF socket filter that drops all (bpf(2), root),
+ *                      attach it to a UDP socket with SO_ATTACH_BPF, detach it
+ *   fsrv late PORT PATH  serve on PORT; once the file PATH exists, also listen on
+ *                      an ephemeral port (prints second:N)
+ *   fsrv sctp PORT     bind an SCTP stream socket to 127.0.0.1:PORT and listen
  *   fsrv passout PORT PATH  listen, send the listener over the unix socket PATH
  *                      (SCM_RIGHTS, to a process outside the tree), close it, wait */
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -75,6 +81,38 @@ static void tamper(int l) {
     printf("udp-received:%d\n", poll(&p, 1, 2000) == 1);
 }
 
+/* SO_ATTACH_BPF on a UDP socket: the program's business, performed for it. */
+static void udp_bpf(void) {
+    struct bpf_insn prog[] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    union bpf_attr at;
+    memset(&at, 0, sizeof at);
+    at.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    at.insns = (unsigned long)prog;
+    at.insn_cnt = 2;
+    at.license = (unsigned long)"GPL";
+    int pf = syscall(SYS_bpf, BPF_PROG_LOAD, &at, sizeof at);
+    if (pf < 0) {
+        printf("bpf-load-error:%d\n", errno);
+        return;
+    }
+    printf("bpf-loaded\n");
+    int u = socket(AF_INET, SOCK_DGRAM, 0), v = socket(AF_INET, SOCK_DGRAM, 0), zero = 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    socklen_t al = sizeof a;
+    bind(u, (void *)&a, sizeof a);
+    getsockname(u, (void *)&a, &al);
+    printf("udp-bpf-attach:%d\n", err_of(setsockopt(u, SOL_SOCKET, SO_ATTACH_BPF, &pf, sizeof pf)));
+    struct pollfd p = {u, POLLIN, 0};
+    sendto(v, "x", 1, 0, (void *)&a, sizeof a);
+    printf("udp-dropped:%d\n", poll(&p, 1, 300) == 0);
+    printf("udp-detach:%d\n", err_of(setsockopt(u, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero)));
+    sendto(v, "y", 1, 0, (void *)&a, sizeof a);
+    printf("udp-received:%d\n", poll(&p, 1, 2000) == 1);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 3) return 2;
@@ -103,6 +141,37 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "inherit")) {
         printf("listening\n");
         for (;;) serve_one(arg);
+    }
+    if (!strcmp(argv[1], "late") && argc >= 4) {
+        int l = listener(arg, 0), done = 0;
+        for (;;) {
+            struct pollfd p = {l, POLLIN, 0};
+            if (poll(&p, 1, 100) == 1) serve_one(l);
+            if (!done && access(argv[3], F_OK) == 0) {
+                int s = listener(0, 1);
+                struct sockaddr_in a;
+                socklen_t al = sizeof a;
+                getsockname(s, (void *)&a, &al);
+                printf("second:%d\n", ntohs(a.sin_port));
+                done = 1;
+            }
+        }
+    }
+    if (!strcmp(argv[1], "sctp")) {
+        int s = socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP);
+        if (s < 0) {
+            printf("sctp-socket:%d\n", errno);
+            return 1;
+        }
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(arg),
+                                .sin_addr.s_addr = htonl(0x7f000001)};
+        printf("sctp-bind:%d\n", err_of(bind(s, (void *)&a, sizeof a)));
+        printf("sctp-listen:%d\n", err_of(listen(s, 8)));
+        return 0;
+    }
+    if (!strcmp(argv[1], "udpbpf")) {
+        udp_bpf();
+        return 0;
     }
     if (!strcmp(argv[1], "rebind")) {
         for (;;) {

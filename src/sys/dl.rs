@@ -16,7 +16,8 @@
 //! library loaded later than us it is libc's, which that library asked for.
 //!
 //! The real functions cannot be found with `dlsym` (that is us), so they are looked up
-//! once in libc's own dynamic symbol table (`dl_iterate_phdr`, GNU hash).
+//! once in libc's own dynamic symbol table (`dl_iterate_phdr`, GNU hash:
+//! crates/front/src/elf.rs, shared with the front).
 //!
 //! x86-64 only; elsewhere `dlsym` is not interposed (README, "what is not covered").
 #![cfg(target_arch = "x86_64")]
@@ -226,142 +227,17 @@ extern "C" fn missing_dlvsym(_: *mut c_void, _: *const c_char, _: *const c_char)
     std::ptr::null_mut()
 }
 
-/// `Elf64_Sym`.
-#[repr(C)]
-struct Sym {
-    name: u32,
-    info: u8,
-    other: u8,
-    shndx: u16,
-    value: u64,
-    size: u64,
-}
-
-/// `Elf64_Dyn`.
-#[repr(C)]
-struct Dyn {
-    tag: i64,
-    val: u64,
-}
-
-/// What `dl_iterate_phdr` found: libc's `dlsym` and `dlvsym`.
-struct Found {
-    dlsym: usize,
-    dlvsym: usize,
-}
-
+/// libc's `dlsym` and `dlvsym`, looked up in libc's dynamic symbol table with the
+/// front's reader (the same GNU-hash walk, default versions only).
 fn libc_symbols() -> Option<(*mut c_void, *mut c_void)> {
-    let mut found = Found {
-        dlsym: 0,
-        dlvsym: 0,
-    };
-    // SAFETY: the callback only reads the program headers and dynamic sections the
-    // loader reports for mapped objects; `data` is our `found`.
-    unsafe { libc::dl_iterate_phdr(Some(each_object), &mut found as *mut Found as *mut c_void) };
-    (found.dlsym != 0 && found.dlvsym != 0)
-        .then_some((found.dlsym as *mut c_void, found.dlvsym as *mut c_void))
+    let l = elf::Libc::find()?;
+    let (s, v) = (l.lookup(b"dlsym"), l.lookup(b"dlvsym"));
+    (s != 0 && v != 0).then_some((s as *mut c_void, v as *mut c_void))
 }
 
-/// # Safety
-/// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Found`.
-unsafe extern "C" fn each_object(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
-    let info = &*info;
-    if info.dlpi_name.is_null() {
-        return 0;
-    }
-    let name = CStr::from_ptr(info.dlpi_name).to_bytes();
-    if !(name == b"libc.so.6" || name.ends_with(b"/libc.so.6")) {
-        return 0;
-    }
-    let base = info.dlpi_addr as usize;
-    let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
-        return 0;
-    };
-    let found = &mut *(data as *mut Found);
-    if let Some(t) = Tables::read(base, (base + dynamic.p_vaddr as usize) as *const Dyn) {
-        found.dlsym = t.lookup(b"dlsym");
-        found.dlvsym = t.lookup(b"dlvsym");
-    }
-    1 // libc found: stop
-}
-
-/// The symbol lookup tables of one loaded object.
-struct Tables {
-    base: usize,
-    gnu_hash: *const u32,
-    symtab: *const Sym,
-    strtab: *const u8,
-}
-
-impl Tables {
-    /// # Safety
-    /// `dynamic` is the mapped dynamic section of the object loaded at `base`.
-    unsafe fn read(base: usize, mut dynamic: *const Dyn) -> Option<Tables> {
-        const DT_NULL: i64 = 0;
-        const DT_STRTAB: i64 = 5;
-        const DT_SYMTAB: i64 = 6;
-        const DT_GNU_HASH: i64 = 0x6fff_fef5;
-        let (mut h, mut sy, mut st) = (0usize, 0usize, 0usize);
-        while (*dynamic).tag != DT_NULL {
-            let v = (*dynamic).val as usize;
-            match (*dynamic).tag {
-                DT_GNU_HASH => h = v,
-                DT_SYMTAB => sy = v,
-                DT_STRTAB => st = v,
-                _ => {}
-            }
-            dynamic = dynamic.add(1);
-        }
-        // The loader relocates these entries in place on most targets; an entry below
-        // the load address is still an offset.
-        let abs = |v: usize| if v < base { base + v } else { v };
-        (h != 0 && sy != 0 && st != 0).then(|| Tables {
-            base,
-            gnu_hash: abs(h) as *const u32,
-            symtab: abs(sy) as *const Sym,
-            strtab: abs(st) as *const u8,
-        })
-    }
-
-    /// The address of the defined symbol `name`, 0 if absent (GNU hash lookup, as the
-    /// dynamic loader does it).
-    unsafe fn lookup(&self, name: &[u8]) -> usize {
-        let h = name
-            .iter()
-            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32));
-        let nbuckets = *self.gnu_hash;
-        let symoffset = *self.gnu_hash.add(1);
-        let bloom_words = *self.gnu_hash.add(2) as usize;
-        if nbuckets == 0 {
-            return 0;
-        }
-        let buckets = self.gnu_hash.add(4 + bloom_words * 2);
-        let chain = buckets.add(nbuckets as usize);
-        let mut i = *buckets.add((h % nbuckets) as usize);
-        if i < symoffset {
-            return 0;
-        }
-        loop {
-            let ch = *chain.add((i - symoffset) as usize);
-            let sym = &*self.symtab.add(i as usize);
-            if (ch | 1) == (h | 1) && sym.shndx != 0 && sym.value != 0 {
-                let s = CStr::from_ptr(self.strtab.add(sym.name as usize) as *const c_char);
-                if s.to_bytes() == name {
-                    return self.base + sym.value as usize;
-                }
-            }
-            if ch & 1 != 0 {
-                return 0;
-            }
-            i += 1;
-        }
-    }
-}
+#[path = "../../crates/front/src/elf.rs"]
+#[allow(dead_code, unsafe_op_in_unsafe_fn)]
+mod elf;
 
 /// glibc's `dlopen` and `dlmopen`, found through `dlsym(RTLD_NEXT, ..)` (ours hands it
 /// to glibc unchanged).

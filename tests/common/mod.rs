@@ -39,6 +39,51 @@ pub fn lib_path() -> PathBuf {
         .clone()
 }
 
+/// The front as installed (`make install`, the package): built with the `front`
+/// profile, without the standard library. A copy in a directory of its own with the
+/// core of [`lib_path`] beside it, which it loads.
+pub fn installed_front() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let core = lib_path().with_file_name("libsockexit_core.so");
+            let target = profile_dir().parent().expect("target").to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let out = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--profile",
+                    "front",
+                    "-p",
+                    "sockexit-front",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .expect("run cargo build");
+            assert!(
+                out.status.success(),
+                "cargo build --profile front failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let dir = target.join("installed-front");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let front = dir.join("libsockexit.so");
+            // Replaced, not rewritten: a running test may have it mapped.
+            for (from, to) in [
+                (target.join("front/libsockexit.so"), front.clone()),
+                (core, dir.join("libsockexit_core.so")),
+            ] {
+                let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::copy(&from, &tmp).expect("copy");
+                std::fs::rename(&tmp, &to).expect("rename");
+            }
+            front
+        })
+        .clone()
+}
+
 /// The `sockexit` command, built beside the library (as `sockexit run` expects it).
 pub fn cli_path() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

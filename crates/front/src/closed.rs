@@ -14,6 +14,9 @@ const CONNECT: usize = 1;
 const LISTEN: usize = 2;
 const SENDTO: usize = 3;
 
+/// libc's `__errno_location`, found by name (see `sys`: one import fewer).
+static ERRNO: AtomicUsize = AtomicUsize::new(0);
+
 /// libc's `dlsym` and `dlvsym`, for the stand-ins below.
 static REAL_DLSYM: AtomicUsize = AtomicUsize::new(0);
 static REAL_DLVSYM: AtomicUsize = AtomicUsize::new(0);
@@ -68,6 +71,7 @@ closed_dl!(dlvsym, REAL_DLVSYM);
 pub fn install(slots: &[&AtomicUsize], names: &[&str]) {
     let libc = Libc::find();
     let real = |name: &str| libc.map_or(0, |l| l.lookup(name.as_bytes()));
+    ERRNO.store(real("__errno_location"), Ordering::Release);
     for (i, n) in ["accept4", "connect", "listen", "sendto"]
         .into_iter()
         .enumerate()
@@ -132,14 +136,27 @@ pub fn say_failed(libc: &Libc, path: &[u8]) {
         }
     }
     put(b"; failing closed: every IP accept, connect and listen is refused\n");
-    // SAFETY: writing our own buffer to fd 2; a failure is ignored.
-    unsafe { libc::write(2, line.as_ptr() as *const c_void, n.min(line.len())) };
+    // A failure is ignored: there is nowhere else to say it.
+    let _ = crate::sys::write(2, line.get(..n).unwrap_or_default());
 }
 
 fn fail(errno: c_int) -> c_int {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = errno };
+    type ErrnoFn = unsafe extern "C" fn() -> *mut c_int;
+    let f = ERRNO.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: libc's __errno_location, found by name: this thread's errno.
+        unsafe { *core::mem::transmute::<usize, ErrnoFn>(f)() = errno };
+    }
     -1
+}
+
+/// A raw system call's answer as a libc function gives it: -1 and errno on failure.
+fn libc_style(r: isize) -> isize {
+    if (-4095..0).contains(&r) {
+        fail(-r as c_int) as isize
+    } else {
+        r
+    }
 }
 
 fn is_ip(family: c_int) -> bool {
@@ -148,14 +165,7 @@ fn is_ip(family: c_int) -> bool {
 
 /// The address family of the socket `fd` is bound to (0 if unknown).
 fn family_of(fd: c_int) -> c_int {
-    // SAFETY: sockaddr_storage is plain old data.
-    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let mut len = core::mem::size_of_val(&ss) as socklen_t;
-    // SAFETY: our own buffer and its length.
-    if unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut sockaddr, &mut len) } != 0 {
-        return 0;
-    }
-    ss.ss_family as c_int
+    crate::sys::family_of(fd)
 }
 
 /// # Safety
@@ -196,18 +206,8 @@ unsafe extern "C" fn accept4(
     if c < 0 {
         return c;
     }
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    libc::setsockopt(
-        c,
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        &linger as *const _ as *const c_void,
-        core::mem::size_of_val(&linger) as socklen_t,
-    );
-    libc::close(c);
+    crate::sys::linger_zero(c);
+    crate::sys::close(c);
     fail(libc::ECONNABORTED)
 }
 
@@ -260,14 +260,19 @@ unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) 
     if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
         return fail(libc::EACCES) as libc::ssize_t;
     }
-    libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as libc::ssize_t
+    let r = crate::sys::call3(libc::SYS_sendmsg, fd as usize, msg as usize, flags as usize);
+    libc_style(r)
 }
 
 unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut libc::mmsghdr, n: c_uint, flags: c_int) -> c_int {
     if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
         return fail(libc::EACCES);
     }
-    libc::syscall(libc::SYS_sendmmsg, fd, v, n, flags) as c_int
+    let r = crate::sys::call6(
+        libc::SYS_sendmmsg,
+        [fd as usize, v as usize, n as usize, flags as usize, 0, 0],
+    );
+    libc_style(r) as c_int
 }
 
 extern "C" fn refused() -> c_int {

@@ -37,78 +37,120 @@ pub struct Libc {
     versym: *const u16,
 }
 
-/// What one pass over the loaded objects looks for.
-struct Search<'a> {
-    /// Our own load address: objects before it, and it, are skipped for `next`.
-    me: usize,
-    name: &'a [u8],
-    /// Which object: libc.so.6, the first after us that defines `name`, or the one at
-    /// `me`.
-    mode: Mode,
-    found: Option<Libc>,
-    addr: usize,
-    seen_me: bool,
+/// One loaded object as `dl_iterate_phdr` reports it; its tables are read when first
+/// asked for (most objects are never asked).
+#[derive(Clone, Copy)]
+pub struct Object {
+    pub base: usize,
+    /// The loader's file name for it (`dladdr`'s `dli_fname`), NUL-terminated.
+    pub name: *const c_char,
+    phdr: *const libc::Elf64_Phdr,
+    phnum: usize,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Libc,
-    NextAfterMe,
-    /// Only the object loaded at `me`.
-    At,
+impl Object {
+    fn phdrs(&self) -> &[libc::Elf64_Phdr] {
+        // SAFETY: the program headers the loader reported for a mapped object; startup
+        // objects are never unmapped, and the core's own lookups happen while the
+        // objects it walks are loaded.
+        unsafe { core::slice::from_raw_parts(self.phdr, self.phnum) }
+    }
+
+    /// Whether `addr` lies in one of its loaded segments.
+    pub fn holds(&self, addr: usize) -> bool {
+        self.phdrs().iter().any(|p| {
+            let start = self.base + p.p_vaddr as usize;
+            p.p_type == libc::PT_LOAD && addr >= start && addr - start < p.p_memsz as usize
+        })
+    }
+
+    pub fn tables(&self) -> Option<Libc> {
+        let d = self.phdrs().iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
+        // SAFETY: the mapped dynamic section of this object.
+        unsafe { read(self.base, (self.base + d.p_vaddr as usize) as *const Dyn) }
+    }
+
+    pub fn lookup(&self, name: &[u8]) -> usize {
+        self.tables().map_or(0, |t| t.lookup(name))
+    }
+
+    /// Another copy of the front (or this one): it exports the front's entry point.
+    fn is_front(&self) -> bool {
+        self.lookup(b"sockexit_front_attach") != 0
+    }
+
+    fn is_libc(&self) -> bool {
+        if self.name.is_null() {
+            return false;
+        }
+        // SAFETY: the loader's NUL-terminated name.
+        let n = unsafe { CStr::from_ptr(self.name) }.to_bytes();
+        n == b"libc.so.6" || n.ends_with(b"/libc.so.6")
+    }
 }
 
 /// The address of the first definition of `name` in an object loaded after the one
 /// at `me` (what `dlsym(RTLD_NEXT, name)` answers for a startup object: the loader's
 /// list is the global search order), or 0.
 pub fn next_after(me: usize, name: &[u8]) -> usize {
-    search(me, name, Mode::NextAfterMe).1
+    Objects::read().next_after(me, name)
 }
 
-/// The address of `name` in the object loaded at `base`, or 0.
-pub fn in_object(base: usize, name: &[u8]) -> usize {
-    search(base, name, Mode::At).1
-}
-
-/// The loaded objects' tables in the loader's order (at most 32), for several
-/// lookups from one `dl_iterate_phdr` pass.
+/// The loaded objects in the loader's order (at most 32), from one `dl_iterate_phdr`
+/// pass, for several lookups.
+#[derive(Clone, Copy)]
 pub struct Objects {
-    list: [Option<(usize, Libc)>; 32],
+    list: [Option<Object>; 32],
 }
 
 impl Objects {
+    pub const EMPTY: Objects = Objects { list: [None; 32] };
+
     pub fn read() -> Objects {
-        let mut o = Objects { list: [None; 32] };
-        // SAFETY: the callback only reads what the loader reports; `data` is `o`.
-        unsafe { libc::dl_iterate_phdr(Some(each_table), &mut o as *mut Objects as *mut c_void) };
+        let mut o = Objects::EMPTY;
+        o.read_into();
         o
     }
 
-    fn iter(&self) -> impl Iterator<Item = (usize, Libc)> + '_ {
+    /// Fill an empty list in place (the front's is a static: no copy).
+    pub fn read_into(&mut self) {
+        // SAFETY: the callback only copies what the loader reports; `data` is `self`.
+        unsafe { libc::dl_iterate_phdr(Some(each_object), self as *mut Objects as *mut c_void) };
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Object> + '_ {
         self.list.iter().map_while(|e| *e)
     }
 
-    /// The first definition of `name` in an object after the one loaded at `me`.
+    /// The object whose segments hold `addr`.
+    pub fn holding(&self, addr: usize) -> Option<Object> {
+        self.iter().find(|o| o.holds(addr))
+    }
+
+    /// The first definition of `name` in an object after the one loaded at `me`,
+    /// other copies of the front skipped: their exports lead back to us.
     pub fn next_after(&self, me: usize, name: &[u8]) -> usize {
         self.iter()
-            .skip_while(|(b, _)| *b != me)
+            .skip_while(|o| o.base != me)
             .skip(1)
-            .map(|(_, t)| t.lookup(name))
+            .map(|o| if o.is_front() { 0 } else { o.lookup(name) })
             .find(|&a| a != 0)
             .unwrap_or(0)
     }
 
-    /// The load address of the first object that defines `name` (0 if none).
-    pub fn first_definer(&self, name: &[u8]) -> usize {
+    /// The load address of the first object before the one at `me` that defines
+    /// `name` (0 if none).
+    pub fn first_before(&self, me: usize, name: &[u8]) -> usize {
         self.iter()
-            .find(|(_, t)| t.lookup(name) != 0)
-            .map_or(0, |(b, _)| b)
+            .take_while(|o| o.base != me)
+            .find(|o| o.lookup(name) != 0)
+            .map_or(0, |o| o.base)
     }
 }
 
 /// # Safety
 /// Called by `dl_iterate_phdr` with a valid `info`; `data` is an `Objects`.
-unsafe extern "C" fn each_table(
+unsafe extern "C" fn each_object(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut c_void,
@@ -118,46 +160,20 @@ unsafe extern "C" fn each_table(
     let Some(slot) = o.list.iter_mut().find(|e| e.is_none()) else {
         return 1;
     };
-    let base = info.dlpi_addr as usize;
-    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    let t = phdrs
-        .iter()
-        .find(|p| p.p_type == libc::PT_DYNAMIC)
-        .and_then(|d| read(base, (base + d.p_vaddr as usize) as *const Dyn));
-    // An object without tables still holds its place (for `next_after`'s order).
-    *slot = Some((base, t.unwrap_or(Libc::EMPTY)));
+    *slot = Some(Object {
+        base: info.dlpi_addr as usize,
+        name: info.dlpi_name,
+        phdr: info.dlpi_phdr,
+        phnum: info.dlpi_phnum as usize,
+    });
     0
 }
 
-fn search(me: usize, name: &[u8], mode: Mode) -> (Option<Libc>, usize) {
-    let mut s = Search {
-        me,
-        name,
-        mode,
-        found: None,
-        addr: 0,
-        seen_me: false,
-    };
-    // SAFETY: the callback only reads the program headers and dynamic sections the
-    // loader reports for mapped objects; `data` is our `s`.
-    unsafe { libc::dl_iterate_phdr(Some(each_object), &mut s as *mut Search as *mut c_void) };
-    (s.found, s.addr)
-}
-
 impl Libc {
-    /// No symbols.
-    const EMPTY: Libc = Libc {
-        base: 0,
-        gnu_hash: core::ptr::null(),
-        symtab: core::ptr::null(),
-        strtab: core::ptr::null(),
-        versym: core::ptr::null(),
-    };
-
     /// libc's tables, `None` when no libc.so.6 is mapped (a static program never loads
     /// us) or its tables cannot be read.
     pub fn find() -> Option<Libc> {
-        search(0, b"", Mode::Libc).0
+        Objects::read().iter().find(|o| o.is_libc())?.tables()
     }
 
     /// The address of libc's default definition of `name`, 0 if absent.
@@ -177,7 +193,15 @@ impl Libc {
         let nbuckets = *self.gnu_hash;
         let symoffset = *self.gnu_hash.add(1);
         let bloom_words = *self.gnu_hash.add(2) as usize;
-        if nbuckets == 0 {
+        let shift = *self.gnu_hash.add(3);
+        if nbuckets == 0 || bloom_words == 0 {
+            return 0;
+        }
+        // The Bloom filter first, as the loader does: most objects asked do not define
+        // the name, and this answers them in a few instructions.
+        let bloom = self.gnu_hash.add(4) as *const u64;
+        let word = *bloom.add((h as usize / 64) % bloom_words);
+        if (word >> (h % 64)) & (word >> ((h >> (shift % 32)) % 64)) & 1 == 0 {
             return 0;
         }
         let buckets = self.gnu_hash.add(4 + bloom_words * 2);
@@ -202,52 +226,6 @@ impl Libc {
             i += 1;
         }
     }
-}
-
-/// # Safety
-/// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Search`.
-unsafe extern "C" fn each_object(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
-    let info = &*info;
-    let s = &mut *(data as *mut Search);
-    let base = info.dlpi_addr as usize;
-    if s.mode == Mode::NextAfterMe && !s.seen_me {
-        s.seen_me = base == s.me;
-        return 0;
-    }
-    if s.mode == Mode::At && base != s.me {
-        return 0;
-    }
-    if s.mode == Mode::Libc {
-        if info.dlpi_name.is_null() {
-            return 0;
-        }
-        let name = CStr::from_ptr(info.dlpi_name).to_bytes();
-        if !(name == b"libc.so.6" || name.ends_with(b"/libc.so.6")) {
-            return 0;
-        }
-    }
-    let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-    let Some(d) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
-        return 0;
-    };
-    let Some(t) = read(base, (base + d.p_vaddr as usize) as *const Dyn) else {
-        return 0;
-    };
-    if s.mode == Mode::Libc {
-        s.found = Some(t);
-        return 1;
-    }
-    let a = t.lookup(s.name);
-    if a == 0 {
-        return 0;
-    }
-    s.found = Some(t);
-    s.addr = a;
-    1
 }
 
 /// # Safety

@@ -5,8 +5,10 @@
 //! dynamic loader's work for an object grows with what it imports: the Rust library
 //! (`libsockexit_core.so`, the hooks, the engine, the audit sinks) imports 78 libc
 //! functions, about 87 k instructions of symbol binding at every exec (BENCHMARKS.md,
-//! item 7). This object exports the same hooked symbols, imports a handful, and does
-//! almost nothing at load: each export jumps through one table entry, which starts
+//! item 7). This object exports the same hooked symbols, imports three names
+//! (`dl_iterate_phdr`, `getauxval`, `environ`: its system calls are its own, `sys`,
+//! and what else it needs of libc it finds by name when it needs it), and does almost
+//! nothing at load: each export jumps through one table entry, which starts
 //! empty; the first call of any of them `dlopen`s the core (`RTLD_LOCAL`), whose
 //! constructor fills the table with its own functions ([`sockexit_front_attach`]),
 //! and from then on every call is one indirect jump more than before.
@@ -17,8 +19,10 @@
 //! single library would have loaded. Otherwise (the system policy) the constructor
 //! records the start ([`FrontStart`]: root, mount namespace, seccomp mode, uid, the
 //! `SOCKEXIT_*` variables) for the core to use whenever it loads, the exec family goes
-//! to the next definition after us until then (children get the library from
-//! `/etc/ld.so.preload` anyway, and an exec after `vfork` must never `dlopen`), and
+//! to the next definition after us until then, looked up at its first call in the
+//! objects the constructor listed, without the loader's lock (children get the library
+//! from `/etc/ld.so.preload` anyway, and an exec after `vfork` or in a signal handler
+//! must never `dlopen`), and
 //! everything else loads the core at its first call. The core resolves its real
 //! functions through [`sockexit_front_next`], the next definition after the front, so
 //! an interposer preloaded after us is reached as it was with a single library. A
@@ -37,9 +41,10 @@
 mod abi;
 mod closed;
 mod elf;
+mod sys;
 
 use abi::{for_each_hook, ABI, HOOKS};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use libc::{c_char, c_int, c_void};
 
 macro_rules! define_hooks {
@@ -158,14 +163,64 @@ pub unsafe extern "C" fn sockexit_front_attach(abi: usize, table: *const usize, 
     0
 }
 
-/// From an export whose entry is empty: load the core; if that fails, the stand-ins.
-/// Returns with `slot` non-zero.
+/// From an export whose entry is empty: for the exec family while the core waits
+/// (system-wide, see the module), the next definition after us; otherwise load the
+/// core, and if that fails, the stand-ins. Returns with `slot` non-zero.
 extern "C" fn fill(slot: &AtomicUsize) {
+    if CORE.load(Ordering::Acquire) == 0 && DEFERRED.load(Ordering::Acquire) {
+        if let Some(name) = exec_name(slot) {
+            let p = with_objects(|o| {
+                o.holding(fill as *const () as usize)
+                    .map_or(0, |me| o.next_after(me.base, name.as_bytes()))
+            });
+            // A concurrent attach (the core loaded meanwhile) wins.
+            if p != 0
+                && slot
+                    .compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                || slot.load(Ordering::Acquire) != 0
+            {
+                return;
+            }
+        }
+    }
     if CORE.load(Ordering::Acquire) == 0 {
         load_core();
     }
     if slot.load(Ordering::Acquire) == 0 {
         closed::install(&TABLE.slots(), &NAMES);
+    }
+}
+
+/// The name of `slot` when it is one of the exec family's.
+fn exec_name(slot: &AtomicUsize) -> Option<&'static str> {
+    let i = TABLE.slots().iter().position(|s| core::ptr::eq(*s, slot))?;
+    NAMES.get(i).copied().filter(|n| EXEC_FAMILY.contains(n))
+}
+
+struct ObjectsCell(core::cell::UnsafeCell<elf::Objects>);
+// SAFETY: written once, by whoever wins OBJECTS_STATE's 0 -> 1, before it says 2; read
+// only after 2.
+unsafe impl Sync for ObjectsCell {}
+static OBJECTS: ObjectsCell = ObjectsCell(core::cell::UnsafeCell::new(elf::Objects::EMPTY));
+/// 0: not read; 1: being read; 2: read.
+static OBJECTS_STATE: AtomicU8 = AtomicU8::new(0);
+
+/// `f` over the objects loaded at start (our constructor reads them), so that later
+/// lookups (an exec from a signal handler) never take the loader's lock. A caller that
+/// finds them being read (another thread, a signal handler) reads its own copy.
+fn with_objects<R>(f: impl FnOnce(&elf::Objects) -> R) -> R {
+    match OBJECTS_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // SAFETY: we won 0 -> 1: nobody else reads or writes until we say 2.
+            unsafe { (*OBJECTS.0.get()).read_into() };
+            OBJECTS_STATE.store(2, Ordering::Release);
+            // SAFETY: written above, never again.
+            f(unsafe { &*OBJECTS.0.get() })
+        }
+        // SAFETY: 2: written once, never again.
+        Err(2) => f(unsafe { &*OBJECTS.0.get() }),
+        Err(_) => f(&elf::Objects::read()),
     }
 }
 
@@ -178,7 +233,7 @@ fn load_core() {
     };
     let dlopen = libc.lookup(b"dlopen");
     let mut path = [0u8; 4096];
-    if dlopen == 0 || !core_path(&mut path) {
+    if dlopen == 0 || !core_path(&libc, &mut path) {
         CORE.store(2, Ordering::Release);
         return;
     }
@@ -200,26 +255,28 @@ fn load_core() {
 
 /// Where this object is loaded and its file name (as the loader has it).
 fn me() -> Option<(usize, *const c_char)> {
-    // SAFETY: Dl_info is plain old data; dladdr fills it for an address in a loaded
-    // object (one of our own functions).
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: the address of one of our own functions, and our Dl_info.
-    if unsafe { libc::dladdr(fill as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    Some((info.dli_fbase as usize, info.dli_fname))
+    with_objects(|o| o.holding(fill as *const () as usize))
+        .filter(|m| !m.name.is_null())
+        .map(|m| (m.base, m.name))
 }
 
 /// `DIR/libsockexit_core.so`, where DIR holds this library's file (symbolic links
 /// resolved: the core is installed beside the real file), NUL-terminated.
-fn core_path(out: &mut [u8; 4096]) -> bool {
+fn core_path(libc: &elf::Libc, out: &mut [u8; 4096]) -> bool {
     const CORE_NAME: &[u8] = b"libsockexit_core.so\0";
     let Some((_, name)) = me() else {
         return false;
     };
     let mut real = [0u8; 4096];
-    // SAFETY: a NUL-terminated path and a PATH_MAX buffer.
-    let r = unsafe { libc::realpath(name, real.as_mut_ptr() as *mut c_char) };
+    type RealpathFn = unsafe extern "C" fn(*const c_char, *mut c_char) -> *mut c_char;
+    let r = match libc.lookup(b"realpath") {
+        0 => core::ptr::null_mut(),
+        // SAFETY: libc's realpath, found by name, with a NUL-terminated path and a
+        // PATH_MAX buffer.
+        f => unsafe {
+            core::mem::transmute::<usize, RealpathFn>(f)(name, real.as_mut_ptr() as *mut c_char)
+        },
+    };
     let me: &[u8] = if r.is_null() {
         // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
         unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes()
@@ -239,20 +296,110 @@ fn core_path(out: &mut [u8; 4096]) -> bool {
     n == dir.len() + CORE_NAME.len()
 }
 
-/// `name`'s value when set and not empty (never under AT_SECURE).
+/// `name`'s value in the current environment when set and not empty (never under
+/// AT_SECURE), read from `environ` as `getenv` would.
 fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
-    // SAFETY: getauxval takes a type id; getenv a NUL-terminated name and returns null
-    // or a string in the environment, which the constructor reads before anything can
-    // change it.
+    let name = name.to_bytes();
+    let mut v = None;
+    each_env(|e| match value_of(e, name) {
+        Some(x) => {
+            v = x;
+            false
+        }
+        None => true,
+    });
+    v
+}
+
+/// For `NAME=value` at `e` and `NAME`: `Some(the value, None when empty)`; `None` for
+/// another variable. Only the bytes that match are read: a variable is passed over
+/// without measuring it (some are kilobytes long).
+fn value_of(e: *const u8, name: &[u8]) -> Option<Option<&'static [u8]>> {
+    // SAFETY: `e` is a NUL-terminated string of the environment; the comparison stops
+    // at its first differing byte, at the latest its NUL (`name` holds none).
     unsafe {
-        if libc::getauxval(libc::AT_SECURE) != 0 {
+        for (i, &c) in name.iter().enumerate() {
+            if *e.add(i) != c {
+                return None;
+            }
+        }
+        if *e.add(name.len()) != b'=' {
             return None;
         }
-        let v = libc::getenv(name.as_ptr());
-        (!v.is_null())
-            .then(|| core::ffi::CStr::from_ptr(v).to_bytes())
-            .filter(|v| !v.is_empty())
+        let v = core::ffi::CStr::from_ptr(e.add(name.len() + 1) as *const c_char).to_bytes();
+        Some(Some(v).filter(|v| !v.is_empty()))
     }
+}
+
+/// `f` over each `NAME=value` string of the environment until it returns false;
+/// nothing under AT_SECURE.
+fn each_env(mut f: impl FnMut(*const u8) -> bool) {
+    if sys::secure() {
+        return;
+    }
+    let mut p = sys::environ();
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `environ` is a null-terminated array of NUL-terminated strings, which the
+    // constructor reads before the program can change it; later callers read it as
+    // getenv does (the strings of the initial environment are never freed).
+    unsafe {
+        while !(*p).is_null() {
+            if !f(*p as *const u8) {
+                return;
+            }
+            p = p.add(1);
+        }
+    }
+}
+
+/// The variables the constructor looks at, from one pass over the environment (the
+/// first of a name counts, as for `getenv`; an empty value is none).
+#[derive(Default)]
+struct StartEnv {
+    policy: Seen,
+    preload: Seen,
+    run_dir: Seen,
+    on_error: Seen,
+    log: Seen,
+}
+
+/// A variable: not met yet (`None`), met empty (`Some(None)`), or its value.
+type Seen = Option<Option<&'static [u8]>>;
+
+impl StartEnv {
+    fn read() -> StartEnv {
+        let mut s = StartEnv::default();
+        each_env(|e| {
+            // SAFETY: a NUL-terminated string has a first byte.
+            let first = unsafe { *e };
+            // Most variables are passed over at their first byte.
+            if first != b'S' && first != b'L' {
+                return true;
+            }
+            let fields: [(&mut Seen, &[u8]); 5] = [
+                (&mut s.policy, b"SOCKEXIT_POLICY"),
+                (&mut s.preload, b"LD_PRELOAD"),
+                (&mut s.run_dir, b"SOCKEXIT_RUN_DIR"),
+                (&mut s.on_error, b"SOCKEXIT_ON_ERROR"),
+                (&mut s.log, b"SOCKEXIT_LOG"),
+            ];
+            for (field, name) in fields {
+                if field.is_none() {
+                    *field = value_of(e, name);
+                }
+            }
+            true
+        });
+        s
+    }
+}
+
+/// A recorded value: the string in the environment, NUL-terminated there, or null.
+fn raw(v: Seen) -> *const c_char {
+    v.flatten()
+        .map_or(core::ptr::null(), |v| v.as_ptr() as *const c_char)
 }
 
 /// What the process was at exec, for a core loaded later: `src/state.rs` reads it
@@ -314,23 +461,9 @@ pub unsafe extern "C" fn sockexit_front_next(name: *const c_char) -> usize {
 /// Root (device, inode, mount id) and mount namespace (device, inode), as
 /// `src/sys/mod.rs::place` reads them.
 fn place() -> Option<[u64; 5]> {
-    // SAFETY: statx with NUL-terminated paths and our own buffers.
-    let mut r: libc::statx = unsafe { core::mem::zeroed() };
-    let mut n: libc::statx = unsafe { core::mem::zeroed() };
-    let mask = libc::STATX_INO | libc::STATX_MNT_ID;
-    // SAFETY: as above.
-    if unsafe { libc::statx(libc::AT_FDCWD, c"/".as_ptr(), 0, mask, &mut r) } != 0
-        || unsafe {
-            libc::statx(
-                libc::AT_FDCWD,
-                c"/proc/self/ns/mnt".as_ptr(),
-                0,
-                libc::STATX_INO,
-                &mut n,
-            )
-        } != 0
-        || r.stx_mask & libc::STATX_MNT_ID == 0
-    {
+    let r = sys::statx(c"/".as_ptr(), libc::STATX_INO | libc::STATX_MNT_ID)?;
+    let n = sys::statx(c"/proc/self/ns/mnt".as_ptr(), libc::STATX_INO)?;
+    if r.stx_mask & libc::STATX_MNT_ID == 0 {
         return None;
     }
     let dev = |s: &libc::statx| ((s.stx_dev_major as u64) << 32) | s.stx_dev_minor as u64;
@@ -339,81 +472,75 @@ fn place() -> Option<[u64; 5]> {
 
 /// (device, inode) of the file at `path` (NUL-terminated), following links.
 fn file_id(path: *const c_char) -> Option<(u32, u32, u64)> {
-    // SAFETY: statx with a NUL-terminated path and our own buffer.
-    let mut st: libc::statx = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    (unsafe { libc::statx(libc::AT_FDCWD, path, 0, libc::STATX_INO, &mut st) } == 0).then_some((
-        st.stx_dev_major,
-        st.stx_dev_minor,
-        st.stx_ino,
-    ))
+    sys::statx(path, libc::STATX_INO).map(|st| (st.stx_dev_major, st.stx_dev_minor, st.stx_ino))
 }
 
-/// Whether an `LD_PRELOAD` entry is this very file (by device and inode, so a
-/// symbolic link or a copy under another name counts as the name it resolves to; by
-/// file name for a bare name the loader searched for). Only looked at when
-/// `LD_PRELOAD` is set.
-fn preloaded_by_env() -> bool {
-    let Some(list) = env(c"LD_PRELOAD") else {
-        return false;
-    };
-    let Some((_, name)) = me() else {
-        return true;
-    };
-    // SAFETY: dladdr's NUL-terminated path.
-    let my_name = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
-    let my_base = my_name.rsplit(|&c| c == b'/').next().unwrap_or_default();
-    let Some(mine) = file_id(name) else {
+/// Whether an entry of `LD_PRELOAD` (`list`) is this very file (by device and inode,
+/// so a symbolic link or a copy under another name counts as the name it resolves to;
+/// by file name for a bare name the loader searched for).
+fn preloaded_by_env(list: &[u8], my_name: *const c_char) -> bool {
+    // SAFETY: the loader's NUL-terminated path.
+    let name = unsafe { core::ffi::CStr::from_ptr(my_name) }.to_bytes();
+    let my_base = name.rsplit(|&c| c == b'/').next().unwrap_or_default();
+    let Some(mine) = file_id(my_name) else {
         return true;
     };
     list.split(|&c| c == b':' || c == b' ').any(|e| {
         if !e.contains(&b'/') {
             return e == my_base;
         }
-        let mut buf = [0u8; 4096];
-        let mut n = 0;
-        for (o, &c) in buf.iter_mut().zip(e) {
-            *o = c;
-            n += 1;
+        // Not zeroed: only the entry and its NUL are written, and read.
+        let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 4096];
+        if e.len() >= buf.len() {
+            return false;
         }
-        n == e.len() && n < buf.len() && file_id(buf.as_ptr() as *const c_char) == Some(mine)
+        for (o, &c) in buf.iter_mut().zip(e.iter().chain(b"\0")) {
+            o.write(c);
+        }
+        file_id(buf.as_ptr() as *const c_char) == Some(mine)
     })
 }
 
 /// Record the start for a core loaded later; false when it cannot be (then the core
 /// is loaded now).
-fn record_start() -> bool {
+fn record_start(e: &StartEnv) -> bool {
     let Some(place) = place() else {
         return false;
     };
-    let raw =
-        |c: &core::ffi::CStr| env(c).map_or(core::ptr::null(), |v| v.as_ptr() as *const c_char);
     // SAFETY: the constructor is the only writer, before the program runs.
     let st = unsafe { &mut *START.0.get() };
     st.place = place;
-    // SAFETY: raw system calls without pointers; getauxval takes a type id.
-    st.seccomp = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_SECCOMP) };
-    st.euid = unsafe { libc::syscall(libc::SYS_geteuid) } as u32;
-    st.secure = (unsafe { libc::getauxval(libc::AT_SECURE) } != 0) as u32;
-    st.run_dir = raw(c"SOCKEXIT_RUN_DIR");
-    st.on_error = raw(c"SOCKEXIT_ON_ERROR");
-    st.log = raw(c"SOCKEXIT_LOG");
+    st.seccomp = sys::seccomp_mode();
+    st.euid = sys::geteuid();
+    st.secure = sys::secure() as u32;
+    st.run_dir = raw(e.run_dir);
+    st.on_error = raw(e.on_error);
+    st.log = raw(e.log);
     st.valid = 1;
     true
 }
 
+/// Set once the start is recorded and the core left for later (see [`fill`]).
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn front_init() {
-    let Some((base, _)) = me() else {
+    // One read of the loaded objects serves the constructor and every later lookup.
+    let Some((me, first)) = with_objects(|o| {
+        let me = o.holding(fill as *const () as usize)?;
+        Some((me, o.first_before(me.base, b"sockexit_front_attach")))
+    }) else {
         return;
     };
     // A second copy (another path in LD_PRELOAD, or also in /etc/ld.so.preload)
     // forwards to the first, whose core serves both: two cores would both attach to
     // the first front.
-    let objects = elf::Objects::read();
-    let first = objects.first_definer(b"sockexit_front_attach");
-    if first != 0 && first != base {
+    if first != 0 {
         for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
-            let p = elf::in_object(first, name.as_bytes());
+            let p = with_objects(|o| {
+                o.iter()
+                    .find(|x| x.base == first)
+                    .map_or(0, |x| x.lookup(name.as_bytes()))
+            });
             if p != 0 {
                 slot.store(p, Ordering::Release);
             }
@@ -424,17 +551,16 @@ extern "C" fn front_init() {
     // Loaded at once when a policy is named, when LD_PRELOAD names this file (its exec
     // hooks must give children the library back, under whatever name it is given), or
     // when the start cannot be recorded for a later load.
-    if env(c"SOCKEXIT_POLICY").is_some() || preloaded_by_env() || !record_start() {
+    let e = StartEnv::read();
+    let preloaded = match e.preload.flatten() {
+        Some(list) => me.name.is_null() || preloaded_by_env(list, me.name),
+        None => false,
+    };
+    if e.policy.flatten().is_some() || preloaded || !record_start(&e) {
         load_core();
         return;
     }
-    for (slot, name) in TABLE.slots().into_iter().zip(NAMES) {
-        if EXEC_FAMILY.contains(&name) {
-            let p = objects.next_after(base, name.as_bytes());
-            // A concurrent attach (another library's constructor made a call) wins.
-            let _ = slot.compare_exchange(0, p, Ordering::AcqRel, Ordering::Acquire);
-        }
-    }
+    DEFERRED.store(true, Ordering::Release);
 }
 
 #[used]
@@ -446,6 +572,9 @@ static INIT: extern "C" fn() = front_init;
 #[cfg(panic = "abort")]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-    // SAFETY: abort(3) takes no arguments and does not return.
-    unsafe { libc::abort() }
+    // An invalid instruction (SIGILL): abort(3) would be one more import to bind.
+    loop {
+        // SAFETY: ud2 raises SIGILL and never returns normally.
+        unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+    }
 }

@@ -846,7 +846,19 @@ fn nginx_soak_10000_alternating_connections() {
     let mut n = start_nginx(&dir, &nginx);
     let workers = n.workers();
     n.get(0).expect("warm-up request");
-    let fds_before: Vec<usize> = workers.iter().map(|&w| fd_count(w)).collect();
+    // Counted once the worker has closed the warm-up connection (the client's close
+    // reaches it a moment later): settled when two counts 100 ms apart agree.
+    let count = || workers.iter().map(|&w| fd_count(w)).collect::<Vec<usize>>();
+    let settle = Instant::now() + Duration::from_secs(3);
+    let mut fds_before = count();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let again = count();
+        if again == fds_before || Instant::now() > settle {
+            break;
+        }
+        fds_before = again;
+    }
 
     let start = Instant::now();
     // A broken library could make every client wait out its timeout: stop early.

@@ -192,6 +192,7 @@ def item_preload_file(b, run, median, policy):
     out = run(["unshare", "-m", "--propagation", "private", "sh", "-c", NAMESPACE], env=env)
     wall = {"plain": [], "null": [], "system": []}
     cpu = {"plain": [], "null": [], "system": []}
+    flt = {"plain": [], "null": [], "system": []}
     ins = {}
     for line in out.splitlines():
         key, _, rest = line.partition(" ")
@@ -199,6 +200,8 @@ def item_preload_file(b, run, median, policy):
             r = dict(re.findall(r"(\w+)=(\S+)", rest))
             wall[key].append(float(r["ns_per_exec"]))
             cpu[key].append(float(r["cpu_ns_per_exec"]))
+            if "minflt_per_exec" in r:
+                flt[key].append(float(r["minflt_per_exec"]))
         elif key.startswith("ins-"):
             m = re.search(r"refs:\s+([\d,]+)", rest)
             if m:
@@ -219,6 +222,12 @@ def item_preload_file(b, run, median, policy):
         f"wall clock, median of {len(rw)} interleaved rounds, per-round {min(rw):.2f}–{max(rw):.2f}×; "
         f"CPU time of the started program {median(rc):.2f}×; an empty interposer in "
         f"the same file (nullhook.so): wall {median(nw):.2f}× plain"
+        + (
+            f"; minor page faults per exec {median(flt['plain']):.1f} plain, "
+            f"{median(flt['null']):.1f} the empty interposer, {median(flt['system']):.1f} sockexit"
+            if all(flt.values())
+            else ""
+        )
         + (
             f"; instructions (callgrind) {ins['plain']:,} → {ins['system']:,} "
             f"({ins['system'] / ins['plain']:.2f}×; the empty interposer "

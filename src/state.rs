@@ -200,7 +200,7 @@ pub struct Start {
     /// (`sys::place`) and its seccomp mode. A process that changed either by a means
     /// the hooks did not see (`sys::confine`) fails closed rather than read a policy
     /// others may have put in its new view, or die of a filter that forbids reading.
-    place: Option<[u64; 5]>,
+    place: Option<[u64; 3]>,
     seccomp: i64,
 }
 

@@ -5,9 +5,11 @@
  * BENCH_CHILD_LD_PRELOAD -> LD_PRELOAD and BENCH_CHILD_POLICY -> SOCKEXIT_POLICY,
  * so only the children are preloaded, never the timing loop itself.
  *
- * Prints: count=N ns_per_exec=X cpu_ns_per_exec=C. X is wall clock; C is the CPU
- * time (user + system) of the children, from getrusage(RUSAGE_CHILDREN): what each
- * started program itself spent, whatever else the shared machine was doing.
+ * Prints: count=N ns_per_exec=X cpu_ns_per_exec=C minflt_per_exec=F. X is wall clock;
+ * C is the CPU time (user + system) of the children, from getrusage(RUSAGE_CHILDREN):
+ * what each started program itself spent, whatever else the shared machine was doing;
+ * F their minor page faults, the same on any load (each is kernel time no instruction
+ * count shows: every mapped segment and page an object touches).
  * Exits non-zero if any child fails. */
 #define _GNU_SOURCE
 #include <spawn.h>
@@ -77,6 +79,8 @@ int main(int argc, char **argv) {
     double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
 #define TV_NS(tv) ((tv).tv_sec * 1e9 + (tv).tv_usec * 1e3)
     double cpu = TV_NS(r1.ru_utime) + TV_NS(r1.ru_stime) - TV_NS(r0.ru_utime) - TV_NS(r0.ru_stime);
-    printf("count=%ld ns_per_exec=%.1f cpu_ns_per_exec=%.1f\n", count, ns / count, cpu / count);
+    double flt = (double)(r1.ru_minflt - r0.ru_minflt);
+    printf("count=%ld ns_per_exec=%.1f cpu_ns_per_exec=%.1f minflt_per_exec=%.2f\n", count,
+           ns / count, cpu / count, flt / count);
     return 0;
 }

@@ -13,4 +13,12 @@ fn main() {
     // entry, which needs none of them (src/sys.rs defines the one symbol the std
     // build of the tests needs from them, `__dso_handle`).
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    // Two segments, not four: each mapped segment is at least one more page fault in
+    // every program at every exec (the kernel's cost of an object, which no instruction
+    // count shows; `bench/run.sh --only sysexec` counts them). Read-only data goes with
+    // the code, and no RELRO split of the writable data: the front's table of jump
+    // targets is writable by design for the life of the process, so a read-only GOT
+    // beside it (three imports) would protect nothing.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-rosegment");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,norelro");
 }

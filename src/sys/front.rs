@@ -60,7 +60,7 @@ pub fn next(name: &std::ffi::CStr) -> Option<usize> {
 pub struct FrontStart {
     pub abi: usize,
     pub valid: usize,
-    pub place: [u64; 5],
+    pub place: [u64; 3],
     pub seccomp: i64,
     pub euid: u32,
     pub secure: u32,

@@ -20,4 +20,4 @@ pub(crate) use for_each_hook;
 pub const HOOKS: usize = 31;
 
 /// The version of this agreement: the core refuses a front of another.
-pub const ABI: usize = 1;
+pub const ABI: usize = 2;

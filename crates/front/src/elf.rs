@@ -133,7 +133,10 @@ impl Objects {
         self.iter()
             .skip_while(|o| o.base != me)
             .skip(1)
-            .map(|o| if o.is_front() { 0 } else { o.lookup(name) })
+            .map(|o| match o.lookup(name) {
+                a if a != 0 && o.is_front() => 0,
+                a => a,
+            })
             .find(|&a| a != 0)
             .unwrap_or(0)
     }

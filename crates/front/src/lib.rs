@@ -410,8 +410,8 @@ pub struct FrontStart {
     pub abi: usize,
     /// 0: nothing recorded (the core was loaded at start and reads its own).
     pub valid: usize,
-    /// Root directory (device, inode, mount id) and mount namespace (device, inode).
-    pub place: [u64; 5],
+    /// Root directory (device, inode, mount id: see `place`).
+    pub place: [u64; 3],
     pub seccomp: i64,
     pub euid: u32,
     pub secure: u32,
@@ -429,7 +429,7 @@ unsafe impl Sync for StartCell {}
 static START: StartCell = StartCell(core::cell::UnsafeCell::new(FrontStart {
     abi: ABI,
     valid: 0,
-    place: [0; 5],
+    place: [0; 3],
     seccomp: 0,
     euid: 0,
     secure: 0,
@@ -458,16 +458,19 @@ pub unsafe extern "C" fn sockexit_front_next(name: *const c_char) -> usize {
     }
 }
 
-/// Root (device, inode, mount id) and mount namespace (device, inode), as
-/// `src/sys/mod.rs::place` reads them.
-fn place() -> Option<[u64; 5]> {
-    let r = sys::statx(c"/".as_ptr(), libc::STATX_INO | libc::STATX_MNT_ID)?;
-    let n = sys::statx(c"/proc/self/ns/mnt".as_ptr(), libc::STATX_INO)?;
-    if r.stx_mask & libc::STATX_MNT_ID == 0 {
+/// Root directory (device, inode, mount id), as `src/sys/mod.rs::place` reads it
+/// (which says why that also tells a new mount namespace).
+fn place() -> Option<[u64; 3]> {
+    const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+    let r = sys::statx(
+        c"/".as_ptr(),
+        libc::STATX_INO | libc::STATX_MNT_ID | STATX_MNT_ID_UNIQUE,
+    )?;
+    if r.stx_mask & (STATX_MNT_ID_UNIQUE | libc::STATX_MNT_ID) == 0 {
         return None;
     }
-    let dev = |s: &libc::statx| ((s.stx_dev_major as u64) << 32) | s.stx_dev_minor as u64;
-    Some([dev(&r), r.stx_ino, r.stx_mnt_id, dev(&n), n.stx_ino])
+    let dev = ((r.stx_dev_major as u64) << 32) | r.stx_dev_minor as u64;
+    Some([dev, r.stx_ino, r.stx_mnt_id])
 }
 
 /// (device, inode) of the file at `path` (NUL-terminated), following links.

@@ -93,7 +93,49 @@ impl Object {
 /// at `me` (what `dlsym(RTLD_NEXT, name)` answers for a startup object: the loader's
 /// list is the global search order), or 0.
 pub fn next_after(me: usize, name: &[u8]) -> usize {
-    Objects::read().next_after(me, name)
+    // One pass, no list: the core asks this for each of its real functions.
+    struct Next<'a> {
+        me: usize,
+        name: &'a [u8],
+        seen_me: bool,
+        addr: usize,
+    }
+    /// # Safety
+    /// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Next`.
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        let info = &*info;
+        let n = &mut *(data as *mut Next);
+        let o = Object {
+            base: info.dlpi_addr as usize,
+            name: info.dlpi_name,
+            phdr: info.dlpi_phdr,
+            phnum: info.dlpi_phnum as usize,
+        };
+        if !n.seen_me {
+            n.seen_me = o.base == n.me;
+            return 0;
+        }
+        match o.lookup(n.name) {
+            a if a != 0 && !o.is_front() => {
+                n.addr = a;
+                1
+            }
+            _ => 0,
+        }
+    }
+    let mut n = Next {
+        me,
+        name,
+        seen_me: false,
+        addr: 0,
+    };
+    // SAFETY: the callback only reads what the loader reports; `data` is `n`.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut n as *mut Next as *mut c_void) };
+    n.addr
 }
 
 /// The loaded objects in the loader's order (at most 32), from one `dl_iterate_phdr`

@@ -1,7 +1,7 @@
 //! Attack programs for issue 13: every way a program can open, accept or listen on a
 //! connection without going through the plain `connect`/`accept`/`listen` PLT entries
 //! the library hooks, and the argument forms the library must judge (or survive) as
-//! the kernel does. Used by `tests/bypass.rs`; each subcommand makes the exact libc
+//! the kernel does. Used by `tests/bypass/`; each subcommand makes the exact libc
 //! call named, with the `libc` crate and nothing in between.
 //!
 //! Output: one line per attempt, `ok [...]` or `error ERRNO-NAME ERRNO`, prefixed by a

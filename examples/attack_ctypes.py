@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Attack program for issue 13 item 4: libc's socket calls reached through Python's
 ctypes, which resolves them with dlopen("libc.so.6") + dlsym, not through the PLT
-the preload interposes on. Run by tests/bypass.rs under the preload.
+the preload interposes on. Run by tests/bypass/ under the preload.
 
 Usage:
   attack_ctypes.py connect HANDLE IP PORT       one connect(); prints `ok` / `error NAME N`

@@ -192,7 +192,7 @@ pub fn preloaded(program: impl AsRef<std::ffi::OsStr>, policy: &Path) -> Command
 }
 
 // ---------------------------------------------------------------------------------
-// Child processes and test peers (tests/preload.rs, tests/bypass.rs)
+// Child processes and test peers (tests/preload.rs, tests/bypass/)
 // ---------------------------------------------------------------------------------
 
 pub mod live;

@@ -1,4 +1,4 @@
-// Banner/echo server for tests/daemons.rs, compiled with javac at test time.
+// Banner/echo server for tests/daemons/, compiled with javac at test time.
 // On each connection: send "hello from java\n" at once, read one line, answer
 // "echo: <line>\n", close. A peer refused by the preload must never see the banner.
 // Usage: java BannerServer blocking|nio PORT

@@ -1,4 +1,4 @@
-// Banner/echo server for tests/daemons.rs: libuv's non-blocking accept4(fd, NULL, NULL).
+// Banner/echo server for tests/daemons/: libuv's non-blocking accept4(fd, NULL, NULL).
 // On each connection: send "hello from node\n" at once, read one line, answer
 // "echo: <line>\n", close. A peer refused by the preload must never see the banner.
 // Usage: node banner_server.js PORT

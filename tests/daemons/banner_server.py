@@ -1,4 +1,4 @@
-"""Banner/echo server for tests/daemons.rs on asyncio (epoll, non-blocking accept).
+"""Banner/echo server for tests/daemons/ on asyncio (epoll, non-blocking accept).
 
 On each connection: send "hello from python\n" at once, read one line, answer
 "echo: <line>\n", close. A peer refused by the preload must never see the banner.

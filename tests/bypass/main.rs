@@ -2,7 +2,7 @@
 //! that the review found, and the neighbours of each hole — the other syscall, the
 //! other sockaddr length, the other libc door, the signal handler.
 //!
-//! The attack programs are `examples/attack_bypass.rs` (Rust, `libc` directly) and
+//! The attack programs are `examples/attack_bypass/` (Rust, `libc` directly) and
 //! `examples/attack_ctypes.py` (Python ctypes). They run under the preload; this
 //! (unpreloaded) test process is the listener or the peer, and checks what an
 //! administrator would check: the errno the program printed, whether the listener

@@ -126,6 +126,31 @@ fn a_first_call_that_is_an_exec_leaves_children_judged_and_the_core_unloaded() {
     }
 }
 
+const DENY_DOT3: &str = "version: 1\ndefault: allow\naudit: { log: off }\nrules:\n  \
+    - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n";
+
+/// `first connect HOST 9` with `LD_PRELOAD=preload`, the policy and `extra` variables
+/// only: (exited 0, stdout and stderr).
+fn connect_under(
+    first: &Path,
+    preload: &str,
+    policy: &Path,
+    host: &str,
+    extra: &[(&str, &str)],
+) -> (bool, String) {
+    let o = Command::new(first)
+        .args(["connect", host, "9"])
+        .env_clear()
+        .envs(extra.iter().copied())
+        .env("LD_PRELOAD", preload)
+        .env("SOCKEXIT_POLICY", policy)
+        .output()
+        .expect("run");
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
 /// Two copies of the front in `LD_PRELOAD` (a checkout's and an installed one): the
 /// core's real `connect` is the next definition after the first front, which is the
 /// second front's export, which forwards to the first front's: an allowed connect
@@ -136,11 +161,7 @@ fn two_fronts_never_lead_back_to_each_other() {
     let Some(first) = cc(dir.path(), "first.c", "tests/front_lazy") else {
         return;
     };
-    let policy = dir.write(
-        "p.yaml",
-        "version: 1\ndefault: allow\naudit: { log: off }\nrules:\n  \
-         - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n",
-    );
+    let policy = dir.write("p.yaml", DENY_DOT3);
     let [(_, a), (_, b)] = fronts();
     for pre in [
         format!("{} {}", a.display(), b.display()),
@@ -150,19 +171,10 @@ fn two_fronts_never_lead_back_to_each_other() {
             ("127.0.0.1", "Connection refused"),
             ("127.0.0.3", "Permission denied"),
         ] {
-            let o = Command::new(&first)
-                .args(["connect", host, "9"])
-                .env_clear()
-                .env("LD_PRELOAD", &pre)
-                .env("SOCKEXIT_POLICY", &policy)
-                .output()
-                .expect("run");
-            let text = String::from_utf8_lossy(&o.stdout).into_owned()
-                + &String::from_utf8_lossy(&o.stderr);
+            let (ok, text) = connect_under(&first, &pre, &policy, host, &[]);
             assert!(
-                o.status.success() && text.contains(&format!("-> -1 {verdict}")),
-                "LD_PRELOAD={pre} {host}: {:?}\n{text}",
-                o.status
+                ok && text.contains(&format!("-> -1 {verdict}")),
+                "LD_PRELOAD={pre} {host}:\n{text}"
             );
         }
     }
@@ -176,22 +188,12 @@ fn the_environment_is_read_as_getenv_reads_it() {
     let Some(first) = cc(dir.path(), "first.c", "tests/front_lazy") else {
         return;
     };
-    let policy = dir.write(
-        "p.yaml",
-        "version: 1\ndefault: allow\naudit: { log: off }\nrules:\n  \
-         - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n",
-    );
+    let policy = dir.write("p.yaml", DENY_DOT3);
     for (build, front) in fronts() {
         let big = "x".repeat(100_000);
-        let o = Command::new(&first)
-            .args(["connect", "127.0.0.3", "9"])
-            .env_clear()
-            .env("SOCKEXIT_BIG", &big)
-            .env("LD_PRELOAD", &front)
-            .env("SOCKEXIT_POLICY", &policy)
-            .output()
-            .expect("run");
-        let text = String::from_utf8_lossy(&o.stdout);
+        let pre = front.to_str().expect("utf-8 path");
+        let big = [("SOCKEXIT_BIG", big.as_str())];
+        let (_, text) = connect_under(&first, pre, &policy, "127.0.0.3", &big);
         assert!(text.contains("-> -1 Permission denied"), "{build}: {text}");
     }
 }

@@ -60,7 +60,7 @@ pub(crate) fn stderr_of(srv: &mut Server) -> String {
 }
 
 #[test]
-pub(crate) fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_one_creates_nothing()
+fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_one_creates_nothing()
 {
     if euid() != 0 {
         eprintln!("skipped: the hijack matters in a root process");
@@ -157,7 +157,7 @@ pub(crate) fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_o
 }
 
 #[test]
-pub(crate) fn a_log_directory_the_service_user_can_write_is_refused_in_a_root_process() {
+fn a_log_directory_the_service_user_can_write_is_refused_in_a_root_process() {
     if euid() != 0 {
         eprintln!("skipped: needs root to chown");
         return;
@@ -218,7 +218,7 @@ pub(crate) fn a_log_directory_the_service_user_can_write_is_refused_in_a_root_pr
 }
 
 #[test]
-pub(crate) fn an_unprivileged_server_that_cannot_follow_a_rotation_falls_back_to_syslog_and_says_so(
+fn an_unprivileged_server_that_cannot_follow_a_rotation_falls_back_to_syslog_and_says_so(
 ) {
     if euid() != 0 {
         eprintln!("skipped: needs root to run the server as nobody");
@@ -270,7 +270,7 @@ pub(crate) fn an_unprivileged_server_that_cannot_follow_a_rotation_falls_back_to
 }
 
 #[test]
-pub(crate) fn a_short_write_at_the_size_limit_never_glues_two_records_and_nothing_else_is_lost() {
+fn a_short_write_at_the_size_limit_never_glues_two_records_and_nothing_else_is_lost() {
     let dir = TempDir::new("audit-fsize");
     let log = dir.path().join("audit.jsonl");
     let syslog = FakeSyslog::new(&dir);
@@ -336,7 +336,7 @@ pub(crate) fn a_short_write_at_the_size_limit_never_glues_two_records_and_nothin
 }
 
 #[test]
-pub(crate) fn no_audit_section_and_no_dev_log_is_silent_until_a_line_cannot_be_delivered() {
+fn no_audit_section_and_no_dev_log_is_silent_until_a_line_cannot_be_delivered() {
     let dir = TempDir::new("audit-quiet");
     let nowhere = dir.path().join("no-dev-log");
     let p = policy(
@@ -372,7 +372,7 @@ pub(crate) fn no_audit_section_and_no_dev_log_is_silent_until_a_line_cannot_be_d
 }
 
 #[test]
-pub(crate) fn identical_refusals_collapse_into_one_repeated_line_with_exact_counts() {
+fn identical_refusals_collapse_into_one_repeated_line_with_exact_counts() {
     let dir = TempDir::new("audit-repeat");
     let log = dir.path().join("audit.jsonl");
     let p = policy(

@@ -4,7 +4,7 @@
 use crate::support::*;
 
 #[test]
-pub(crate) fn deny_and_allow_lines_carry_every_key_with_correct_values() {
+fn deny_and_allow_lines_carry_every_key_with_correct_values() {
     let dir = TempDir::new("audit-keys");
     let log = dir.path().join("audit.jsonl");
     let p = policy(
@@ -51,7 +51,7 @@ pub(crate) fn deny_and_allow_lines_carry_every_key_with_correct_values() {
 }
 
 #[test]
-pub(crate) fn audit_mode_lets_a_refused_peer_through_and_records_it() {
+fn audit_mode_lets_a_refused_peer_through_and_records_it() {
     let dir = TempDir::new("audit-mode");
     let log = dir.path().join("audit.jsonl");
     let p = policy(
@@ -81,7 +81,7 @@ pub(crate) fn audit_mode_lets_a_refused_peer_through_and_records_it() {
 }
 
 #[test]
-pub(crate) fn program_that_closes_and_reuses_every_fd_keeps_its_file_and_the_line_is_logged() {
+fn program_that_closes_and_reuses_every_fd_keeps_its_file_and_the_line_is_logged() {
     let dir = TempDir::new("audit-fdreuse");
     let log = dir.path().join("audit.jsonl");
     let own = dir.path().join("own.txt");
@@ -117,7 +117,7 @@ pub(crate) fn program_that_closes_and_reuses_every_fd_keeps_its_file_and_the_lin
 }
 
 #[test]
-pub(crate) fn eight_threads_times_500_decisions_make_4000_whole_lines() {
+fn eight_threads_times_500_decisions_make_4000_whole_lines() {
     let dir = TempDir::new("audit-threads");
     let log = dir.path().join("audit.jsonl");
     let p = policy(
@@ -165,7 +165,7 @@ pub(crate) fn eight_threads_times_500_decisions_make_4000_whole_lines() {
 }
 
 #[test]
-pub(crate) fn rotated_log_is_reopened_and_the_new_file_receives_lines() {
+fn rotated_log_is_reopened_and_the_new_file_receives_lines() {
     let dir = TempDir::new("audit-rotate");
     let log = dir.path().join("audit.jsonl");
     let rotated = dir.path().join("audit.jsonl.1");
@@ -210,7 +210,7 @@ pub(crate) fn rotated_log_is_reopened_and_the_new_file_receives_lines() {
 }
 
 #[test]
-pub(crate) fn syslog_target_sends_an_rfc5424_datagram() {
+fn syslog_target_sends_an_rfc5424_datagram() {
     let dir = TempDir::new("audit-syslog");
     let sock_path = dir.path().join("log.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -248,7 +248,7 @@ pub(crate) fn syslog_target_sends_an_rfc5424_datagram() {
 }
 
 #[test]
-pub(crate) fn stderr_target_writes_to_a_pipe_and_the_journal_but_never_into_an_ip_socket() {
+fn stderr_target_writes_to_a_pipe_and_the_journal_but_never_into_an_ip_socket() {
     let dir = TempDir::new("audit-stderr");
     let p = policy(
         &dir,
@@ -321,7 +321,7 @@ pub(crate) fn stderr_target_writes_to_a_pipe_and_the_journal_but_never_into_an_i
 }
 
 #[test]
-pub(crate) fn after_chroot_a_rotated_log_is_reopened_in_the_real_directory_never_in_the_jail() {
+fn after_chroot_a_rotated_log_is_reopened_in_the_real_directory_never_in_the_jail() {
     if euid() != 0 {
         eprintln!("skipped: chroot needs root");
         return;
@@ -370,7 +370,7 @@ pub(crate) fn after_chroot_a_rotated_log_is_reopened_in_the_real_directory_never
 }
 
 #[test]
-pub(crate) fn children_forked_while_threads_record_lines_still_record_their_own() {
+fn children_forked_while_threads_record_lines_still_record_their_own() {
     let dir = TempDir::new("audit-fork");
     let log = dir.path().join("audit.jsonl");
     let p = policy(

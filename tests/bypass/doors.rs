@@ -23,7 +23,7 @@ pub(crate) const DOORS: &[&str] = &[
 ];
 
 #[test]
-pub(crate) fn connect_through_every_libc_door_is_judged() {
+fn connect_through_every_libc_door_is_judged() {
     let dir = TempDir::new("bypass-door-connect");
     let p = policy(&dir, DENY_DOT2);
     let mut bad = Vec::new();
@@ -40,7 +40,7 @@ pub(crate) fn connect_through_every_libc_door_is_judged() {
 }
 
 #[test]
-pub(crate) fn accept_and_accept4_through_every_libc_door_are_judged() {
+fn accept_and_accept4_through_every_libc_door_are_judged() {
     let dir = TempDir::new("bypass-door-accept");
     let p = policy(&dir, DENY_DOT2_IN);
     let mut bad = Vec::new();
@@ -100,7 +100,7 @@ pub(crate) fn accept_and_accept4_through_every_libc_door_are_judged() {
 }
 
 #[test]
-pub(crate) fn listen_through_every_libc_door_is_judged() {
+fn listen_through_every_libc_door_is_judged() {
     let dir = TempDir::new("bypass-door-listen");
     let p = policy(&dir, DENY_DOT2_IN);
     let mut bad = Vec::new();
@@ -128,7 +128,7 @@ pub(crate) fn listen_through_every_libc_door_is_judged() {
 }
 
 #[test]
-pub(crate) fn dlsym_of_unhooked_names_and_dlerror_keep_working() {
+fn dlsym_of_unhooked_names_and_dlerror_keep_working() {
     let dir = TempDir::new("bypass-dlsym-sanity");
     let p = policy(&dir, DENY_DOT2);
     let f = attack(&p, &["dlsym-sanity"]);
@@ -160,7 +160,7 @@ pub(crate) fn dlsym_of_unhooked_names_and_dlerror_keep_working() {
 /// bind a reserved source port) and `rexec`/`rexec_af`. A refused destination must
 /// not get a connection, let alone the user name and command they send.
 #[test]
-pub(crate) fn glibc_rcmd_and_rexec_cannot_reach_a_refused_destination() {
+fn glibc_rcmd_and_rexec_cannot_reach_a_refused_destination() {
     let dir = TempDir::new("bypass-rcmd");
     let p = policy(&dir, DENY_DOT2_AND_V6LO);
     // SAFETY: geteuid has no preconditions.
@@ -223,7 +223,7 @@ pub(crate) fn ctypes_script() -> PathBuf {
 }
 
 #[test]
-pub(crate) fn python_ctypes_connect_listen_and_accept_are_judged() {
+fn python_ctypes_connect_listen_and_accept_are_judged() {
     let Some(py) = python3() else { return };
     let dir = TempDir::new("bypass-ctypes");
     let p = policy(&dir, DENY_DOT2_IN);

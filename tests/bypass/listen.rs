@@ -33,7 +33,7 @@ pub(crate) fn listen_cases(policy_text: &str, tag: &str, cases: &[(&[&str], bool
 }
 
 #[test]
-pub(crate) fn dual_stack_listener_is_judged_as_ipv4_any_too() {
+fn dual_stack_listener_is_judged_as_ipv4_any_too() {
     let dual_by_default = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
         .map(|s| s.trim() == "0")
         .unwrap_or(true);
@@ -70,7 +70,7 @@ pub(crate) fn free_low_port(range: std::ops::Range<u16>) -> Option<u16> {
 }
 
 #[test]
-pub(crate) fn unbound_listen_is_judged_by_the_port_the_kernel_autobinds_deny() {
+fn unbound_listen_is_judged_by_the_port_the_kernel_autobinds_deny() {
     let deny = r#"version: 1
 default: deny
 audit: {log: stderr, events: deny}
@@ -97,7 +97,7 @@ rules:
 }
 
 #[test]
-pub(crate) fn unbound_listen_is_judged_by_the_port_the_kernel_autobinds_allow() {
+fn unbound_listen_is_judged_by_the_port_the_kernel_autobinds_allow() {
     let allow = r#"version: 1
 default: deny
 audit: {log: stderr, events: deny}

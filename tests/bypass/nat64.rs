@@ -31,7 +31,7 @@ pub(crate) fn connect_on_lo(p: &Path, dest: &str) -> Finished {
 }
 
 #[test]
-pub(crate) fn nat64_destination_is_judged_as_itself_and_as_the_embedded_ipv4() {
+fn nat64_destination_is_judged_as_itself_and_as_the_embedded_ipv4() {
     if !can_bind_to_lo() {
         skip("cannot SO_BINDTODEVICE lo (needs CAP_NET_RAW): NAT64 destinations not tested");
         return;
@@ -86,7 +86,7 @@ pub(crate) fn nat64_destination_is_judged_as_itself_and_as_the_embedded_ipv4() {
 }
 
 #[test]
-pub(crate) fn ipv4_compatible_destination_is_judged_as_the_plain_ipv6_address_it_is() {
+fn ipv4_compatible_destination_is_judged_as_the_plain_ipv6_address_it_is() {
     if !can_bind_to_lo() {
         skip("cannot SO_BINDTODEVICE lo (needs CAP_NET_RAW): IPv4-compatible destinations not tested");
         return;
@@ -119,7 +119,7 @@ pub(crate) fn ipv4_compatible_destination_is_judged_as_the_plain_ipv6_address_it
 }
 
 #[test]
-pub(crate) fn explain_shows_how_nat64_and_ipv4_compatible_destinations_are_judged() {
+fn explain_shows_how_nat64_and_ipv4_compatible_destinations_are_judged() {
     let dir = TempDir::new("bypass-explain-nat64");
     let p = policy(&dir, DENY_LOOPBACK);
     let mut bad = Vec::new();

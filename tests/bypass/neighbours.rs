@@ -6,7 +6,7 @@ use crate::support::*;
 use crate::tfo::TfoClient;
 
 #[test]
-pub(crate) fn forked_child_gets_the_same_judgement() {
+fn forked_child_gets_the_same_judgement() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -60,7 +60,7 @@ pub(crate) fn forked_child_gets_the_same_judgement() {
 }
 
 #[test]
-pub(crate) fn udp_connect_to_an_unspecified_address_is_judged_as_loopback() {
+fn udp_connect_to_an_unspecified_address_is_judged_as_loopback() {
     let dir = TempDir::new("bypass-udp-any");
     let p = policy(&dir, DENY_LOOPBACK);
     let mut bad = Vec::new();
@@ -96,7 +96,7 @@ pub(crate) fn udp_connect_to_an_unspecified_address_is_judged_as_loopback() {
 }
 
 #[test]
-pub(crate) fn tfo_to_an_unspecified_address_or_with_a_short_sockaddr_is_refused() {
+fn tfo_to_an_unspecified_address_or_with_a_short_sockaddr_is_refused() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -184,7 +184,7 @@ pub(crate) fn full_listener() -> (std::os::fd::OwnedFd, Vec<std::net::TcpStream>
 }
 
 #[test]
-pub(crate) fn signal_handler_connect_while_blocked_in_connect_is_judged() {
+fn signal_handler_connect_while_blocked_in_connect_is_judged() {
     let dir = TempDir::new("bypass-sig-connect");
     let p = policy(&dir, DENY_DOT2_IN);
     let (_l, _fillers, full) = full_listener();
@@ -224,7 +224,7 @@ pub(crate) fn signal_handler_connect_while_blocked_in_connect_is_judged() {
 /// re-executes itself without LD_PRELOAD, or with a policy of its own, is still judged
 /// by the policy it runs under.
 #[test]
-pub(crate) fn exec_with_a_rebuilt_environment_keeps_the_library_and_the_policy() {
+fn exec_with_a_rebuilt_environment_keeps_the_library_and_the_policy() {
     let dir = TempDir::new("bypass-exec");
     let p = policy(&dir, DENY_DOT2);
     let allow_all = dir.write("allow-all.yaml", "version: 1\ndefault: allow\nrules: []\n");

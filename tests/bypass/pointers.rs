@@ -55,12 +55,12 @@ pub(crate) fn badptr_cases(cases: &[&str], what: &str) {
 }
 
 #[test]
-pub(crate) fn bad_pointers_get_efault_as_without_the_library_and_the_process_survives() {
+fn bad_pointers_get_efault_as_without_the_library_and_the_process_survives() {
     badptr_cases(BADPTR_CASES, "bad-pointer calls");
 }
 
 #[test]
-pub(crate) fn sockaddr_straddling_an_unmapped_page_gets_efault_and_the_process_survives() {
+fn sockaddr_straddling_an_unmapped_page_gets_efault_and_the_process_survives() {
     badptr_cases(
         STRADDLE_CASES,
         "calls with a sockaddr running into a PROT_NONE page",

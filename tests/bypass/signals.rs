@@ -4,7 +4,7 @@ use crate::support::*;
 use crate::tfo::TfoClient;
 
 #[test]
-pub(crate) fn signal_handler_connect_while_blocked_in_accept_is_judged() {
+fn signal_handler_connect_while_blocked_in_accept_is_judged() {
     let dir = TempDir::new("bypass-sig");
     let p = policy(&dir, DENY_DOT2_IN);
     let mut bad = Vec::new();
@@ -59,7 +59,7 @@ pub(crate) fn signal_handler_connect_while_blocked_in_accept_is_judged() {
 }
 
 #[test]
-pub(crate) fn signal_handler_tfo_send_while_blocked_in_accept_is_judged() {
+fn signal_handler_tfo_send_while_blocked_in_accept_is_judged() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -88,7 +88,7 @@ pub(crate) fn signal_handler_tfo_send_while_blocked_in_accept_is_judged() {
 }
 
 #[test]
-pub(crate) fn signal_handler_listen_while_blocked_in_accept_is_judged() {
+fn signal_handler_listen_while_blocked_in_accept_is_judged() {
     let dir = TempDir::new("bypass-sig-listen");
     let p = policy(&dir, DENY_DOT2_IN);
     let f = attack(
@@ -148,16 +148,16 @@ pub(crate) fn sigio_case(extra: &[&str]) {
 }
 
 #[test]
-pub(crate) fn sigio_server_never_sees_a_refused_peer_while_main_is_blocked_in_accept() {
+fn sigio_server_never_sees_a_refused_peer_while_main_is_blocked_in_accept() {
     sigio_case(&["--main", "accept"]);
 }
 
 #[test]
-pub(crate) fn sigio_server_never_sees_a_refused_peer_while_main_is_blocked_in_accept_sa_restart() {
+fn sigio_server_never_sees_a_refused_peer_while_main_is_blocked_in_accept_sa_restart() {
     sigio_case(&["--main", "accept", "--restart"]);
 }
 
 #[test]
-pub(crate) fn sigio_server_never_sees_a_refused_peer_while_main_sleeps() {
+fn sigio_server_never_sees_a_refused_peer_while_main_sleeps() {
     sigio_case(&["--main", "sleep"]);
 }

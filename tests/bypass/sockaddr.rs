@@ -3,7 +3,7 @@
 use crate::support::*;
 
 #[test]
-pub(crate) fn connect_with_a_24_byte_sockaddr_in6_to_refused_v6_and_v4_mapped_is_eacces() {
+fn connect_with_a_24_byte_sockaddr_in6_to_refused_v6_and_v4_mapped_is_eacces() {
     let dir = TempDir::new("bypass-sin6-24");
     let p = policy(&dir, DENY_DOT2_AND_V6LO);
     let mut bad = Vec::new();
@@ -97,18 +97,18 @@ pub(crate) fn check_short(label: &str, f: &Finished, w: &Watch, bad: &mut Vec<St
 }
 
 #[test]
-pub(crate) fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_to_a_refused_destination() {
+fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_to_a_refused_destination() {
     short_sockaddr_cases(DENY_DOT2_AND_V6LO, V6LO, DOT2, "bypass-short-refused");
 }
 
 #[test]
-pub(crate) fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_even_to_an_allowed_destination(
+fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_even_to_an_allowed_destination(
 ) {
     short_sockaddr_cases(DENY_DOT2, V6LO, LO, "bypass-short-allowed");
 }
 
 #[test]
-pub(crate) fn connect_with_28_and_24_byte_sockaddr_in6_to_an_allowed_destination_works() {
+fn connect_with_28_and_24_byte_sockaddr_in6_to_an_allowed_destination_works() {
     let dir = TempDir::new("bypass-sin6-ok");
     let p = policy(&dir, DENY_DOT2);
     let mut bad = Vec::new();
@@ -134,7 +134,7 @@ pub(crate) fn connect_with_28_and_24_byte_sockaddr_in6_to_an_allowed_destination
 // ---------------------------------------------------------------------------------
 
 #[test]
-pub(crate) fn connect_to_an_unspecified_address_is_judged_as_the_loopback_it_reaches() {
+fn connect_to_an_unspecified_address_is_judged_as_the_loopback_it_reaches() {
     let dir = TempDir::new("bypass-any");
     let p = policy(&dir, DENY_LOOPBACK);
     let mut bad = Vec::new();
@@ -174,7 +174,7 @@ pub(crate) fn connect_to_an_unspecified_address_is_judged_as_the_loopback_it_rea
 }
 
 #[test]
-pub(crate) fn connect_to_an_unspecified_address_from_a_bound_socket_is_judged_as_its_source() {
+fn connect_to_an_unspecified_address_from_a_bound_socket_is_judged_as_its_source() {
     let dir = TempDir::new("bypass-any-bound");
     let p = policy(
         &dir,
@@ -260,7 +260,7 @@ pub(crate) fn says(out: &str, verdict: &str, rule: &str) -> bool {
 }
 
 #[test]
-pub(crate) fn explain_reports_the_deny_for_unspecified_destinations() {
+fn explain_reports_the_deny_for_unspecified_destinations() {
     let dir = TempDir::new("bypass-explain-any");
     let p = policy(&dir, DENY_LOOPBACK);
     let mut bad = Vec::new();

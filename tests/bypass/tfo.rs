@@ -87,7 +87,7 @@ pub(crate) fn tfo_refused_cases(kinds: &[&str], what: &str) {
 }
 
 #[test]
-pub(crate) fn tfo_sendto_sendmsg_sendmmsg_to_a_refused_destination_are_eacces_and_send_nothing() {
+fn tfo_sendto_sendmsg_sendmmsg_to_a_refused_destination_are_eacces_and_send_nothing() {
     tfo_refused_cases(
         &["sendto", "sendmsg", "sendmmsg", "sendmmsg2"],
         "MSG_FASTOPEN sends to a refused 127.0.0.2",
@@ -95,7 +95,7 @@ pub(crate) fn tfo_sendto_sendmsg_sendmmsg_to_a_refused_destination_are_eacces_an
 }
 
 #[test]
-pub(crate) fn tfo_sends_through_dlsym_and_glibc_private_alias_are_judged() {
+fn tfo_sends_through_dlsym_and_glibc_private_alias_are_judged() {
     tfo_refused_cases(
         &["dl-sendto", "dl-sendmsg", "dl-sendmmsg", "__sendmmsg"],
         "MSG_FASTOPEN sends via dlsym(libc) / __sendmmsg",
@@ -103,7 +103,7 @@ pub(crate) fn tfo_sends_through_dlsym_and_glibc_private_alias_are_judged() {
 }
 
 #[test]
-pub(crate) fn tfo_to_refused_ipv6_v4_mapped_and_short_sockaddr_destinations() {
+fn tfo_to_refused_ipv6_v4_mapped_and_short_sockaddr_destinations() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -175,7 +175,7 @@ pub(crate) fn tfo_to_refused_ipv6_v4_mapped_and_short_sockaddr_destinations() {
 }
 
 #[test]
-pub(crate) fn tfo_on_mptcp_sockets_is_judged_too() {
+fn tfo_on_mptcp_sockets_is_judged_too() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -207,7 +207,7 @@ pub(crate) fn tfo_on_mptcp_sockets_is_judged_too() {
 }
 
 #[test]
-pub(crate) fn tfo_to_an_allowed_destination_delivers_the_data() {
+fn tfo_to_an_allowed_destination_delivers_the_data() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };
@@ -262,7 +262,7 @@ pub(crate) fn tfo_watch(ip: IpAddr) -> Watch {
 }
 
 #[test]
-pub(crate) fn tfo_with_a_cached_cookie_data_in_the_syn_is_still_refused() {
+fn tfo_with_a_cached_cookie_data_in_the_syn_is_still_refused() {
     let Some(_tfo) = TfoClient::enable_bits(3) else {
         return;
     };
@@ -318,7 +318,7 @@ pub(crate) fn tfo_with_a_cached_cookie_data_in_the_syn_is_still_refused() {
 }
 
 #[test]
-pub(crate) fn tcp_fastopen_connect_goes_through_the_connect_hook() {
+fn tcp_fastopen_connect_goes_through_the_connect_hook() {
     let Some(_tfo) = TfoClient::enable() else {
         return;
     };

@@ -60,7 +60,7 @@ pub(crate) fn banner_server_test(
 }
 
 #[test]
-pub(crate) fn node_net_server_mixed_burst() {
+fn node_net_server_mixed_burst() {
     let Some(node) = require("node") else {
         return;
     };
@@ -74,7 +74,7 @@ pub(crate) fn node_net_server_mixed_burst() {
 }
 
 #[test]
-pub(crate) fn python_asyncio_server_mixed_burst() {
+fn python_asyncio_server_mixed_burst() {
     let Some(python) = python3() else {
         return;
     };
@@ -112,7 +112,7 @@ pub(crate) fn java_server(dir: &TempDir, mode: &str, port: u16) -> Option<Comman
 }
 
 #[test]
-pub(crate) fn java_server_socket_mixed_burst() {
+fn java_server_socket_mixed_burst() {
     let dir = TempDir::new("java-blocking");
     let port = free_port();
     let Some(cmd) = java_server(&dir, "blocking", port) else {
@@ -122,7 +122,7 @@ pub(crate) fn java_server_socket_mixed_burst() {
 }
 
 #[test]
-pub(crate) fn java_nio_selector_mixed_burst() {
+fn java_nio_selector_mixed_burst() {
     let dir = TempDir::new("java-nio");
     let port = free_port();
     let Some(cmd) = java_server(&dir, "nio", port) else {

@@ -37,7 +37,7 @@ pub(crate) fn serve_one(l: TcpListener, body: &'static [u8]) -> std::thread::Joi
 }
 
 #[test]
-pub(crate) fn curl_refused_connect_fails_cleanly_and_allowed_connect_works() {
+fn curl_refused_connect_fails_cleanly_and_allowed_connect_works() {
     let Some(curl) = require("curl") else {
         return;
     };

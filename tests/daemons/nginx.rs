@@ -152,7 +152,7 @@ impl Nginx {
 }
 
 #[test]
-pub(crate) fn nginx_400_mixed_concurrent_clients() {
+fn nginx_400_mixed_concurrent_clients() {
     let Some(nginx) = require("nginx") else {
         return;
     };
@@ -183,7 +183,7 @@ pub(crate) fn nginx_400_mixed_concurrent_clients() {
 }
 
 #[test]
-pub(crate) fn nginx_soak_10000_alternating_connections() {
+fn nginx_soak_10000_alternating_connections() {
     let Some(nginx) = require("nginx") else {
         return;
     };

@@ -32,7 +32,7 @@ pub(crate) fn read_line(s: &mut TcpStream) -> String {
 }
 
 #[test]
-pub(crate) fn redis_ping_refusal_and_10000_command_pipeline() {
+fn redis_ping_refusal_and_10000_command_pipeline() {
     let Some(redis) = require("redis-server") else {
         return;
     };

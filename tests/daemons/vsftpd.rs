@@ -3,7 +3,7 @@
 use crate::support::*;
 
 #[test]
-pub(crate) fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
+fn vsftpd_refuses_before_banner_and_serves_pasv_download() {
     let Some(vsftpd) = require("vsftpd") else {
         return;
     };

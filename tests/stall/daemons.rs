@@ -4,7 +4,7 @@
 use crate::support::*;
 
 #[test]
-pub(crate) fn xinetd_refused_peer_on_one_service_does_not_stall_the_other() {
+fn xinetd_refused_peer_on_one_service_does_not_stall_the_other() {
     let Some(xinetd) = require("xinetd") else {
         return;
     };
@@ -138,7 +138,7 @@ pub(crate) fn pg_unix_ssl_request(path: &Path) -> Result<u8, String> {
 }
 
 #[test]
-pub(crate) fn postgresql_serves_unix_socket_and_stops_on_sigint_after_refused_tcp_peers() {
+fn postgresql_serves_unix_socket_and_stops_on_sigint_after_refused_tcp_peers() {
     let Some(bin) = pg_bindir() else {
         return;
     };

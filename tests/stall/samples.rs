@@ -4,7 +4,7 @@
 use crate::support::*;
 
 #[test]
-pub(crate) fn select_server_serves_socket_b_after_refused_peers_on_socket_a() {
+fn select_server_serves_socket_b_after_refused_peers_on_socket_a() {
     let dir = TempDir::new("stall-select");
     let policy = policy(&dir, None);
     let mut p = Proc::start(
@@ -64,7 +64,7 @@ pub(crate) fn select_server_serves_socket_b_after_refused_peers_on_socket_a() {
 // ---------------------------------------------------------------------------------
 
 #[test]
-pub(crate) fn python_socketserver_shutdown_returns_after_a_refused_peer() {
+fn python_socketserver_shutdown_returns_after_a_refused_peer() {
     let dir = TempDir::new("stall-socketserver");
     let policy = policy(&dir, None);
     let Some(cmd) = python_script("socketserver_shutdown.py", &policy, &["5"]) else {
@@ -105,7 +105,7 @@ pub(crate) fn python_socketserver_shutdown_returns_after_a_refused_peer() {
 // ---------------------------------------------------------------------------------
 
 #[test]
-pub(crate) fn blocking_accept_loop_gets_econnaborted_per_refusal_and_serves_allowed_peers() {
+fn blocking_accept_loop_gets_econnaborted_per_refusal_and_serves_allowed_peers() {
     let dir = TempDir::new("stall-loop");
     let policy = policy(&dir, None);
     let (mut p, addr) = start(
@@ -153,7 +153,7 @@ pub(crate) fn blocking_accept_loop_gets_econnaborted_per_refusal_and_serves_allo
 }
 
 #[test]
-pub(crate) fn python_naive_accept_loop_keeps_serving_under_blocking_accept_wait() {
+fn python_naive_accept_loop_keeps_serving_under_blocking_accept_wait() {
     let dir = TempDir::new("stall-naive-wait");
     let policy = policy(&dir, Some("wait"));
     let Some(cmd) = python_script("naive_accept.py", &policy, &[]) else {
@@ -176,7 +176,7 @@ pub(crate) fn python_naive_accept_loop_keeps_serving_under_blocking_accept_wait(
 
 /// The documented trade-off of the default: a loop that retries nothing ends.
 #[test]
-pub(crate) fn python_naive_accept_loop_sees_connection_aborted_under_the_default() {
+fn python_naive_accept_loop_sees_connection_aborted_under_the_default() {
     let dir = TempDir::new("stall-naive-default");
     let policy = policy(&dir, None);
     let Some(cmd) = python_script("naive_accept.py", &policy, &[]) else {
@@ -248,7 +248,7 @@ pub(crate) fn rcvtimeo_case(mode: Option<&str>) -> (String, u128, Vec<Reply>) {
 }
 
 #[test]
-pub(crate) fn rcvtimeo_is_not_stretched_by_refused_peers_under_blocking_accept_wait() {
+fn rcvtimeo_is_not_stretched_by_refused_peers_under_blocking_accept_wait() {
     let (what, ms, _) = rcvtimeo_case(Some("wait"));
     assert!(
         what == "error EAGAIN" && (900..2500).contains(&ms),
@@ -259,7 +259,7 @@ pub(crate) fn rcvtimeo_is_not_stretched_by_refused_peers_under_blocking_accept_w
 }
 
 #[test]
-pub(crate) fn rcvtimeo_listener_gets_econnaborted_at_the_first_refusal_by_default() {
+fn rcvtimeo_listener_gets_econnaborted_at_the_first_refusal_by_default() {
     for mode in [None, Some("return")] {
         let (what, ms, _) = rcvtimeo_case(mode);
         assert!(
@@ -304,12 +304,12 @@ pub(crate) fn epoll_burst(mode: Option<&str>) {
 }
 
 #[test]
-pub(crate) fn epoll_edge_triggered_burst_of_refused_and_allowed_peers() {
+fn epoll_edge_triggered_burst_of_refused_and_allowed_peers() {
     epoll_burst(None);
 }
 
 #[test]
-pub(crate) fn epoll_edge_triggered_burst_under_blocking_accept_wait() {
+fn epoll_edge_triggered_burst_under_blocking_accept_wait() {
     // The setting is about blocking listeners: a non-blocking one is unchanged.
     epoll_burst(Some("wait"));
 }
@@ -319,7 +319,7 @@ pub(crate) fn epoll_edge_triggered_burst_under_blocking_accept_wait() {
 // ---------------------------------------------------------------------------------
 
 #[test]
-pub(crate) fn threads_accepting_on_one_blocking_socket_none_stuck() {
+fn threads_accepting_on_one_blocking_socket_none_stuck() {
     let dir = TempDir::new("stall-threads");
     let policy = policy(&dir, None);
     let cmd = sample("accept_loop_server", &policy, &["--threads", "4"]);
@@ -421,12 +421,12 @@ pub(crate) fn fork_case(children: &str) {
 }
 
 #[test]
-pub(crate) fn refused_peers_are_cut_off_at_once_while_a_thread_forks_sleeping_children() {
+fn refused_peers_are_cut_off_at_once_while_a_thread_forks_sleeping_children() {
     fork_case("sleep");
 }
 
 #[test]
-pub(crate) fn refused_peers_are_cut_off_at_once_while_a_thread_forks_and_execs() {
+fn refused_peers_are_cut_off_at_once_while_a_thread_forks_and_execs() {
     fork_case("exec");
 }
 

@@ -60,8 +60,7 @@ pub(crate) fn stderr_of(srv: &mut Server) -> String {
 }
 
 #[test]
-fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_one_creates_nothing()
-{
+fn a_symlink_put_where_the_log_was_is_never_followed_and_a_dangling_one_creates_nothing() {
     if euid() != 0 {
         eprintln!("skipped: the hijack matters in a root process");
         return;
@@ -218,8 +217,7 @@ fn a_log_directory_the_service_user_can_write_is_refused_in_a_root_process() {
 }
 
 #[test]
-fn an_unprivileged_server_that_cannot_follow_a_rotation_falls_back_to_syslog_and_says_so(
-) {
+fn an_unprivileged_server_that_cannot_follow_a_rotation_falls_back_to_syslog_and_says_so() {
     if euid() != 0 {
         eprintln!("skipped: needs root to run the server as nobody");
         return;

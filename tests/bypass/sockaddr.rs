@@ -102,8 +102,7 @@ fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_to_a_refused_destin
 }
 
 #[test]
-fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_even_to_an_allowed_destination(
-) {
+fn connect_with_an_ip_sockaddr_too_short_to_decode_is_eacces_even_to_an_allowed_destination() {
     short_sockaddr_cases(DENY_DOT2, V6LO, LO, "bypass-short-allowed");
 }
 

@@ -1,9 +1,9 @@
 //! Attacks on the lazy front (crates/front, commits 674bae5..420a4ba): the environment
 //! read in one pass, the start recorded for a core loaded later (the root's mount id
 //! standing for the mount namespace), the exec family looked up at its first call in
-//! the objects listed once at start (at most 32), the fail-closed stand-ins. A test
-//! named `hole_*` fails today (a way past the policy, or a program broken by the
-//! front); `attack_*` passes (a closed door, kept). Every case runs against both builds
+//! the objects listed once at start (at most 32), the fail-closed stand-ins. Each test
+//! is an attack that failed at first or never got through; all pass now (the two that
+//! found holes say what the hole was). Every case runs against both builds
 //! of the front (`fronts()`), in system-wide mode where it matters (a private mount
 //! namespace with an overlay `/etc`, as in tests/front_lazy.rs: needs root). The
 //! programs are C (tests/front_lazy_attack/*.c), so no hooked call happens before the
@@ -178,14 +178,13 @@ fn want(build: &str, text: &str, lines: &[String]) {
 const REFUSED: &str = "-1 Permission denied";
 const THROUGH: &str = "-1 Connection refused";
 
-/// HOLE. The program sets `SOCKEXIT_ON_ERROR=allow` after start, then makes the core's
-/// `dlopen` fail (no descriptor left): the front's fail-closed stand-ins read the
-/// *current* environment (`crate::env` in `closed::install`) and hand out libc's own
-/// functions, so a refused connect reaches the kernel — while the message says "failing
-/// closed". The core reads the variable as it was at start (`FrontStart::on_error`);
-/// the front must too.
+/// Was a hole: the program sets `SOCKEXIT_ON_ERROR=allow` after start, then makes the
+/// core's `dlopen` fail (no descriptor left); the front's fail-closed stand-ins read
+/// the *current* environment and handed out libc's own functions, so a refused connect
+/// reached the kernel while the message said "failing closed". The front now goes by
+/// the variable as its constructor found it (`ON_ERROR`), as the core does.
 #[test]
-fn hole_on_error_set_after_start_opens_the_fail_closed_front() {
+fn attack_on_error_set_after_start_leaves_the_front_closed() {
     let steps = r#"
 for h in 127.0.0.3 127.0.0.1; do env -i "$A" onerror $h 9 2>&1 | sed "s/^/onerror $h: /"; done
 "#;
@@ -378,15 +377,14 @@ done
     }
 }
 
-/// HOLE. A program that needs 40 libraries (listed before libc, as the linker puts
-/// them): libc is past the 32 objects `elf::Objects` holds, so `Libc::find` finds no
-/// libc, `load_core` gives up without a word and `closed::install` has no libc function
-/// to install: every hooked call is the `missing` stand-in, -1 with errno untouched.
-/// An allowed connect is refused, `execve` returns -1 with errno 0 ("Success"),
-/// `dlopen` returns (void *)-1. In LD_PRELOAD mode (the core at start) and in
-/// system-wide mode alike.
+/// Was a hole: a program that needs 40 libraries (listed before libc, as the linker
+/// puts them) put libc past the 32 objects `elf::Objects` holds, so `Libc::find` found
+/// no libc, `load_core` gave up without a word and every hooked call was the `missing`
+/// stand-in (-1, errno untouched): an allowed connect refused, `execve` -1 "Success",
+/// `dlopen` (void *)-1. `Libc::find` and the next definitions now walk every object
+/// (the list says when it is full), in LD_PRELOAD mode and system-wide alike.
 #[test]
-fn hole_a_program_with_many_libraries_loses_every_hooked_call() {
+fn attack_a_program_with_many_libraries_keeps_every_hooked_call() {
     let dir = TempDir::new("fla-many");
     let (Some(p), Some(many)) = (progs(dir.path()), atk_many(dir.path())) else {
         return;

@@ -78,7 +78,7 @@ pub fn install(slots: &[&AtomicUsize], names: &[&str]) {
     {
         REAL[i].store(real(n), Ordering::Release);
     }
-    let allow = crate::env(c"SOCKEXIT_ON_ERROR") == Some(b"allow".as_slice());
+    let allow = crate::on_error_allow();
     for (slot, &name) in slots.iter().zip(names) {
         let p = match name {
             _ if allow => real(name),

@@ -93,49 +93,45 @@ impl Object {
 /// at `me` (what `dlsym(RTLD_NEXT, name)` answers for a startup object: the loader's
 /// list is the global search order), or 0.
 pub fn next_after(me: usize, name: &[u8]) -> usize {
-    // One pass, no list: the core asks this for each of its real functions.
-    struct Next<'a> {
-        me: usize,
-        name: &'a [u8],
-        seen_me: bool,
-        addr: usize,
-    }
+    let (mut seen_me, mut addr) = (false, 0);
+    each_loaded(|o| {
+        if !seen_me {
+            seen_me = o.base == me;
+            return true;
+        }
+        match o.lookup(name) {
+            a if a != 0 && !o.is_front() => {
+                addr = a;
+                false
+            }
+            _ => true,
+        }
+    });
+    addr
+}
+
+/// `f` over every loaded object in the loader's order, without a limit or a list,
+/// until it returns false.
+fn each_loaded<F: FnMut(Object) -> bool>(mut f: F) {
     /// # Safety
-    /// Called by `dl_iterate_phdr` with a valid `info`; `data` is a `Next`.
-    unsafe extern "C" fn each(
+    /// Called by `dl_iterate_phdr` with a valid `info`; `data` is an `F`.
+    unsafe extern "C" fn each<F: FnMut(Object) -> bool>(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut c_void,
     ) -> c_int {
         let info = &*info;
-        let n = &mut *(data as *mut Next);
+        let f = &mut *(data as *mut F);
         let o = Object {
             base: info.dlpi_addr as usize,
             name: info.dlpi_name,
             phdr: info.dlpi_phdr,
             phnum: info.dlpi_phnum as usize,
         };
-        if !n.seen_me {
-            n.seen_me = o.base == n.me;
-            return 0;
-        }
-        match o.lookup(n.name) {
-            a if a != 0 && !o.is_front() => {
-                n.addr = a;
-                1
-            }
-            _ => 0,
-        }
+        (!f(o)) as c_int
     }
-    let mut n = Next {
-        me,
-        name,
-        seen_me: false,
-        addr: 0,
-    };
-    // SAFETY: the callback only reads what the loader reports; `data` is `n`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut n as *mut Next as *mut c_void) };
-    n.addr
+    // SAFETY: the callback only reads what the loader reports; `data` is `f`.
+    unsafe { libc::dl_iterate_phdr(Some(each::<F>), &mut f as *mut F as *mut c_void) };
 }
 
 /// The loaded objects in the loader's order (at most 32), from one `dl_iterate_phdr`
@@ -143,10 +139,15 @@ pub fn next_after(me: usize, name: &[u8]) -> usize {
 #[derive(Clone, Copy)]
 pub struct Objects {
     list: [Option<Object>; 32],
+    /// More objects were loaded than the list holds.
+    full: bool,
 }
 
 impl Objects {
-    pub const EMPTY: Objects = Objects { list: [None; 32] };
+    pub const EMPTY: Objects = Objects {
+        list: [None; 32],
+        full: false,
+    };
 
     pub fn read() -> Objects {
         let mut o = Objects::EMPTY;
@@ -156,8 +157,19 @@ impl Objects {
 
     /// Fill an empty list in place (the front's is a static: no copy).
     pub fn read_into(&mut self) {
-        // SAFETY: the callback only copies what the loader reports; `data` is `self`.
-        unsafe { libc::dl_iterate_phdr(Some(each_object), self as *mut Objects as *mut c_void) };
+        let mut slots = self.list.iter_mut();
+        let mut full = false;
+        each_loaded(|o| match slots.next() {
+            Some(slot) => {
+                *slot = Some(o);
+                true
+            }
+            None => {
+                full = true;
+                false
+            }
+        });
+        self.full = full;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Object> + '_ {
@@ -172,6 +184,10 @@ impl Objects {
     /// The first definition of `name` in an object after the one loaded at `me`,
     /// other copies of the front skipped: their exports lead back to us.
     pub fn next_after(&self, me: usize, name: &[u8]) -> usize {
+        if self.full {
+            // Past what the list holds: a pass over every object (the loader's lock).
+            return next_after(me, name);
+        }
         self.iter()
             .skip_while(|o| o.base != me)
             .skip(1)
@@ -193,32 +209,18 @@ impl Objects {
     }
 }
 
-/// # Safety
-/// Called by `dl_iterate_phdr` with a valid `info`; `data` is an `Objects`.
-unsafe extern "C" fn each_object(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut c_void,
-) -> c_int {
-    let info = &*info;
-    let o = &mut *(data as *mut Objects);
-    let Some(slot) = o.list.iter_mut().find(|e| e.is_none()) else {
-        return 1;
-    };
-    *slot = Some(Object {
-        base: info.dlpi_addr as usize,
-        name: info.dlpi_name,
-        phdr: info.dlpi_phdr,
-        phnum: info.dlpi_phnum as usize,
-    });
-    0
-}
-
 impl Libc {
     /// libc's tables, `None` when no libc.so.6 is mapped (a static program never loads
     /// us) or its tables cannot be read.
     pub fn find() -> Option<Libc> {
-        Objects::read().iter().find(|o| o.is_libc())?.tables()
+        let mut libc = None;
+        each_loaded(|o| {
+            if o.is_libc() {
+                libc = Some(o);
+            }
+            libc.is_none()
+        });
+        libc?.tables()
     }
 
     /// The address of libc's default definition of `name`, 0 if absent.

@@ -228,6 +228,11 @@ fn with_objects<R>(f: impl FnOnce(&elf::Objects) -> R) -> R {
 /// loader serialises; the second finds it loaded.
 fn load_core() {
     let Some(libc) = elf::Libc::find() else {
+        let _ = sys::write(
+            2,
+            b"sockexit: ERROR: libc.so.6 not found among the loaded objects; failing closed: \
+              every IP accept, connect and listen is refused\n",
+        );
         CORE.store(2, Ordering::Release);
         return;
     };
@@ -523,6 +528,20 @@ fn record_start(e: &StartEnv) -> bool {
     true
 }
 
+/// `SOCKEXIT_ON_ERROR=allow` as the constructor found it (0: not read yet, 1: allow,
+/// 2: refuse): the fail-closed stand-ins go by the start's environment, as the core
+/// does, never by what the program has put there since.
+static ON_ERROR: AtomicU8 = AtomicU8::new(0);
+
+/// Whether a core that cannot load lets every call through (`SOCKEXIT_ON_ERROR=allow`
+/// at start).
+pub(crate) fn on_error_allow() -> bool {
+    match ON_ERROR.load(Ordering::Acquire) {
+        0 => env(c"SOCKEXIT_ON_ERROR") == Some(b"allow".as_slice()),
+        v => v == 1,
+    }
+}
+
 /// Set once the start is recorded and the core left for later (see [`fill`]).
 static DEFERRED: AtomicBool = AtomicBool::new(false);
 
@@ -555,6 +574,8 @@ extern "C" fn front_init() {
     // hooks must give children the library back, under whatever name it is given), or
     // when the start cannot be recorded for a later load.
     let e = StartEnv::read();
+    let allow = e.on_error.flatten() == Some(b"allow".as_slice());
+    ON_ERROR.store(if allow { 1 } else { 2 }, Ordering::Release);
     let preloaded = match e.preload.flatten() {
         Some(list) => me.name.is_null() || preloaded_by_env(list, me.name),
         None => false,

@@ -126,6 +126,9 @@ fn a_first_call_that_is_an_exec_leaves_children_judged_and_the_core_unloaded() {
     }
 }
 
+const REFUSED: &str = "Permission denied";
+const THROUGH: &str = "Connection refused";
+
 const DENY_DOT3: &str = "version: 1\ndefault: allow\naudit: { log: off }\nrules:\n  \
     - { name: no-dot3, action: deny, calls: [connect], remote: [127.0.0.3/32] }\n";
 
@@ -195,5 +198,57 @@ fn the_environment_is_read_as_getenv_reads_it() {
         let big = [("SOCKEXIT_BIG", big.as_str())];
         let (_, text) = connect_under(&first, pre, &policy, "127.0.0.3", &big);
         assert!(text.contains("-> -1 Permission denied"), "{build}: {text}");
+    }
+}
+
+/// An interposer preloaded after the front is reached as the next definition whatever
+/// its symbol table looks like: linked with only a System V hash table
+/// (`--hash-style=sysv`, tests/front_attack/wrap.c), or defining `connect` as an
+/// indirect function (tests/front_lazy/wrapx.c). Its `connect` runs, then the real
+/// one: an allowed connect reaches the kernel, a refused one is EACCES before it.
+#[test]
+fn interposers_after_the_front_are_reached_with_either_hash_table_and_as_ifuncs() {
+    let dir = TempDir::new("lazy-interposers");
+    let Some(first) = cc(dir.path(), "first.c", "tests/front_lazy") else {
+        return;
+    };
+    let build = |out: &str, src: &Path, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let o = Command::new("gcc")
+            .args(["-O1", "-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(src)
+            .args(extra)
+            .arg("-ldl")
+            .output()
+            .expect("gcc");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sysv = build(
+        "wrap-sysv.so",
+        &root.join("tests/front_attack/wrap.c"),
+        &["-Wl,--hash-style=sysv"],
+    );
+    let ifunc = build("wrapx.so", &root.join("tests/front_lazy/wrapx.c"), &[]);
+    let policy = dir.write("p.yaml", DENY_DOT3);
+    for (build, front) in fronts() {
+        for wrap in [&sysv, &ifunc] {
+            let pre = format!("{}:{}", front.display(), wrap.display());
+            for (host, verdict) in [("127.0.0.1", THROUGH), ("127.0.0.3", REFUSED)] {
+                let (_, text) = connect_under(&first, &pre, &policy, host, &[]);
+                assert!(
+                    text.contains(&format!("-> -1 {verdict}")),
+                    "{build} LD_PRELOAD={pre} {host}:\n{text}"
+                );
+                if host == "127.0.0.1" {
+                    assert!(
+                        text.contains("WRAP-connect"),
+                        "{build} LD_PRELOAD={pre}: the interposer after us was skipped:\n{text}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -32,6 +32,8 @@ struct Dyn {
 pub struct Libc {
     base: usize,
     gnu_hash: *const u32,
+    /// `DT_HASH`, for an object linked without a GNU hash table (`--hash-style=sysv`).
+    sysv_hash: *const u32,
     symtab: *const Sym,
     strtab: *const u8,
     versym: *const u16,
@@ -232,7 +234,7 @@ impl Libc {
 
     unsafe fn walk(&self, name: &[u8]) -> usize {
         if self.gnu_hash.is_null() {
-            return 0;
+            return self.walk_sysv(name);
         }
         let h = name
             .iter()
@@ -259,12 +261,9 @@ impl Libc {
         }
         loop {
             let ch = *chain.add((i - symoffset) as usize);
-            let sym = &*self.symtab.add(i as usize);
-            let hidden = !self.versym.is_null() && *self.versym.add(i as usize) & 0x8000 != 0;
-            if (ch | 1) == (h | 1) && sym.shndx != 0 && sym.value != 0 && !hidden {
-                let s = CStr::from_ptr(self.strtab.add(sym.name as usize) as *const c_char);
-                if s.to_bytes() == name {
-                    return self.base + sym.value as usize;
+            if (ch | 1) == (h | 1) {
+                if let Some(a) = self.defines(i, name) {
+                    return a;
                 }
             }
             if ch & 1 != 0 {
@@ -273,21 +272,76 @@ impl Libc {
             i += 1;
         }
     }
+
+    /// The System V hash table: `nbucket`, `nchain`, the buckets, the chains.
+    unsafe fn walk_sysv(&self, name: &[u8]) -> usize {
+        if self.sysv_hash.is_null() {
+            return 0;
+        }
+        let h = name.iter().fold(0u32, |h, &c| {
+            let h = (h << 4).wrapping_add(c as u32);
+            let g = h & 0xf000_0000;
+            (h ^ (g >> 24)) & !g
+        });
+        let (nbucket, nchain) = (*self.sysv_hash, *self.sysv_hash.add(1));
+        if nbucket == 0 {
+            return 0;
+        }
+        let bucket = self.sysv_hash.add(2);
+        let chain = bucket.add(nbucket as usize);
+        let mut i = *bucket.add((h % nbucket) as usize);
+        // At most nchain steps: a corrupt chain must not loop for ever.
+        for _ in 0..nchain {
+            if i == 0 || i >= nchain {
+                return 0;
+            }
+            if let Some(a) = self.defines(i, name) {
+                return a;
+            }
+            i = *chain.add(i as usize);
+        }
+        0
+    }
+
+    /// Symbol `i`'s address when it is a default definition of `name`; an indirect
+    /// function (`STT_GNU_IFUNC`) is asked for its implementation, as the loader does.
+    unsafe fn defines(&self, i: u32, name: &[u8]) -> Option<usize> {
+        const STT_GNU_IFUNC: u8 = 10;
+        let sym = &*self.symtab.add(i as usize);
+        let hidden = !self.versym.is_null() && *self.versym.add(i as usize) & 0x8000 != 0;
+        if sym.shndx == 0 || sym.value == 0 || hidden {
+            return None;
+        }
+        let s = CStr::from_ptr(self.strtab.add(sym.name as usize) as *const c_char);
+        if s.to_bytes() != name {
+            return None;
+        }
+        let addr = self.base + sym.value as usize;
+        if sym.info & 0xf == STT_GNU_IFUNC {
+            type Resolver = unsafe extern "C" fn() -> usize;
+            // SAFETY: an IFUNC symbol's value is its resolver, which takes nothing (on
+            // x86-64 glibc) and returns the implementation.
+            return Some(core::mem::transmute::<usize, Resolver>(addr)());
+        }
+        Some(addr)
+    }
 }
 
 /// # Safety
 /// `dynamic` is the mapped dynamic section of the object loaded at `base`.
 unsafe fn read(base: usize, mut dynamic: *const Dyn) -> Option<Libc> {
     const DT_NULL: i64 = 0;
+    const DT_HASH: i64 = 4;
     const DT_STRTAB: i64 = 5;
     const DT_SYMTAB: i64 = 6;
     const DT_GNU_HASH: i64 = 0x6fff_fef5;
     const DT_VERSYM: i64 = 0x6fff_fff0;
-    let (mut h, mut sy, mut st, mut vs) = (0usize, 0usize, 0usize, 0usize);
+    let (mut h, mut sy, mut st, mut vs, mut sv) = (0usize, 0usize, 0usize, 0usize, 0usize);
     while (*dynamic).tag != DT_NULL {
         let v = (*dynamic).val as usize;
         match (*dynamic).tag {
             DT_GNU_HASH => h = v,
+            DT_HASH => sv = v,
             DT_SYMTAB => sy = v,
             DT_STRTAB => st = v,
             DT_VERSYM => vs = v,
@@ -298,9 +352,11 @@ unsafe fn read(base: usize, mut dynamic: *const Dyn) -> Option<Libc> {
     // The loader relocates these entries in place on most targets; an entry below the
     // load address is still an offset.
     let abs = |v: usize| if v < base { base + v } else { v };
-    (h != 0 && sy != 0 && st != 0).then(|| Libc {
+    let opt = |v: usize| if v == 0 { 0 } else { abs(v) };
+    ((h != 0 || sv != 0) && sy != 0 && st != 0).then(|| Libc {
         base,
-        gnu_hash: abs(h) as *const u32,
+        gnu_hash: opt(h) as *const u32,
+        sysv_hash: opt(sv) as *const u32,
         symtab: abs(sy) as *const Sym,
         strtab: abs(st) as *const u8,
         versym: if vs == 0 {

@@ -52,6 +52,12 @@ for mode in exec spawn vfork signal; do
     env -i "$SX_FIRST" $mode "$SX_PROG" $host 9 2>&1 | sed "s/^/$mode $host: /"
   done
 done
+mkdir -p /run/sx/lib2 && cp /run/sx/lib/* /run/sx/lib2/ || fail cp2
+echo "/run/sx/lib/libsockexit.so /run/sx/lib2/libsockexit.so" > /etc/ld.so.preload
+for host in 127.0.0.3 127.0.0.1; do
+  env -i "$SX_FIRST" connect $host 9 2>&1 | sed "s/^/two $host: /"
+  env -i "$SX_FIRST" exec "$SX_PROG" $host 9 2>&1 | sed "s/^/two exec $host: /"
+done
 rm /etc/ld.so.preload
 echo "step done"
 "#;
@@ -99,6 +105,16 @@ fn a_first_call_that_is_an_exec_leaves_children_judged_and_the_core_unloaded() {
                     text.contains(&format!("{mode} {host}: {line}")),
                     "{mode} {host}: want {line:?}\n{ctx}"
                 );
+            }
+        }
+        // Two fronts in /etc/ld.so.preload (two paths): the second forwards to the
+        // first, and neither is the other's next definition.
+        for (host, verdict) in [("127.0.0.3", REFUSED), ("127.0.0.1", THROUGH)] {
+            for l in [
+                format!("two {host}: parent connect {host} -> -1 {verdict}"),
+                format!("two exec {host}: connect {host} -> -1 {verdict}"),
+            ] {
+                assert!(text.contains(l.as_str()), "want {l:?}\n{ctx}");
             }
         }
         for host in ["127.0.0.3", "127.0.0.1"] {

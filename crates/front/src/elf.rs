@@ -143,44 +143,57 @@ pub struct Objects {
     list: [Option<Object>; 32],
     /// More objects were loaded than the list holds.
     full: bool,
+    /// The object the reader lives in, found while the loader's report was current.
+    me: Option<Object>,
 }
 
 impl Objects {
     pub const EMPTY: Objects = Objects {
         list: [None; 32],
         full: false,
+        me: None,
     };
 
-    pub fn read() -> Objects {
+    /// The loaded objects, and which of them holds the address `mine`.
+    pub fn read(mine: usize) -> Objects {
         let mut o = Objects::EMPTY;
-        o.read_into();
+        o.read_into(mine);
         o
     }
 
     /// Fill an empty list in place (the front's is a static: no copy).
-    pub fn read_into(&mut self) {
+    pub fn read_into(&mut self, mine: usize) {
         let mut slots = self.list.iter_mut();
-        let mut full = false;
-        each_loaded(|o| match slots.next() {
-            Some(slot) => {
-                *slot = Some(o);
-                true
+        let (mut full, mut me) = (false, None);
+        each_loaded(|o| {
+            if me.is_none() && o.holds(mine) {
+                me = Some(o);
             }
-            None => {
-                full = true;
-                false
+            match slots.next() {
+                Some(slot) => {
+                    *slot = Some(o);
+                    true
+                }
+                None => {
+                    full = true;
+                    // Still looking for ourselves: a front dlopened late sits far down.
+                    me.is_none()
+                }
             }
         });
         self.full = full;
+        self.me = me;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Object> + '_ {
         self.list.iter().map_while(|e| *e)
     }
 
-    /// The object whose segments hold `addr`.
-    pub fn holding(&self, addr: usize) -> Option<Object> {
-        self.iter().find(|o| o.holds(addr))
+    /// The object that holds the address given to [`Objects::read`], found while the
+    /// loader's report was current (no later walk through objects that may have been
+    /// unloaded since).
+    pub fn me(&self) -> Option<Object> {
+        self.me
     }
 
     /// The first definition of `name` in an object after the one loaded at `me`,

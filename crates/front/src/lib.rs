@@ -170,7 +170,7 @@ extern "C" fn fill(slot: &AtomicUsize) {
     if CORE.load(Ordering::Acquire) == 0 && DEFERRED.load(Ordering::Acquire) {
         if let Some(name) = exec_name(slot) {
             let p = with_objects(|o| {
-                o.holding(fill as *const () as usize)
+                o.me()
                     .map_or(0, |me| o.next_after(me.base, name.as_bytes()))
             });
             // A concurrent attach (the core loaded meanwhile) wins.
@@ -213,14 +213,14 @@ fn with_objects<R>(f: impl FnOnce(&elf::Objects) -> R) -> R {
     match OBJECTS_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             // SAFETY: we won 0 -> 1: nobody else reads or writes until we say 2.
-            unsafe { (*OBJECTS.0.get()).read_into() };
+            unsafe { (*OBJECTS.0.get()).read_into(fill as *const () as usize) };
             OBJECTS_STATE.store(2, Ordering::Release);
             // SAFETY: written above, never again.
             f(unsafe { &*OBJECTS.0.get() })
         }
         // SAFETY: 2: written once, never again.
         Err(2) => f(unsafe { &*OBJECTS.0.get() }),
-        Err(_) => f(&elf::Objects::read()),
+        Err(_) => f(&elf::Objects::read(fill as *const () as usize)),
     }
 }
 
@@ -260,7 +260,7 @@ fn load_core() {
 
 /// Where this object is loaded and its file name (as the loader has it).
 fn me() -> Option<(usize, *const c_char)> {
-    with_objects(|o| o.holding(fill as *const () as usize))
+    with_objects(|o| o.me())
         .filter(|m| !m.name.is_null())
         .map(|m| (m.base, m.name))
 }
@@ -548,7 +548,7 @@ static DEFERRED: AtomicBool = AtomicBool::new(false);
 extern "C" fn front_init() {
     // One read of the loaded objects serves the constructor and every later lookup.
     let Some((me, first)) = with_objects(|o| {
-        let me = o.holding(fill as *const () as usize)?;
+        let me = o.me()?;
         Some((me, o.first_before(me.base, b"sockexit_front_attach")))
     }) else {
         return;

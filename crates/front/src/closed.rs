@@ -260,7 +260,10 @@ unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) 
     if flags & libc::MSG_FASTOPEN != 0 && is_ip(family_of(fd)) {
         return fail(libc::EACCES) as libc::ssize_t;
     }
-    let r = crate::sys::call3(libc::SYS_sendmsg, fd as usize, msg as usize, flags as usize);
+    let r = crate::sys::call6(
+        libc::SYS_sendmsg,
+        [fd as usize, msg as usize, flags as usize, 0, 0, 0],
+    );
     libc_style(r)
 }
 

@@ -1,10 +1,13 @@
-//! libc's own functions, found in its dynamic symbol table: the front exports
-//! `dlsym` and `dlopen` itself, so it cannot ask `dlsym` for them (that is us), and a
-//! versioned reference would bind to our unversioned export too.
+//! Symbols found in the loaded objects' own tables: the front exports `dlsym` and
+//! `dlopen` itself, so it cannot ask `dlsym` for them (that is us), and a versioned
+//! reference would bind to our unversioned export too.
 //!
-//! One `dl_iterate_phdr` pass finds libc; each name is then a GNU-hash lookup, as the
-//! dynamic loader does it, taking only the default version of a versioned symbol
-//! (`posix_spawn@@GLIBC_2.15`, not the compatibility `posix_spawn@GLIBC_2.2.5`).
+//! `dl_iterate_phdr` lists the objects (once into [`Objects`] for the front's start,
+//! or streamed: [`next_after`], [`Libc::find`]); each name is then a hash lookup as the
+//! dynamic loader does it — the GNU table with its Bloom filter, else the System V
+//! one — taking only the default version of a versioned symbol
+//! (`posix_spawn@@GLIBC_2.15`, not the compatibility `posix_spawn@GLIBC_2.2.5`) and
+//! the implementation of an indirect function.
 
 use core::ffi::CStr;
 use libc::{c_char, c_int, c_void};
@@ -81,6 +84,15 @@ impl Object {
         self.lookup(b"sockexit_front_attach") != 0
     }
 
+    /// Its definition of `name` as a next definition, 0 if none: another copy of the
+    /// front never counts, its exports lead back to us.
+    fn next_definition(&self, name: &[u8]) -> usize {
+        match self.lookup(name) {
+            a if a != 0 && self.is_front() => 0,
+            a => a,
+        }
+    }
+
     fn is_libc(&self) -> bool {
         if self.name.is_null() {
             return false;
@@ -101,13 +113,8 @@ pub fn next_after(me: usize, name: &[u8]) -> usize {
             seen_me = o.base == me;
             return true;
         }
-        match o.lookup(name) {
-            a if a != 0 && !o.is_front() => {
-                addr = a;
-                false
-            }
-            _ => true,
-        }
+        addr = o.next_definition(name);
+        addr == 0
     });
     addr
 }
@@ -196,8 +203,7 @@ impl Objects {
         self.me
     }
 
-    /// The first definition of `name` in an object after the one loaded at `me`,
-    /// other copies of the front skipped: their exports lead back to us.
+    /// [`next_after`] over the start's list.
     pub fn next_after(&self, me: usize, name: &[u8]) -> usize {
         if self.full {
             // Past what the list holds: a pass over every object (the loader's lock).
@@ -206,10 +212,7 @@ impl Objects {
         self.iter()
             .skip_while(|o| o.base != me)
             .skip(1)
-            .map(|o| match o.lookup(name) {
-                a if a != 0 && o.is_front() => 0,
-                a => a,
-            })
+            .map(|o| o.next_definition(name))
             .find(|&a| a != 0)
             .unwrap_or(0)
     }

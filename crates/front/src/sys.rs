@@ -11,6 +11,8 @@
 use core::arch::asm;
 use libc::{c_char, c_int, c_long};
 
+/// A raw system call, for the stand-ins that pass a caller's arguments through.
+///
 /// # Safety
 /// A Linux system call number and arguments valid for it.
 pub unsafe fn call6(n: c_long, a: [usize; 6]) -> isize {
@@ -114,15 +116,6 @@ pub fn linger_zero(fd: c_int) -> isize {
     ];
     // SAFETY: our own option value and its length.
     unsafe { call6(libc::SYS_setsockopt, a) }
-}
-
-/// A system call with three arguments passed through as the caller gave them.
-///
-/// # Safety
-/// As for the call `n`.
-pub unsafe fn call3(n: c_long, a: usize, b: usize, c: usize) -> isize {
-    // SAFETY: the caller's.
-    unsafe { call6(n, [a, b, c, 0, 0, 0]) }
 }
 
 /// Hidden memory functions for the build without the standard library (see the module).
